@@ -1,0 +1,82 @@
+"""The ``cnd-depth`` command.
+
+Each sub-command lives in its own module under :mod:`cnd_depth_ros.commands` and exposes
+``add_arguments(parser)`` and ``run(args) -> dict``; the returned dict is what ``--json PATH``
+writes. Modules are imported only when their command runs, so ``cnd-depth --help`` stays fast and
+a training box without ROS never imports rclpy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from cnd_depth_ros import __version__
+from cnd_depth_ros.errors import CndDepthError
+
+__all__ = ["COMMANDS", "main"]
+
+#: name -> (module, one-line help). Keep in the order a user meets them.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "models": ("cnd_depth_ros.commands.models", "list the networks with their parameter counts"),
+}
+
+
+def _write_json(path: Path, result: dict[str, Any]) -> None:
+    """Atomic: a reader never sees half a results file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(result, indent=2, sort_keys=True, default=str) + "\n")
+    partial.replace(path)
+
+
+def _top_level_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cnd-depth",
+        description="Train, export, compile, benchmark and evaluate CND depth networks.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="commands:\n"
+        + "\n".join(f"  {name:<14}{summary}" for name, (_, summary) in COMMANDS.items())
+        + "\n\n`cnd-depth COMMAND --help` describes each one.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("command", choices=sorted(COMMANDS), metavar="COMMAND")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        _top_level_parser().parse_args(argv[:1] or ["--help"])
+        return 2
+    name, rest = argv[0], argv[1:]
+    module_name, summary = COMMANDS[name]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(
+        prog=f"cnd-depth {name}",
+        description=(module.__doc__ or summary).strip(),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    module.add_arguments(parser)
+    parser.add_argument("--json", type=Path, metavar="PATH", help="write the results as JSON here")
+    args = parser.parse_args(rest)
+    try:
+        result = module.run(args)
+    except CndDepthError as error:
+        print(f"cnd-depth {name}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"cnd-depth {name}: interrupted", file=sys.stderr)
+        return 130
+    if args.json is not None:
+        _write_json(args.json, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

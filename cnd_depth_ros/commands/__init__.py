@@ -1,0 +1,1 @@
+"""One module per `cnd-depth` sub-command; see :mod:`cnd_depth_ros.cli`."""

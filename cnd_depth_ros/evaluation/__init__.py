@@ -1,0 +1,1 @@
+"""Dataset evaluation, rosbag replay and reports."""

@@ -1,0 +1,1 @@
+"""ONNX export, inference backends (torch, onnxruntime, tensorrt) and the engine cache."""

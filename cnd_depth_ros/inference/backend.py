@@ -1,0 +1,118 @@
+"""The interface every inference backend shares, and the pre/post-processing they all use.
+
+A backend only implements :meth:`DepthBackend.run` (network forward on network-sized float
+tensors); :meth:`DepthBackend.infer` does the rest identically for all of them: check and resize the
+camera images, run, turn the raw output into metric depth for the *live* camera (the artifact's
+output rule, DESIGN "Camera awareness"), and resize to the requested output size.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, ClassVar
+
+import cv2
+import numpy as np
+
+from cnd_depth_ros.camera import PinholeCamera
+from cnd_depth_ros.models.artifact import ModelMetadata
+
+__all__ = ["DepthBackend", "to_network_input"]
+
+
+def to_network_input(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """H x W x 3 uint8 RGB -> 1 x 3 x height x width float32 in [0, 1] (normalisation is in the
+    graph). Area interpolation when shrinking, so thin structures are not aliased away."""
+    if image.shape[:2] != (height, width):
+        shrinking = image.shape[0] > height or image.shape[1] > width
+        image = cv2.resize(
+            image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+        )
+    return np.ascontiguousarray(image.transpose(2, 0, 1)[None], dtype=np.float32) / np.float32(255)
+
+
+class DepthBackend(abc.ABC):
+    """Runs one model artifact. Subclasses implement :meth:`run` (and usually :meth:`close`)."""
+
+    name: ClassVar[str]
+
+    def __init__(self, metadata: ModelMetadata, source: str) -> None:
+        self.metadata = metadata
+        self.source = source
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """Network input as (width, height)."""
+        return self.metadata.input_width, self.metadata.input_height
+
+    @abc.abstractmethod
+    def run(self, left: np.ndarray, right: np.ndarray | None) -> np.ndarray:
+        """Forward pass: 1 x 3 x h x w float32 input(s) at network size -> 1 x 1 x h x w float32
+        raw output (disparity or depth, as the artifact's ``output`` says)."""
+
+    def infer(
+        self,
+        left: np.ndarray,
+        right: np.ndarray | None = None,
+        *,
+        camera: PinholeCamera,
+        output_size: tuple[int, int] | None = None,
+    ) -> np.ndarray:
+        """Metric depth (H x W float32 metres, NaN where invalid) for ``camera``.
+
+        ``left``/``right`` are H x W x 3 uint8 RGB images of the size ``camera`` describes.
+        ``output_size`` is (width, height), default the camera's size.
+
+        :raises ValueError: wrong image shapes or dtype, a missing right image for a stereo model,
+            or a stereo model without a baseline in ``camera``.
+        """
+        self._check_image("left", left, camera)
+        if self.metadata.stereo:
+            if right is None:
+                raise ValueError(f"{self.metadata.variant} is a stereo model: a right image is needed")
+            self._check_image("right", right, camera)
+            if camera.baseline is None:
+                raise ValueError(f"{self.metadata.variant} is a stereo model: camera has no baseline")
+        width, height = self.input_size
+        raw = self.run(
+            to_network_input(left, width, height),
+            to_network_input(right, width, height) if self.metadata.stereo else None,
+        )
+        depth = self.metadata.metric_depth(raw[0, 0], camera.resized(width, height))
+        out_width, out_height = output_size or (camera.width, camera.height)
+        if (out_width, out_height) != (width, height):
+            depth = cv2.resize(depth, (out_width, out_height), interpolation=cv2.INTER_LINEAR)
+        return depth
+
+    def warmup(self, iterations: int = 3) -> None:
+        """Run a few forward passes so the first real frame does not pay for lazy setup."""
+        width, height = self.input_size
+        zeros = np.zeros((1, 3, height, width), np.float32)
+        for _ in range(iterations):
+            self.run(zeros, zeros if self.metadata.stereo else None)
+
+    def info(self) -> dict[str, Any]:
+        """What runs: for logs, diagnostics and benchmark reports."""
+        width, height = self.input_size
+        return {
+            "backend": self.name,
+            "model": self.source,
+            "variant": self.metadata.variant,
+            "input": f"{width}x{height}",
+            "output": self.metadata.output,
+        }
+
+    def close(self) -> None:
+        """Release sessions, engines and device memory. Safe to call twice."""
+
+    def _check_image(self, which: str, image: np.ndarray, camera: PinholeCamera) -> None:
+        if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 \
+                or image.shape[2] != 3:
+            shape = getattr(image, "shape", None)
+            dtype = getattr(image, "dtype", type(image).__name__)
+            raise ValueError(f"{which} image must be HxWx3 uint8 RGB, got {shape} {dtype}")
+        if image.shape[:2] != (camera.height, camera.width):
+            raise ValueError(
+                f"{which} image is {image.shape[1]}x{image.shape[0]} but the camera is "
+                f"{camera.width}x{camera.height}"
+            )

@@ -1,0 +1,1 @@
+"""Pure PyTorch networks (CND family and the FCRN baseline) and the model artifact."""

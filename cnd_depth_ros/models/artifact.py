@@ -1,0 +1,264 @@
+"""The model artifact: safetensors weights plus a JSON sidecar that says how to use them.
+
+An artifact ``NAME`` is the pair ``NAME.safetensors`` / ``NAME.json``. The sidecar holds everything
+export, the backends and the node need to rebuild the network and turn its output into metric
+depth for *any* camera, without importing the trainer:
+
+* ``variant`` and ``model_config``: ``build_model(variant, **model_config)`` rebuilds the net.
+* ``input_height`` / ``input_width``: the network resolution; images are resized to it.
+* ``normalisation``: the net takes RGB in [0, 1]; mean/std normalisation is inside the graph.
+* ``output``: ``"disparity"`` (stereo: pixels at network resolution, depth = fx_net * B / d) or
+  ``"depth"`` (mono: metres for a camera whose network-resolution focal length is
+  ``training_camera.fx``; for another camera depth scales by fx_net / training_camera.fx).
+* ``training_camera``: the rig the net was trained on, at network resolution.
+* ``training``: data, steps, metrics, and anything else the trainer wants to record.
+
+Weights load with ``safetensors`` only: nothing in an artifact can run code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from safetensors import SafetensorsError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from cnd_depth_ros import __version__
+from cnd_depth_ros.camera import PinholeCamera
+from cnd_depth_ros.errors import ArtifactError
+
+__all__ = [
+    "ARTIFACT_FORMAT",
+    "SHIPPED_MODELS",
+    "ModelMetadata",
+    "artifact_paths",
+    "load_artifact",
+    "read_metadata",
+    "resolve_artifact",
+    "save_artifact",
+    "weights_sha256",
+]
+
+ARTIFACT_FORMAT = 1
+OutputKind = Literal["disparity", "depth"]
+SHIPPED_MODELS = ("cnd_micro", "cnd_mono", "cnd_stereo")
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+IMAGENET_NORMALISATION = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """The JSON sidecar of an artifact (see the module docstring)."""
+
+    variant: str
+    input_height: int
+    input_width: int
+    output: OutputKind
+    training_camera: PinholeCamera
+    stereo: bool
+    model_config: dict[str, Any] = field(default_factory=dict)
+    normalisation: dict[str, Any] = field(
+        default_factory=lambda: {**IMAGENET_NORMALISATION, "in_graph": True}
+    )
+    training: dict[str, Any] = field(default_factory=dict)
+    code_version: str = __version__
+    format: int = ARTIFACT_FORMAT
+
+    def __post_init__(self) -> None:
+        if self.output not in ("disparity", "depth"):
+            raise ValueError(f"output must be 'disparity' or 'depth', got {self.output!r}")
+        if self.input_height % 16 or self.input_width % 16 or min(self.input_height,
+                                                                  self.input_width) <= 0:
+            raise ValueError(
+                f"network input must be positive multiples of 16, got "
+                f"{self.input_width}x{self.input_height}"
+            )
+        if (self.training_camera.width, self.training_camera.height) != (
+            self.input_width,
+            self.input_height,
+        ):
+            raise ValueError("training_camera must be given at the network resolution")
+        if self.output == "disparity" and not self.training_camera.is_stereo:
+            raise ValueError("a disparity model needs a training camera with a baseline")
+
+    def metric_depth(self, raw: np.ndarray, camera: PinholeCamera) -> np.ndarray:
+        """Metric depth (metres) from the network's raw output, for ``camera`` at the resolution
+        of ``raw``. This is the one place the artifact's output parametrisation is applied."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if self.output == "disparity":
+                if camera.baseline is None:
+                    raise ValueError("a stereo (disparity) model needs a camera with a baseline")
+                depth = (camera.fx * camera.baseline) / raw
+            else:
+                depth = raw * (camera.fx / self.training_camera.fx)
+        depth = depth.astype(np.float32, copy=False)
+        depth[~(np.isfinite(depth) & (depth > 0))] = np.nan
+        return depth
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["training_camera"] = self.training_camera.to_dict()
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], source: str = "metadata") -> ModelMetadata:
+        """Validate and build; every problem is an :class:`ArtifactError` naming ``source``."""
+        if not isinstance(data, dict):
+            raise ArtifactError(f"{source}: expected a JSON object, got {type(data).__name__}")
+        if data.get("format") != ARTIFACT_FORMAT:
+            raise ArtifactError(
+                f"{source}: artifact format {data.get('format')!r} is not supported "
+                f"(this version reads format {ARTIFACT_FORMAT})"
+            )
+        required = {"variant": str, "input_height": int, "input_width": int, "output": str,
+                    "training_camera": dict, "stereo": bool}
+        optional = {"model_config": dict, "normalisation": dict, "training": dict,
+                    "code_version": str, "format": int}
+        for key, kind in required.items():
+            if key not in data:
+                raise ArtifactError(f"{source}: missing field {key!r}")
+        for key, value in data.items():
+            kind = required.get(key) or optional.get(key)
+            if kind is None:
+                raise ArtifactError(f"{source}: unknown field {key!r}")
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise ArtifactError(
+                    f"{source}: field {key!r} must be {kind.__name__}, got {type(value).__name__}"
+                )
+        try:
+            camera = PinholeCamera.from_dict(data["training_camera"])
+            return cls(**{**data, "training_camera": camera})
+        except (TypeError, ValueError) as error:
+            raise ArtifactError(f"{source}: {error}") from error
+
+
+def artifact_paths(path: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """``(weights, sidecar)`` for an artifact given as ``NAME``, ``NAME.json`` or
+    ``NAME.safetensors``."""
+    path = Path(path)
+    if path.suffix in (".json", ".safetensors"):
+        path = path.with_suffix("")
+    return path.with_name(path.name + ".safetensors"), path.with_name(path.name + ".json")
+
+
+def resolve_artifact(name_or_path: str | os.PathLike[str]) -> Path:
+    """A shipped model's name (``cnd_stereo``) or a path, as the artifact's base path.
+
+    :raises ArtifactError: neither a shipped name nor an existing artifact.
+    """
+    text = str(name_or_path)
+    if text in SHIPPED_MODELS:
+        base = WEIGHTS_DIR / text
+    else:
+        base = artifact_paths(text)[0].with_suffix("")
+    weights, sidecar = artifact_paths(base)
+    for needed in (weights, sidecar):
+        if not needed.is_file():
+            shipped = ", ".join(SHIPPED_MODELS)
+            raise ArtifactError(
+                f"{needed}: no such file (a model is an artifact path or one of: {shipped})"
+            )
+    return base
+
+
+def read_metadata(path: str | os.PathLike[str]) -> ModelMetadata:
+    """The validated sidecar of an artifact (or a shipped model name)."""
+    sidecar = artifact_paths(resolve_artifact(path))[1]
+    try:
+        data = json.loads(sidecar.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ArtifactError(f"{sidecar}: unreadable model metadata ({error})") from error
+    return ModelMetadata.from_json(data, source=str(sidecar))
+
+
+def weights_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of an artifact's weights: the model part of engine-cache keys."""
+    digest = hashlib.sha256()
+    with artifact_paths(resolve_artifact(path))[0].open("rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _write_atomically(target: Path, write: Callable[[Path], None]) -> None:
+    """Write through a temporary file in the same folder, then rename: never a half file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    os.close(handle)
+    try:
+        write(Path(temporary))
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def save_artifact(
+    model: nn.Module,
+    metadata: ModelMetadata,
+    path: str | os.PathLike[str],
+    *,
+    half: bool = False,
+) -> Path:
+    """Write ``model``'s weights (FP16 if ``half``) and ``metadata`` as the artifact ``path``.
+
+    Both files are written atomically; the sidecar last, so a reader never sees metadata without
+    its weights.
+    """
+    weights, sidecar = artifact_paths(path)
+    state = {
+        name: (tensor.half() if half and tensor.is_floating_point() else tensor)
+        .detach()
+        .cpu()
+        .contiguous()
+        for name, tensor in model.state_dict().items()
+    }
+    _write_atomically(weights, lambda tmp: save_file(state, str(tmp)))
+    _write_atomically(
+        sidecar,
+        lambda tmp: tmp.write_text(json.dumps(metadata.to_json(), indent=2, sort_keys=True) + "\n"),
+    )
+    return weights.with_suffix("")
+
+
+def load_artifact(
+    path: str | os.PathLike[str], *, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, ModelMetadata]:
+    """Rebuild the network of an artifact (or shipped model name) in eval mode, FP32.
+
+    :raises ArtifactError: a missing, corrupt or mismatched file, named in the message.
+    """
+    from cnd_depth_ros.models.registry import build_model
+
+    metadata = read_metadata(path)
+    weights = artifact_paths(resolve_artifact(path))[0]
+    try:
+        state = load_file(str(weights), device="cpu")
+    except (SafetensorsError, OSError, ValueError) as error:
+        raise ArtifactError(f"{weights}: unreadable weights ({error})") from error
+    try:
+        model = build_model(metadata.variant, **metadata.model_config)
+    except (TypeError, ValueError) as error:
+        raise ArtifactError(f"{weights}: cannot build {metadata.variant!r}: {error}") from error
+    reference = model.state_dict()
+    state = {
+        name: tensor.to(reference[name].dtype) if name in reference else tensor
+        for name, tensor in state.items()
+    }
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise ArtifactError(
+            f"{weights}: weights do not match {metadata.variant!r}: {error}"
+        ) from error
+    return model.to(device).eval(), metadata

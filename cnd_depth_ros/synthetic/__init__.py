@@ -1,0 +1,1 @@
+"""Procedural stereo world with exact depth, normals and disparity: the embedded default data."""
