@@ -25,7 +25,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -42,6 +42,7 @@ __all__ = [
     "SHIPPED_MODELS",
     "ModelMetadata",
     "artifact_paths",
+    "depth_from_output",
     "load_artifact",
     "read_metadata",
     "resolve_artifact",
@@ -54,6 +55,31 @@ OutputKind = Literal["disparity", "depth"]
 SHIPPED_MODELS = ("cnd_micro", "cnd_mono", "cnd_stereo")
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 IMAGENET_NORMALISATION = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+
+ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
+
+
+def depth_from_output(
+    raw: ArrayT,
+    output: OutputKind,
+    *,
+    fx: ArrayT | float,
+    baseline: ArrayT | float | None,
+    reference_fx: float,
+) -> ArrayT:
+    """Metric depth from a network's raw output: the output rule of docs/decisions.md #1.
+
+    ``fx`` (and ``baseline``, metres) describe the camera at the resolution of ``raw``; they may be
+    numbers or arrays/tensors that broadcast against ``raw`` (the trainer passes one camera per
+    sample as N x 1 x 1 x 1). ``reference_fx`` is the training camera's focal length at network
+    resolution (used by ``"depth"`` outputs only). Works unchanged on numpy and torch, so the loss
+    and every backend apply the same rule; zero disparity gives ``inf``, not masked here.
+    """
+    if output == "disparity":
+        if baseline is None:
+            raise ValueError("a stereo (disparity) model needs a camera with a baseline")
+        return fx * baseline / raw
+    return raw * (fx / reference_fx)
 
 
 @dataclass(frozen=True)
@@ -95,12 +121,13 @@ class ModelMetadata:
         """Metric depth (metres) from the network's raw output, for ``camera`` at the resolution
         of ``raw``. This is the one place the artifact's output parametrisation is applied."""
         with np.errstate(divide="ignore", invalid="ignore"):
-            if self.output == "disparity":
-                if camera.baseline is None:
-                    raise ValueError("a stereo (disparity) model needs a camera with a baseline")
-                depth = (camera.fx * camera.baseline) / raw
-            else:
-                depth = raw * (camera.fx / self.training_camera.fx)
+            depth = depth_from_output(
+                raw,
+                self.output,
+                fx=camera.fx,
+                baseline=camera.baseline,
+                reference_fx=self.training_camera.fx,
+            )
         depth = depth.astype(np.float32, copy=False)
         depth[~(np.isfinite(depth) & (depth > 0))] = np.nan
         return depth
