@@ -29,7 +29,7 @@ from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch
-from safetensors import SafetensorsError
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -271,7 +271,7 @@ def load_artifact(
     weights = artifact_paths(resolve_artifact(path))[0]
     try:
         state = load_file(str(weights), device="cpu")
-    except (SafetensorsError, OSError, ValueError) as error:
+    except (SafetensorError, OSError, ValueError) as error:
         raise ArtifactError(f"{weights}: unreadable weights ({error})") from error
     try:
         model = build_model(metadata.variant, **metadata.model_config)
