@@ -29,6 +29,7 @@ setup(
         "onnxscript>=0.2",
         "onnxruntime>=1.18",
         "rosbags>=0.10",
+        "h5py>=3.8",
         "scikit-image>=0.22",
         "matplotlib>=3.7",
         "tensorboard>=2.15",
