@@ -112,9 +112,10 @@ def normals_from_depth(depth: np.ndarray, camera: PinholeCamera) -> np.ndarray:
 
     The normal is the cross product of two tangents between back-projected neighbours, one
     along the row and one along the column. Each tangent blends the forward and backward
-    differences, weighting each by the other's squared depth step: the central difference on
-    smooth surfaces, the one-sided difference away from an occlusion edge. The result is exact
-    for planes and close to second-order accurate for curved surfaces.
+    differences, weighting each by how far it turns from the line of sight: the central
+    difference on smooth surfaces, the one-sided difference next to an occlusion edge (a
+    difference across the edge runs almost along the line of sight). Exact for planes, close to
+    second-order accurate on smooth curved surfaces.
     """
     depth = _check_image(depth, camera)
     normals, known = _normals(
@@ -146,24 +147,32 @@ def _edge_aware_tangent(
     """Per pixel, a blend of the forward and backward differences of ``points`` along ``dim``,
     and where at least one of them has both ends valid.
 
-    Each side is weighted by the *other* side's squared depth step: on a smooth surface the steps
-    match and the blend is the central difference (second order); next to an occlusion edge the
-    step across the edge is large and its weight vanishes, so the tangent stays on the pixel's
-    own surface. A side with an invalid end gets no weight.
+    Each difference is weighted by ``sin(theta) ** 4``, theta its angle to the line of sight: on
+    a smooth surface both sides make about the same angle and the blend is the central
+    difference (second order); a difference across an occlusion edge runs almost along the line
+    of sight, its weight vanishes and the tangent stays on the pixel's own surface. A side with
+    an invalid end gets no weight.
     """
     step = points.diff(dim=dim)
-    length = valid.shape[dim]
+    length = points.shape[dim]
+    sight = points.narrow(dim, 1, length - 1) + points.narrow(dim, 0, length - 1)
     pair_valid = valid.narrow(dim, 1, length - 1) & valid.narrow(dim, 0, length - 1)
-    forward, forward_valid = _pad_one(step, dim, at_end=True), _pad_one(pair_valid, dim, True)
-    backward, backward_valid = _pad_one(step, dim, at_end=False), _pad_one(pair_valid, dim, False)
-    forward_sq, backward_sq = forward[:, 2:3].square(), backward[:, 2:3].square()
-    total = forward_sq + backward_sq
+    weight = torch.where(pair_valid, _sin_squared(step, sight).square(), 0.0)
+    forward, forward_weight = _pad_one(step, dim, at_end=True), _pad_one(weight, dim, True)
+    backward, backward_weight = _pad_one(step, dim, at_end=False), _pad_one(weight, dim, False)
+    total = forward_weight + backward_weight
     # where() on both sides of the division keeps 0 / 0 out of the values and the gradients.
-    blend = torch.where(total > 0, backward_sq / torch.where(total > 0, total, 1.0), 0.5)
-    both_valid = forward_valid & backward_valid
-    forward_weight = torch.where(both_valid, blend, forward_valid.to(points.dtype))
-    tangent = forward_weight * forward + (1.0 - forward_weight) * backward
-    return tangent, forward_valid | backward_valid
+    share = torch.where(total > 0, forward_weight / torch.where(total > 0, total, 1.0), 0.5)
+    tangent = share * forward + (1.0 - share) * backward
+    known = _pad_one(pair_valid, dim, at_end=True) | _pad_one(pair_valid, dim, at_end=False)
+    return tangent, known
+
+
+def _sin_squared(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Squared sine of the angle between N x 3 x ... vectors, 0 where either is zero."""
+    cross = torch.linalg.cross(a, b, dim=1).square().sum(dim=1, keepdim=True)
+    lengths = a.square().sum(dim=1, keepdim=True) * b.square().sum(dim=1, keepdim=True)
+    return cross / torch.where(lengths > 0, lengths, 1.0)
 
 
 def _pad_one(tensor: torch.Tensor, dim: int, at_end: bool) -> torch.Tensor:
