@@ -1,0 +1,163 @@
+"""The classical baseline: OpenCV's semi-global block matcher, what stereo_image_proc runs.
+
+:class:`SgbmMatcher` has the backends' ``infer(left, right, *, camera) -> depth`` so evaluation
+and benchmarks treat it like a network. Two things differ from stereo_image_proc's defaults, both
+so that the comparison with the networks is fair:
+
+* the parameters follow the image size (disparity range, speckle window), where
+  stereo_image_proc's are fixed for one camera;
+* holes (occlusions, texture-less areas, the left border the search range cannot reach) are filled
+  along each row with the farther of the two neighbouring valid disparities, the background
+  interpolation of the KITTI stereo devkit, so every ground-truth pixel gets an estimate and the
+  metrics are computed on the same pixels as the networks'.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import cv2
+import numpy as np
+
+from cnd_depth_ros.camera import PinholeCamera
+
+__all__ = ["SgbmMatcher", "fill_disparity_holes"]
+
+
+def fill_disparity_holes(disparity: np.ndarray) -> np.ndarray:
+    """Fill NaN holes row by row with the smaller (farther) of the nearest valid disparities to
+    the left and right; a row without any valid pixel takes the image's smallest disparity.
+    All-NaN input stays NaN."""
+    valid = np.isfinite(disparity)
+    if valid.all() or not valid.any():
+        return disparity
+    columns = np.arange(disparity.shape[1])
+
+    def nearest(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Each pixel's nearest valid value to its left (NaN if none)."""
+        index = np.maximum.accumulate(np.where(mask, columns, 0), axis=1)
+        found = np.logical_or.accumulate(mask, axis=1)
+        return np.where(found, np.take_along_axis(values, index, axis=1), np.nan)
+
+    from_left = nearest(disparity, valid)
+    from_right = nearest(disparity[:, ::-1], valid[:, ::-1])[:, ::-1]
+    with np.errstate(invalid="ignore"):
+        filled = np.fmin(from_left, from_right)
+    filled[~valid.any(axis=1)] = np.nanmin(disparity)
+    return np.where(valid, disparity, filled).astype(np.float32)
+
+
+class SgbmMatcher:
+    """OpenCV ``StereoSGBM`` on rectified pairs, returning metric depth like the backends.
+
+    :param max_disparity: search range in pixels at the working size; default a quarter of the
+        image width (covers objects down to ``4 * baseline * fx / width`` away).
+    :param block_size: matching window (odd); 5 suits the small images the networks run at.
+    :param working_size: ``(width, height)`` to match at (images are resized and depth is resized
+        back); default the images' own size.
+    :param fill_holes: fill invalid pixels (see the module docstring); ``False`` leaves NaN.
+    :raises ValueError: an even or non-positive block size, or a non-positive range.
+    """
+
+    name = "sgbm"
+
+    def __init__(
+        self,
+        *,
+        max_disparity: int | None = None,
+        block_size: int = 5,
+        working_size: tuple[int, int] | None = None,
+        fill_holes: bool = True,
+    ) -> None:
+        if block_size < 1 or block_size % 2 == 0:
+            raise ValueError(f"block_size must be odd and positive, got {block_size}")
+        if max_disparity is not None and max_disparity < 1:
+            raise ValueError(f"max_disparity must be positive, got {max_disparity}")
+        self.max_disparity = max_disparity
+        self.block_size = block_size
+        self.working_size = working_size
+        self.fill_holes = fill_holes
+        self._matchers: dict[tuple[int, int], cv2.StereoSGBM] = {}
+
+    def _matcher(self, width: int, height: int) -> cv2.StereoSGBM:
+        """A matcher with parameters for this image size (cached: creating one is not free)."""
+        key = (width, height)
+        if key not in self._matchers:
+            search = self.max_disparity or width // 4
+            # OpenCV wants a multiple of 16; the usual P1/P2 are 8 and 32 * channels * block^2.
+            num_disparities = max(16, 16 * math.ceil(search / 16))
+            area = self.block_size * self.block_size
+            self._matchers[key] = cv2.StereoSGBM.create(
+                minDisparity=0,
+                numDisparities=num_disparities,
+                blockSize=self.block_size,
+                P1=8 * area,
+                P2=32 * area,
+                disp12MaxDiff=1,
+                preFilterCap=63,
+                uniquenessRatio=10,
+                # 100 pixels at VGA, scaled with the image area.
+                speckleWindowSize=max(20, round(100 * width * height / (640 * 480))),
+                speckleRange=2,
+                mode=cv2.STEREO_SGBM_MODE_SGBM_3WAY,
+            )
+        return self._matchers[key]
+
+    def disparity(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+        """Disparity in pixels of two H x W x 3 uint8 RGB images at their size; NaN holes unless
+        ``fill_holes``."""
+        gray = [cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) for image in (left, right)]
+        height, width = gray[0].shape
+        fixed_point = self._matcher(width, height).compute(gray[0], gray[1])
+        disparity = fixed_point.astype(np.float32) / 16.0
+        disparity[fixed_point <= 0] = np.nan
+        return fill_disparity_holes(disparity) if self.fill_holes else disparity
+
+    def infer(
+        self,
+        left: np.ndarray,
+        right: np.ndarray | None = None,
+        *,
+        camera: PinholeCamera,
+        output_size: tuple[int, int] | None = None,
+    ) -> np.ndarray:
+        """Metric depth (H x W float32 metres, NaN where invalid) for a rectified stereo pair
+        seen by ``camera``; the same contract as ``DepthBackend.infer``.
+
+        :raises ValueError: a missing right image, mismatched images, or a camera without baseline.
+        """
+        if right is None or camera.baseline is None:
+            raise ValueError("SGBM needs a right image and a camera with a baseline")
+        for which, image in (("left", left), ("right", right)):
+            if image.dtype != np.uint8 or image.shape != (camera.height, camera.width, 3):
+                raise ValueError(
+                    f"{which} image must be {camera.height}x{camera.width}x3 uint8 RGB, "
+                    f"got {image.shape} {image.dtype}"
+                )
+        width, height = self.working_size or (camera.width, camera.height)
+        if (width, height) != (camera.width, camera.height):
+            left, right = (
+                cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+                for image in (left, right)
+            )
+        disparity = self.disparity(left, right)
+        working = camera.resized(width, height)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            depth = (working.fx * camera.baseline / disparity).astype(np.float32)
+        out_width, out_height = output_size or (camera.width, camera.height)
+        if (out_width, out_height) != (width, height):
+            depth = cv2.resize(depth, (out_width, out_height), interpolation=cv2.INTER_NEAREST)
+        return depth
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "backend": self.name,
+            "max_disparity": self.max_disparity,
+            "block_size": self.block_size,
+            "working_size": self.working_size,
+            "fill_holes": self.fill_holes,
+        }
+
+    def close(self) -> None:
+        self._matchers.clear()
