@@ -1,0 +1,193 @@
+"""INT8 calibration data: frames from any dataset loader, as the network sees them.
+
+INT8 needs the value range of every activation, measured on representative images. Both ways
+TensorRT gets INT8 are fed from one :class:`CalibrationSet`:
+
+* TensorRT 10 calibrates while it builds (``BuilderFlag.INT8`` plus an ``IInt8Calibrator`` that
+  pulls :meth:`CalibrationSet.batches`, with a :class:`CalibrationCache` file so a rebuild skips
+  the pass; see :mod:`cnd_depth_ros.inference.tensorrt_builder`).
+* TensorRT 11 has no calibrator (strongly typed networks only): precision comes from the graph,
+  so :func:`quantize_qdq` writes a Q/DQ ONNX with ONNX Runtime's static quantisation, calibrated
+  on the same batches, and TensorRT builds that.
+
+Frames are preprocessed exactly like live images (:func:`~cnd_depth_ros.inference.backend.
+to_network_input`: resize to network size, RGB in [0, 1]), otherwise the measured ranges would
+not be the ranges the engine meets.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from cnd_depth_ros.errors import ArtifactError
+from cnd_depth_ros.inference.backend import to_network_input
+from cnd_depth_ros.models.artifact import ModelMetadata
+
+if TYPE_CHECKING:
+    from cnd_depth_ros.training.datasets.frame import Frame
+
+__all__ = ["CalibrationCache", "CalibrationSet", "quantize_qdq"]
+
+LOGGER = logging.getLogger(__name__)
+
+Batch = dict[str, np.ndarray]
+
+
+class CalibrationSet:
+    """Network-sized input batches (``{"left": B x 3 x H x W float32[, "right": ...]}``) drawn
+    from ``frames``, evenly spread over the dataset when it has more than ``max_frames``.
+
+    ``batch_size`` must match the batch dimension of the network (1 for the static export);
+    a last partial batch is dropped because TensorRT calibrates full batches only.
+    """
+
+    def __init__(
+        self,
+        frames: Sequence[Frame],
+        *,
+        width: int,
+        height: int,
+        stereo: bool,
+        batch_size: int = 1,
+        max_frames: int = 256,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"calibration batch_size must be at least 1, got {batch_size}")
+        if max_frames < batch_size:
+            raise ValueError(
+                f"calibration max_frames ({max_frames}) must be at least batch_size ({batch_size})"
+            )
+        if len(frames) < batch_size:
+            raise ValueError(
+                f"calibration needs at least {batch_size} frame(s), the dataset has {len(frames)}"
+            )
+        self.frames = frames
+        self.width, self.height, self.stereo = width, height, stereo
+        self.batch_size = batch_size
+        count = min(len(frames), max_frames) // batch_size * batch_size
+        self.indices = np.linspace(0, len(frames) - 1, count).round().astype(int).tolist()
+
+    @classmethod
+    def for_model(
+        cls, frames: Sequence[Frame], metadata: ModelMetadata, **options: int
+    ) -> CalibrationSet:
+        """A set sized for the network an artifact describes."""
+        return cls(
+            frames,
+            width=metadata.input_width,
+            height=metadata.input_height,
+            stereo=metadata.stereo,
+            **options,
+        )
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return ("left", "right") if self.stereo else ("left",)
+
+    def __len__(self) -> int:
+        """Number of batches."""
+        return len(self.indices) // self.batch_size
+
+    def batches(self) -> Iterator[Batch]:
+        """Each batch once, in order; a new iterator starts over."""
+        for start in range(0, len(self.indices), self.batch_size):
+            frames = [self.frames[i] for i in self.indices[start : start + self.batch_size]]
+            batch = {"left": self._stack([frame.left for frame in frames])}
+            if self.stereo:
+                missing = [frame.name or "frame" for frame in frames if frame.right is None]
+                if missing:
+                    raise ValueError(
+                        f"calibrating a stereo model needs right images; {missing[0]} has none"
+                    )
+                batch["right"] = self._stack([frame.right for frame in frames])  # type: ignore[misc]
+            yield batch
+
+    def _stack(self, images: list[np.ndarray]) -> np.ndarray:
+        arrays = [to_network_input(image, self.width, self.height) for image in images]
+        return np.concatenate(arrays)
+
+
+class CalibrationCache:
+    """TensorRT's calibration table in a file: read before calibrating, written after."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def read(self) -> bytes | None:
+        """The cached table, or ``None`` when there is none yet (calibration then runs)."""
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            raise ArtifactError(f"{self.path}: unreadable calibration cache ({error})") from error
+        if not data:
+            LOGGER.warning("%s: empty calibration cache, calibrating again", self.path)
+            return None
+        return data
+
+    def write(self, data: bytes | memoryview) -> None:
+        """Store the table atomically."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
+        try:
+            with os.fdopen(handle, "wb") as stream:
+                stream.write(bytes(data))
+            os.replace(temporary, self.path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+        LOGGER.info("wrote INT8 calibration cache %s", self.path)
+
+
+def quantize_qdq(
+    onnx_path: str | os.PathLike[str],
+    output_path: str | os.PathLike[str],
+    calibration: CalibrationSet,
+) -> Path:
+    """Write an INT8 Q/DQ copy of ``onnx_path`` calibrated on ``calibration`` (entropy method,
+    like TensorRT's own calibrator) and return its path.
+
+    TensorRT accepts only symmetric INT8 (zero point 0) Q/DQ pairs, so activations and weights
+    are both symmetric ``QInt8``; weights per output channel.
+    """
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._batches = calibration.batches()
+
+        def get_next(self) -> Batch | None:
+            return next(self._batches, None)
+
+    output_path = Path(output_path)
+    LOGGER.info(
+        "calibrating INT8 Q/DQ ranges on %d batch(es) of %d frame(s)",
+        len(calibration),
+        calibration.batch_size,
+    )
+    quantize_static(
+        str(onnx_path),
+        str(output_path),
+        _Reader(),
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        calibrate_method=CalibrationMethod.Entropy,
+        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+    )
+    return output_path

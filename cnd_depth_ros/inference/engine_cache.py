@@ -1,0 +1,401 @@
+"""Where TensorRT engines live, what each was built from, and whether it may be loaded.
+
+A serialized engine only runs on the TensorRT version and the GPU model that built it, and a
+first build on a Jetson takes minutes, so engines are cached. The cache key is everything the
+engine depends on: the model (SHA-256 of the artifact's weights, or of the ONNX file), the
+TensorRT version, the GPU name and compute capability, the precision and the input shape. Each
+``NAME.engine`` has a sidecar ``NAME.json`` (:class:`EngineRecord`) with the key, the artifact
+metadata (so an engine alone is a usable model), the engine's SHA-256 recorded at build time,
+and the build time. Loading checks the sidecar before TensorRT sees a byte: a truncated or
+altered file, or one built by another TensorRT or GPU, is refused with the file and the reason.
+
+Nothing here imports TensorRT: the whole module runs in the tests on machines without a GPU.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from cnd_depth_ros.errors import ArtifactError
+from cnd_depth_ros.models.artifact import ModelMetadata
+
+__all__ = [
+    "CACHE_ENV",
+    "ENGINE_SUFFIX",
+    "PRECISIONS",
+    "BuildTarget",
+    "EngineCache",
+    "EngineKey",
+    "EngineRecord",
+    "StaleEngineError",
+    "default_cache_dir",
+    "file_sha256",
+    "load_engine_file",
+    "read_record",
+    "save_engine_file",
+]
+
+LOGGER = logging.getLogger(__name__)
+
+#: Environment variable that moves the engine cache (default ``~/.cache/cnd_depth_ros/engines``).
+CACHE_ENV = "CND_DEPTH_CACHE"
+ENGINE_SUFFIX = ".engine"
+PRECISIONS = ("fp32", "fp16", "int8")
+SIDECAR_FORMAT = 1
+
+
+class StaleEngineError(ArtifactError):
+    """An intact engine built for something else: another TensorRT version, GPU, model,
+    precision or input shape. Cached engines are rebuilt; an explicit engine path is an error."""
+
+
+def default_cache_dir() -> Path:
+    """``$CND_DEPTH_CACHE`` if set, else ``~/.cache/cnd_depth_ros/engines``."""
+    configured = os.environ.get(CACHE_ENV)
+    if configured:
+        return Path(configured).expanduser()
+    return Path.home() / ".cache" / "cnd_depth_ros" / "engines"
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks (engines and ONNX files can be large)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-").lower() or "unknown"
+
+
+@dataclass(frozen=True)
+class BuildTarget:
+    """The runtime an engine is bound to: the TensorRT version and the GPU model."""
+
+    tensorrt_version: str
+    gpu_name: str
+    compute_capability: str
+
+    def describe(self) -> str:
+        return (
+            f"TensorRT {self.tensorrt_version} on {self.gpu_name} "
+            f"(compute capability {self.compute_capability})"
+        )
+
+    @property
+    def slug(self) -> str:
+        """File-name-safe identity, for caches that are per runtime (timing caches)."""
+        gpu = _slug(self.gpu_name)
+        return f"trt{_slug(self.tensorrt_version)}-{gpu}-sm{self.compute_capability}"
+
+
+@dataclass(frozen=True)
+class EngineKey:
+    """Everything a serialized engine depends on; two equal keys may share one engine."""
+
+    model_sha256: str
+    precision: str
+    height: int
+    width: int
+    target: BuildTarget
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.height <= 0 or self.width <= 0:
+            raise ValueError(f"engine input must be positive, got {self.width}x{self.height}")
+        if not re.fullmatch(r"[0-9a-f]{64}", self.model_sha256):
+            raise ValueError(f"model_sha256 must be 64 hex digits, got {self.model_sha256!r}")
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 of the canonical JSON of the key: the engine's identity in the cache."""
+        canonical = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def same_build_inputs(self, other: EngineKey) -> bool:
+        """Same model, precision and shape: ``other`` is this engine for another runtime."""
+        return (self.model_sha256, self.precision, self.height, self.width) == (
+            other.model_sha256,
+            other.precision,
+            other.height,
+            other.width,
+        )
+
+    def differences(self, wanted: EngineKey) -> list[str]:
+        """Human-readable reasons why an engine with this key is not ``wanted``."""
+        reasons = []
+        if self.target != wanted.target:
+            reasons.append(f"built by {self.target.describe()}, this is {wanted.target.describe()}")
+        if self.model_sha256 != wanted.model_sha256:
+            reasons.append(
+                f"built from model {self.model_sha256[:12]}, wanted {wanted.model_sha256[:12]}"
+            )
+        if self.precision != wanted.precision:
+            reasons.append(f"precision {self.precision}, wanted {wanted.precision}")
+        if (self.height, self.width) != (wanted.height, wanted.width):
+            reasons.append(
+                f"input {self.width}x{self.height}, wanted {wanted.width}x{wanted.height}"
+            )
+        return reasons
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> EngineKey:
+        return cls(**{**data, "target": BuildTarget(**data["target"])})
+
+
+@dataclass(frozen=True)
+class EngineRecord:
+    """The sidecar JSON of one engine file."""
+
+    key: EngineKey
+    metadata: ModelMetadata
+    sha256: str
+    size: int
+    build_seconds: float
+    built_at: str
+    source: str
+    format: int = SIDECAR_FORMAT
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["key"] = self.key.to_json()
+        data["metadata"] = self.metadata.to_json()
+        return data
+
+    @classmethod
+    def from_json(cls, data: Any, source: str) -> EngineRecord:
+        """Validate and build; every problem is an :class:`ArtifactError` naming ``source``."""
+        if not isinstance(data, dict):
+            raise ArtifactError(f"{source}: expected a JSON object, got {type(data).__name__}")
+        if data.get("format") != SIDECAR_FORMAT:
+            raise ArtifactError(
+                f"{source}: engine sidecar format {data.get('format')!r} is not supported "
+                f"(this version reads format {SIDECAR_FORMAT})"
+            )
+        try:
+            key = EngineKey.from_json(data["key"])
+            metadata = ModelMetadata.from_json(data["metadata"], source=source)
+            return cls(
+                key=key,
+                metadata=metadata,
+                sha256=str(data["sha256"]),
+                size=int(data["size"]),
+                build_seconds=float(data["build_seconds"]),
+                built_at=str(data["built_at"]),
+                source=str(data["source"]),
+            )
+        except ArtifactError:
+            raise
+        except (KeyError, TypeError, ValueError) as error:
+            raise ArtifactError(f"{source}: invalid engine sidecar ({error!r})") from error
+
+
+def _sidecar(engine: Path) -> Path:
+    return engine.with_suffix(".json")
+
+
+def _write_atomically(target: Path, write: Callable[[Path], None]) -> None:
+    """Write a temporary file in the same folder, then rename: readers never see half a file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    os.close(handle)
+    try:
+        write(Path(temporary))
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def save_engine_file(
+    path: Path,
+    engine: bytes,
+    *,
+    key: EngineKey,
+    metadata: ModelMetadata,
+    build_seconds: float,
+    source: str,
+) -> EngineRecord:
+    """Write ``engine`` and its sidecar atomically (the sidecar last) and return the record."""
+    record = EngineRecord(
+        key=key,
+        metadata=metadata,
+        sha256=hashlib.sha256(engine).hexdigest(),
+        size=len(engine),
+        build_seconds=round(build_seconds, 3),
+        built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        source=source,
+    )
+    _write_atomically(path, lambda tmp: tmp.write_bytes(engine))
+    text = json.dumps(record.to_json(), indent=2, sort_keys=True) + "\n"
+    _write_atomically(_sidecar(path), lambda tmp: tmp.write_text(text))
+    return record
+
+
+def read_record(path: Path) -> EngineRecord:
+    """The validated sidecar of the engine ``path``.
+
+    :raises ArtifactError: no sidecar, or an unreadable or invalid one.
+    """
+    sidecar = _sidecar(path)
+    if not sidecar.is_file():
+        raise ArtifactError(
+            f"{path}: no sidecar {sidecar.name}; engines are loaded only with the sidecar "
+            "`cnd-depth build-engine` writes (it records the model, TensorRT version and GPU)"
+        )
+    try:
+        data = json.loads(sidecar.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ArtifactError(f"{sidecar}: unreadable engine sidecar ({error})") from error
+    return EngineRecord.from_json(data, source=str(sidecar))
+
+
+def load_engine_file(
+    path: Path, *, target: BuildTarget, key: EngineKey | None = None
+) -> tuple[bytes, EngineRecord]:
+    """The bytes and record of an engine that is intact and was built for ``target``.
+
+    With ``key`` (a cached engine), the model, precision and shape must match as well; without
+    (an engine given by path), its own sidecar says which model it runs.
+
+    :raises ArtifactError: missing, truncated or altered file, or a bad sidecar.
+    :raises StaleEngineError: built by another TensorRT version or GPU, or for another key.
+    """
+    record = read_record(path)
+    try:
+        engine = path.read_bytes()
+    except OSError as error:
+        raise ArtifactError(f"{path}: unreadable engine ({error})") from error
+    if len(engine) != record.size:
+        raise ArtifactError(
+            f"{path}: truncated or overwritten engine ({len(engine)} bytes, "
+            f"{record.size} when built)"
+        )
+    if hashlib.sha256(engine).hexdigest() != record.sha256:
+        raise ArtifactError(f"{path}: engine checksum does not match its sidecar (corrupted)")
+    wanted = key or EngineKey(
+        record.key.model_sha256, record.key.precision, record.key.height, record.key.width, target
+    )
+    reasons = record.key.differences(wanted)
+    if reasons:
+        raise StaleEngineError(f"{path}: stale engine: {'; '.join(reasons)}")
+    return engine, record
+
+
+class EngineCache:
+    """A folder of engines, timing caches and INT8 calibration caches.
+
+    Engines are named ``VARIANT-PRECISION-WxH-DIGEST.engine`` with the digest of their full
+    :class:`EngineKey`, so engines for different runtimes never overwrite each other;
+    :meth:`stale_entries` finds the ones a new build replaces.
+    """
+
+    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+        self.root = Path(root).expanduser() if root is not None else default_cache_dir()
+
+    def engine_path(self, key: EngineKey, variant: str) -> Path:
+        name = f"{_slug(variant)}-{key.precision}-{key.width}x{key.height}-{key.digest[:16]}"
+        return self.root / f"{name}{ENGINE_SUFFIX}"
+
+    def timing_cache_path(self, target: BuildTarget) -> Path:
+        """One timing cache per runtime: TensorRT rejects caches from other GPUs or versions."""
+        return self.root / f"timing-{target.slug}.cache"
+
+    def calibration_cache_path(self, key: EngineKey, data_id: str) -> Path:
+        """The INT8 calibration cache of a model, shape and calibration set (``data_id``)."""
+        data = hashlib.sha256(data_id.encode()).hexdigest()[:12]
+        return self.root / (
+            f"calib-{key.model_sha256[:16]}-{key.width}x{key.height}-{data}-{key.target.slug}.cache"
+        )
+
+    def entries(self) -> list[tuple[Path, EngineRecord]]:
+        """Every engine with a readable sidecar (unreadable ones are logged and skipped)."""
+        found = []
+        for path in sorted(self.root.glob(f"*{ENGINE_SUFFIX}")):
+            try:
+                found.append((path, read_record(path)))
+            except ArtifactError as error:
+                LOGGER.warning("engine cache: skipping %s", error)
+        return found
+
+    def stale_entries(self, key: EngineKey) -> list[tuple[Path, EngineRecord]]:
+        """Engines of the same model, precision and shape built for another runtime."""
+        return [
+            (path, record)
+            for path, record in self.entries()
+            if record.key.same_build_inputs(key) and record.key != key
+        ]
+
+    def remove(self, path: Path) -> None:
+        """Delete an engine and its sidecar."""
+        path.unlink(missing_ok=True)
+        _sidecar(path).unlink(missing_ok=True)
+
+    def load_or_build(
+        self,
+        key: EngineKey,
+        build: Callable[[], bytes],
+        *,
+        metadata: ModelMetadata,
+        source: str,
+        rebuild: bool = False,
+    ) -> tuple[Path, bytes, EngineRecord]:
+        """The engine for ``key``: from the cache when it is there, intact and current, else
+        ``build()`` (logged: it can take minutes), stored, and any stale engine it replaces
+        (same model, precision and shape for another TensorRT or GPU) removed.
+
+        ``(path, engine bytes, record)``; a corrupt or stale cached engine is logged and rebuilt.
+        """
+        path = self.engine_path(key, metadata.variant)
+        if path.exists() and not rebuild:
+            try:
+                engine, record = load_engine_file(path, target=key.target, key=key)
+            except ArtifactError as error:
+                LOGGER.warning("%s: rebuilding", error)
+            else:
+                LOGGER.info("using cached engine %s", path)
+                return path, engine, record
+        stale = self.stale_entries(key)
+        for old_path, old in stale:
+            LOGGER.warning(
+                "%s is stale (%s): rebuilding",
+                old_path,
+                "; ".join(old.key.differences(key)),
+            )
+        LOGGER.info(
+            "building a %s engine for %s with %s; a first build can take minutes",
+            key.precision,
+            source,
+            key.target.describe(),
+        )
+        started = time.monotonic()
+        engine = build()
+        record = save_engine_file(
+            path,
+            engine,
+            key=key,
+            metadata=metadata,
+            build_seconds=time.monotonic() - started,
+            source=source,
+        )
+        LOGGER.info("built %s in %.1f s", path, record.build_seconds)
+        for old_path, _ in stale:
+            self.remove(old_path)
+        return path, engine, record
