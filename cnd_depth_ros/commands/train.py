@@ -1,0 +1,110 @@
+"""Train a CND network (or the FCRN baseline) and write a model artifact to --out.
+
+One process by default. --nproc N runs N DDP processes on this machine through torchrun; for
+several machines run `torchrun ... -m cnd_depth_ros.cli train ...` on each (docs/training.md).
+Options left unset take the defaults of cnd_depth_ros.training.trainer.TrainConfig; the run's
+full settings are stored in its checkpoint, artifact and train_report.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Any
+
+from cnd_depth_ros.errors import CndDepthError
+
+__all__ = ["add_arguments", "run"]
+
+
+def _data_spec(text: str) -> str:
+    kind, separator, root = text.partition(":")
+    if not separator or not kind.strip() or not root.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not KIND:ROOT (e.g. synthetic:data/synth)")
+    return text
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not JSON: {error}") from error
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"must be a JSON object, got {text!r}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    unset = argparse.SUPPRESS  # so TrainConfig's defaults stay the only ones
+    data = parser.add_argument_group("data")
+    data.add_argument("--data", action="append", required=True, type=_data_spec,
+                      metavar="KIND:ROOT", help="training data; repeat to mix sources")
+    data.add_argument("--val-data", action="append", type=_data_spec, metavar="KIND:ROOT",
+                      default=unset, help="validation data (default: hold out --val-fraction)")
+    data.add_argument("--val-fraction", type=float, default=unset,
+                      help="share of --data held out for validation when no --val-data")
+    data.add_argument("--width", type=int, default=unset, help="network input width")
+    data.add_argument("--height", type=int, default=unset, help="network input height")
+    data.add_argument("--workers", type=int, default=unset, help="DataLoader workers per process")
+
+    model = parser.add_argument_group("model and loss")
+    model.add_argument("--variant", default="cnd_mono",
+                       help="network: cnd_micro, cnd_mono, cnd_stereo, fcrn (`cnd-depth models`)")
+    model.add_argument("--model-config", dest="model", type=_json_object, default=unset,
+                       metavar="JSON", help='build_model overrides, e.g. \'{"width_mult": 0.5}\'')
+    model.add_argument("--phi", type=float, default=unset, help="exponent of the extended loss")
+
+    schedule = parser.add_argument_group("optimisation")
+    length = schedule.add_mutually_exclusive_group(required=True)
+    length.add_argument("--steps", type=int, help="optimizer steps in all")
+    length.add_argument("--epochs", type=int, help="passes over the training data")
+    schedule.add_argument("--batch-size", type=int, default=unset, help="per process")
+    schedule.add_argument("--lr", type=float, default=unset, help="peak AdamW learning rate")
+    schedule.add_argument("--weight-decay", type=float, default=unset)
+    schedule.add_argument("--schedule", choices=("cosine", "poly"), default=unset,
+                          help="decay after the warm-up")
+    schedule.add_argument("--warmup-steps", type=int, default=unset)
+    schedule.add_argument("--clip-grad", type=float, default=unset,
+                          help="gradient norm limit (0: off)")
+    schedule.add_argument("--amp", action=argparse.BooleanOptionalAction, default=unset,
+                          help="mixed precision (CUDA only)")
+    schedule.add_argument("--channels-last", action=argparse.BooleanOptionalAction,
+                          default=unset, help="channels-last memory format")
+    schedule.add_argument("--seed", type=int, default=unset)
+    schedule.add_argument("--deterministic", action="store_true", default=unset,
+                          help="deterministic kernels (slower on GPU)")
+
+    run_group = parser.add_argument_group("run")
+    run_group.add_argument("--out", required=True, help="folder for artifact, checkpoint, logs")
+    run_group.add_argument("--resume", default=unset, metavar="CHECKPOINT",
+                           help="continue a run from its OUT/checkpoint.pt (same settings)")
+    run_group.add_argument("--checkpoint-every", type=int, default=unset, metavar="STEPS")
+    run_group.add_argument("--log-every", type=int, default=unset, metavar="STEPS")
+    run_group.add_argument("--device", default=unset, help="auto, cpu, cuda or cuda:N")
+    run_group.add_argument("--nproc", type=int, default=1,
+                           help="DDP processes on this machine (relaunches through torchrun)")
+    run_group.add_argument("--no-progress", dest="progress", action="store_false",
+                           default=unset, help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from cnd_depth_ros.training.trainer import TrainConfig, launch, main
+
+    settings = {key: value for key, value in vars(args).items() if key not in ("nproc", "json")}
+    if args.nproc < 1:
+        raise CndDepthError(f"--nproc must be at least 1, got {args.nproc}")
+    try:
+        config = TrainConfig(**settings)
+    except ValueError as error:
+        raise CndDepthError(str(error)) from error
+    if args.nproc > 1:
+        if "WORLD_SIZE" in os.environ:
+            raise CndDepthError("--nproc cannot be used inside torchrun; launch one or the other")
+        return launch(config, args.nproc)
+    if int(os.environ.get("RANK", "0")) != 0:
+        args.json = None  # under torchrun, only rank 0 writes --json
+    try:
+        return main(config)
+    except ValueError as error:
+        raise CndDepthError(str(error)) from error

@@ -1,0 +1,282 @@
+"""DataLoaders for training and validation, built from ``KIND:ROOT`` data specs.
+
+Everything random about the data is a function of the run's seed, the epoch and the sample index:
+the shuffle order (a :class:`~torch.utils.data.DistributedSampler` seeded per epoch) and each
+sample's augmentation (a generator seeded with ``(seed, epoch, index)``). So a resumed run sees
+the very batches an uninterrupted run would, whatever the number of loader workers.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler, Subset
+
+from cnd_depth_ros.camera import PinholeCamera
+from cnd_depth_ros.training import transforms as T
+from cnd_depth_ros.training.datasets.frame import Frame, to_sample
+from cnd_depth_ros.training.datasets.registry import open_dataset
+
+__all__ = [
+    "DataSpec",
+    "ResumableDistributedSampler",
+    "SampleDataset",
+    "TrainingData",
+    "batch_to",
+    "build_training_data",
+    "eval_transform",
+    "open_frames",
+    "split_validation",
+    "train_loader",
+    "train_transform",
+    "val_loader",
+]
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """One data source: a dataset kind of the registry and its root folder (or bag)."""
+
+    kind: str
+    root: Path
+
+    @classmethod
+    def parse(cls, text: str) -> DataSpec:
+        """``"synthetic:data/synth"`` -> ``DataSpec("synthetic", Path("data/synth"))``.
+
+        :raises ValueError: ``text`` is not ``KIND:ROOT``.
+        """
+        kind, separator, root = text.partition(":")
+        if not separator or not kind.strip() or not root.strip():
+            raise ValueError(f"data source {text!r} must be KIND:ROOT, e.g. synthetic:data/synth")
+        return cls(kind.strip().lower(), Path(root.strip()))
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.root}"
+
+
+def open_frames(specs: Sequence[DataSpec], *, stereo: bool) -> Sequence[Frame]:
+    """The frames of all ``specs`` in order, as one lazy sequence.
+
+    :raises ValueError: no specs, an empty source, or a mono source where ``stereo`` is needed.
+    """
+    if not specs:
+        raise ValueError("no data source given")
+    sources = []
+    for spec in specs:
+        frames = open_dataset(spec.kind, spec.root)
+        if len(frames) == 0:
+            raise ValueError(f"data source {spec} has no frames")
+        if stereo and frames[0].right is None:
+            raise ValueError(f"data source {spec} has no right images; a stereo model needs them")
+        sources.append(frames)
+    return sources[0] if len(sources) == 1 else ConcatDataset(sources)  # type: ignore[return-value]
+
+
+def split_validation(
+    frames: Sequence[Frame], fraction: float
+) -> tuple[Sequence[Frame], Sequence[Frame]]:
+    """Hold out the last ``fraction`` of ``frames`` (at least one) for validation.
+
+    :raises ValueError: ``fraction`` outside [0, 1) or too few frames to split.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"validation fraction must be in [0, 1), got {fraction}")
+    if fraction == 0.0:
+        return frames, []
+    held_out = max(1, round(len(frames) * fraction))
+    if held_out >= len(frames):
+        raise ValueError(f"cannot hold out {held_out} of {len(frames)} frames for validation")
+    cut = len(frames) - held_out
+    return (
+        Subset(frames, range(cut)),  # type: ignore[arg-type,return-value]
+        Subset(frames, range(cut, len(frames))),  # type: ignore[arg-type]
+    )
+
+
+def train_transform(width: int, height: int) -> T.Compose:
+    """Resize to the network, then flips (stereo-aware) and photometric jitter."""
+    return T.Compose(
+        [
+            T.Resize(width, height),
+            T.RandomHorizontalFlip(0.5),
+            T.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2),
+        ]
+    )
+
+
+def eval_transform(width: int, height: int) -> T.Compose:
+    """Resize to the network, nothing random."""
+    return T.Compose([T.Resize(width, height)])
+
+
+class SampleDataset(Dataset[dict[str, Any]]):
+    """Frames -> training tensors (:func:`to_sample`), augmented reproducibly.
+
+    Each sample's augmentation draws from a generator seeded with ``(seed, epoch, index)``; call
+    :meth:`set_epoch` before iterating a new epoch (the DataLoader copies the dataset into its
+    workers when an iterator is made, so workers see the new epoch too).
+    """
+
+    def __init__(self, frames: Sequence[Frame], transform: T.Compose, *, seed: int = 0) -> None:
+        self.frames = frames
+        self.transform = transform
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        rng = np.random.default_rng((self.seed, self.epoch, index))
+        return to_sample(self.transform(self.frames[index], rng))
+
+
+class ResumableDistributedSampler(DistributedSampler):
+    """A :class:`DistributedSampler` that can start part-way through an epoch.
+
+    ``set_start(n)`` skips the first ``n`` indices of this rank's epoch order, so a run resumed
+    after ``k`` batches continues with batch ``k + 1`` of the same permutation. The skip applies to
+    the next iteration only.
+    """
+
+    def __init__(self, dataset: Dataset[Any], **kwargs: Any) -> None:
+        super().__init__(dataset, **kwargs)
+        self.start = 0
+
+    def set_start(self, start: int) -> None:
+        if not 0 <= start <= self.num_samples:
+            raise ValueError(f"start {start} outside this rank's {self.num_samples} samples")
+        self.start = start
+
+    def __iter__(self) -> Iterator[int]:
+        start, self.start = self.start, 0
+        return itertools.islice(super().__iter__(), start, None)
+
+
+def train_loader(
+    dataset: SampleDataset,
+    *,
+    batch_size: int,
+    workers: int,
+    rank: int,
+    world_size: int,
+    seed: int,
+    pin_memory: bool = False,
+) -> DataLoader[dict[str, Any]]:
+    """Shuffled, sharded over ``world_size`` ranks, whole batches only.
+
+    :raises ValueError: fewer samples per rank than one batch.
+    """
+    sampler = ResumableDistributedSampler(
+        dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed
+    )
+    if sampler.num_samples < batch_size:
+        raise ValueError(
+            f"{len(dataset)} training frames over {world_size} process(es) give "
+            f"{sampler.num_samples} per process, fewer than the batch size {batch_size}"
+        )
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        drop_last=True,
+        persistent_workers=False,
+    )
+
+
+def val_loader(
+    dataset: SampleDataset, *, batch_size: int, workers: int, pin_memory: bool = False
+) -> DataLoader[dict[str, Any]]:
+    """In order, every frame once."""
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=pin_memory
+    )
+
+
+def batch_to(batch: dict[str, Any], device: torch.device, *, channels_last: bool) -> dict[str, Any]:
+    """Move a collated batch's tensors to ``device`` (images in channels-last if asked)."""
+    moved: dict[str, Any] = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor):
+            value = value.to(device, non_blocking=True)
+            if channels_last and key in ("left", "right"):
+                value = value.contiguous(memory_format=torch.channels_last)
+        moved[key] = value
+    return moved
+
+
+@dataclass
+class TrainingData:
+    """What the trainer iterates: the training set and loader, the validation loader, and the
+    training camera (the first training frame's camera at network resolution, the reference a
+    mono net's depth is normalised to)."""
+
+    train: SampleDataset
+    loader: DataLoader[dict[str, Any]]
+    val: DataLoader[dict[str, Any]] | None
+    held_out: int
+    camera: PinholeCamera
+
+    def set_epoch(self, epoch: int, *, skip_batches: int = 0) -> None:
+        """Prepare the next iteration of :attr:`loader`: epoch ``epoch``, from batch
+        ``skip_batches`` on (a resumed run)."""
+        sampler = self.loader.sampler
+        assert isinstance(sampler, ResumableDistributedSampler)
+        self.train.set_epoch(epoch)
+        sampler.set_epoch(epoch)
+        sampler.set_start(skip_batches * (self.loader.batch_size or 1))
+
+
+def build_training_data(
+    data: Sequence[str],
+    val_data: Sequence[str] = (),
+    *,
+    val_fraction: float,
+    width: int,
+    height: int,
+    batch_size: int,
+    workers: int,
+    seed: int,
+    rank: int = 0,
+    world_size: int = 1,
+    stereo: bool,
+    pin_memory: bool = False,
+) -> TrainingData:
+    """Open ``data`` (``KIND:ROOT`` specs) for training and ``val_data`` for validation, or hold
+    out ``val_fraction`` of ``data`` when no ``val_data`` is given.
+
+    :raises ValueError: a malformed spec, an empty or mono source for a stereo net, too few
+        frames for one batch per process.
+    """
+    frames = open_frames([DataSpec.parse(spec) for spec in data], stereo=stereo)
+    if val_data:
+        held_out = open_frames([DataSpec.parse(spec) for spec in val_data], stereo=stereo)
+    else:
+        frames, held_out = split_validation(frames, val_fraction)
+    camera = eval_transform(width, height)(frames[0], np.random.default_rng(0)).camera
+    train = SampleDataset(frames, train_transform(width, height), seed=seed)
+    loader = train_loader(
+        train, batch_size=batch_size, workers=workers, rank=rank, world_size=world_size,
+        seed=seed, pin_memory=pin_memory,
+    )
+    val = (
+        val_loader(
+            SampleDataset(held_out, eval_transform(width, height), seed=seed),
+            batch_size=batch_size, workers=workers, pin_memory=pin_memory,
+        )
+        if len(held_out)
+        else None
+    )
+    return TrainingData(train, loader, val, len(held_out), camera)

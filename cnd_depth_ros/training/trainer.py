@@ -1,0 +1,548 @@
+"""Training of the CND networks (and the FCRN baseline) on one process, several GPUs or nodes.
+
+Split as torchvision's ``references/segmentation/train.py``: :func:`train_one_epoch`,
+:func:`evaluate`, :func:`main`. Distributed runs use PyTorch DDP with ``env://`` rendezvous, the
+variables ``torchrun`` sets (NCCL on CUDA, Gloo on CPU)::
+
+    cnd-depth train --data synthetic:data/synth --out runs/mono             # one process
+    cnd-depth train --nproc 8 ...                                           # torchrun, this machine
+    torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d \\
+        --rdzv-endpoint HOST:29500 -m cnd_depth_ros.cli train ...           # several machines
+
+The loss is computed on metric depth obtained from the raw output by the artifact's own rule
+(:func:`~cnd_depth_ros.models.artifact.depth_from_output`) with each sample's camera, so what is
+optimised is exactly what the deployed model reports. A run is resumable after a kill at any
+moment: checkpoints are atomic, the data order and augmentation are functions of (seed, epoch,
+index), and the random state of each step is a function of (seed, rank, step).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from cnd_depth_ros.errors import CndDepthError
+from cnd_depth_ros.models.artifact import (
+    ModelMetadata,
+    OutputKind,
+    depth_from_output,
+    save_artifact,
+)
+from cnd_depth_ros.training import data as D
+from cnd_depth_ros.training.checkpoint import load_checkpoint, save_checkpoint
+
+__all__ = ["DistributedEnv", "TrainConfig", "evaluate", "launch", "main", "train_one_epoch"]
+
+_LOGGER = logging.getLogger(__name__)
+
+#: Settings that may differ between a run and its resumption without changing the result.
+RESUMABLE_CHANGES = frozenset(
+    {"out", "resume", "workers", "progress", "checkpoint_every", "log_every", "device"}
+)
+CHECKPOINT_NAME = "checkpoint.pt"
+ARTIFACT_NAME = "model"
+REPORT_NAME = "train_report.json"
+CONFIG_NAME = "train_config.json"
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run; stored in checkpoints and the artifact.
+
+    ``data`` / ``val_data`` are ``KIND:ROOT`` specs. Exactly one of ``steps`` and ``epochs`` is
+    set. ``batch_size`` is per process (the global batch is ``batch_size * world_size``).
+    ``model`` holds keyword overrides for ``build_model``.
+    """
+
+    variant: str
+    data: list[str]
+    out: str
+    val_data: list[str] = field(default_factory=list)
+    val_fraction: float = 0.05
+    width: int = 256
+    height: int = 160
+    steps: int | None = None
+    epochs: int | None = None
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    schedule: Literal["cosine", "poly"] = "cosine"
+    warmup_steps: int = 100
+    phi: float = 2.0
+    clip_grad: float = 1.0
+    amp: bool = True
+    channels_last: bool = True
+    checkpoint_every: int = 500
+    log_every: int = 10
+    workers: int = 2
+    seed: int = 0
+    deterministic: bool = False
+    device: str = "auto"
+    resume: str | None = None
+    progress: bool = True
+    model: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for spec in [*self.data, *self.val_data]:
+            D.DataSpec.parse(spec)
+        if (self.steps is None) == (self.epochs is None):
+            raise ValueError("give exactly one of steps and epochs")
+        positive = {"width": self.width, "height": self.height, "batch_size": self.batch_size,
+                    "checkpoint_every": self.checkpoint_every, "log_every": self.log_every,
+                    "steps": self.steps or 1, "epochs": self.epochs or 1}
+        for name, value in positive.items():
+            if value <= 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+        if self.width % 16 or self.height % 16:
+            raise ValueError(
+                f"network input must be multiples of 16, got {self.width}x{self.height}"
+            )
+        if self.schedule not in ("cosine", "poly"):
+            raise ValueError(f"schedule must be 'cosine' or 'poly', got {self.schedule!r}")
+        for name in ("lr", "phi"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("weight_decay", "clip_grad", "warmup_steps", "workers"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
+        if not (self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda")):
+            raise ValueError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Build from :meth:`to_dict` output; unknown keys are rejected by name."""
+        unknown = set(values) - {item.name for item in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown training settings: {sorted(unknown)}")
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class DistributedEnv:
+    """Where this process sits in the job (one process: rank 0 of 1)."""
+
+    rank: int
+    local_rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: str) -> DistributedEnv:
+    """Join the process group that ``torchrun`` describes in the environment, if any."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    if use_cuda and not torch.cuda.is_available():
+        raise CndDepthError(f"device {device!r} asked for, but CUDA is not available")
+    if use_cuda:
+        target = torch.device(device if ":" in device else f"cuda:{local_rank}")
+        torch.cuda.set_device(target)
+    else:
+        target = torch.device("cpu")
+    if world_size > 1:
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo", init_method="env://")
+    return DistributedEnv(rank, local_rank, world_size, target)
+
+
+def _seed_everything(seed: int, *, deterministic: bool) -> None:
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.backends.cudnn.benchmark = not deterministic
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def _step_seed(seed: int, rank: int, step: int) -> int:
+    """The random state of one training step (dropout, ...): the same after a resume."""
+    return (seed * 1_000_003 + rank * 7_919 + step) % (2**63)
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """Linear warm-up, then cosine to zero or polynomial (power 0.9) decay, stepped per step.
+
+    :raises ValueError: the warm-up is not shorter than the run.
+    """
+    if config.warmup_steps >= total_steps:
+        raise ValueError(
+            f"warmup_steps ({config.warmup_steps}) must be fewer than the {total_steps} steps"
+        )
+    remaining = total_steps - config.warmup_steps
+    schedulers = torch.optim.lr_scheduler
+    decay: schedulers.LRScheduler = (
+        schedulers.CosineAnnealingLR(optimizer, T_max=remaining)
+        if config.schedule == "cosine"
+        else schedulers.PolynomialLR(optimizer, total_iters=remaining, power=0.9)
+    )
+    if config.warmup_steps == 0:
+        return decay
+    warmup = schedulers.LinearLR(
+        optimizer, start_factor=1.0 / config.warmup_steps, total_iters=config.warmup_steps
+    )
+    return schedulers.SequentialLR(optimizer, [warmup, decay], milestones=[config.warmup_steps])
+
+
+def build_criterion(variant: str, phi: float) -> nn.Module:
+    """The paper's extended depth loss for CND nets; berHu for the FCRN baseline."""
+    from cnd_depth_ros.training.losses import BerHuLoss, ExtendedDepthLoss
+
+    return BerHuLoss() if variant.startswith("fcrn") else ExtendedDepthLoss(phi)
+
+
+def predict_depth(
+    model: nn.Module, batch: dict[str, Any], *, output: OutputKind, reference_fx: float
+) -> Tensor:
+    """Forward ``batch`` and turn the raw output into metric depth with each sample's camera."""
+    stereo = output == "disparity"
+    raw = model(batch["left"], batch["right"]) if stereo else model(batch["left"])
+    camera = batch["camera"].to(torch.float32)
+    return depth_from_output(
+        raw.float(),
+        output,
+        fx=camera[:, 0].view(-1, 1, 1, 1),
+        baseline=camera[:, 4].view(-1, 1, 1, 1),
+        reference_fx=reference_fx,
+    )
+
+
+def train_one_epoch(
+    model: nn.Module,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    loader: DataLoader[dict[str, Any]],
+    *,
+    first_step: int,
+    num_steps: int,
+    output: OutputKind,
+    reference_fx: float,
+    config: TrainConfig,
+    env: DistributedEnv,
+) -> Iterator[tuple[int, Tensor]]:
+    """Run ``num_steps`` optimizer steps from ``loader``.
+
+    Yields ``(step, loss)`` after each step (``step`` counts finished steps), so the caller can
+    log and checkpoint between steps without this loop knowing about either.
+    """
+    model.train()
+    use_amp = config.amp and env.device.type == "cuda"
+    step = first_step
+    for batch in loader:
+        if step == first_step + num_steps:
+            break
+        torch.manual_seed(_step_seed(config.seed, env.rank, step))
+        batch = D.batch_to(batch, env.device, channels_last=config.channels_last)
+        autocast = (
+            torch.autocast("cuda", dtype=torch.float16) if use_amp else contextlib.nullcontext()
+        )
+        with autocast:
+            depth = predict_depth(model, batch, output=output, reference_fx=reference_fx)
+        loss = criterion(
+            depth.float(), batch["depth"], batch["normals"], batch["valid"], camera=batch["camera"]
+        )
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if config.clip_grad > 0:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        step += 1
+        yield step, loss.detach()
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader[dict[str, Any]],
+    *,
+    output: OutputKind,
+    reference_fx: float,
+    device: torch.device,
+    channels_last: bool = False,
+) -> dict[str, float]:
+    """The paper's metrics (rel, log10, rmse, ...) of ``model`` over ``loader``, in eval mode."""
+    from cnd_depth_ros.training.metrics import MetricAccumulator
+
+    was_training = model.training
+    model.eval()
+    accumulator = MetricAccumulator()
+    for batch in loader:
+        batch = D.batch_to(batch, device, channels_last=channels_last)
+        depth = predict_depth(model, batch, output=output, reference_fx=reference_fx)
+        accumulator.update(depth, batch["depth"], batch["valid"])
+    model.train(was_training)
+    return {name: float(value) for name, value in accumulator.compute().items()}
+
+
+def _depth_panel(
+    model: nn.Module, batch: dict[str, Any], *, output: OutputKind, reference_fx: float,
+    count: int = 4,
+) -> Tensor:
+    """N x 3 x H x 3W images for TensorBoard: left | ground truth | prediction (inverse depth)."""
+    from matplotlib import colormaps
+
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        depth = predict_depth(model, batch, output=output, reference_fx=reference_fx)[:count]
+    model.train(was_training)
+    gt, valid = batch["depth"][:count], batch["valid"][:count]
+    inverse_gt = torch.where(valid, 1.0 / gt.clamp_min(1e-6), 0.0)
+    scale = inverse_gt.flatten(1).amax(dim=1).clamp_min(1e-6).view(-1, 1, 1, 1)
+    colormap = colormaps["magma"]
+
+    def colour(inverse: Tensor) -> Tensor:
+        mapped = colormap((inverse / scale).clamp(0, 1)[:, 0].cpu().numpy())[..., :3]
+        return torch.from_numpy(mapped).permute(0, 3, 1, 2).float()
+
+    left = batch["left"][:count].float().cpu()
+    return torch.cat([left, colour(inverse_gt), colour(1.0 / depth.clamp_min(1e-6))], dim=3)
+
+
+def _check_resumable(saved: dict[str, Any], config: TrainConfig, path: str) -> None:
+    current = config.to_dict()
+    changed = sorted(
+        key for key in set(saved) | set(current)
+        if key not in RESUMABLE_CHANGES and saved.get(key) != current.get(key)
+    )
+    if changed:
+        raise ValueError(
+            f"{path}: cannot resume with different settings {changed} "
+            f"(the checkpoint was made with {({key: saved.get(key) for key in changed})})"
+        )
+
+
+def _restore(
+    path: str,
+    config: TrainConfig,
+    env: DistributedEnv,
+    parts: dict[str, Any],
+) -> tuple[int, int, list[dict[str, Any]]]:
+    """Load a checkpoint into ``parts`` (model, optimizer, scheduler, scaler): step, epoch,
+    history."""
+    state = load_checkpoint(path, map_location=env.device)
+    _check_resumable(state["config"], config, path)
+    for key, part in parts.items():
+        part.load_state_dict(state[key])
+    _LOGGER.info("resumed from %s at step %d (epoch %d)", path, state["step"], state["epoch"])
+    return int(state["step"]), int(state["epoch"]), json.loads(state.get("history", "[]"))
+
+
+def _log_validation(
+    writer: Any, model: nn.Module, loader: DataLoader[dict[str, Any]], step: int, *,
+    output: OutputKind, reference_fx: float, config: TrainConfig, env: DistributedEnv,
+) -> dict[str, float]:
+    """:func:`evaluate`, then the metrics and a few depth images to TensorBoard."""
+    metrics = evaluate(
+        model, loader, output=output, reference_fx=reference_fx, device=env.device,
+        channels_last=config.channels_last,
+    )
+    for name, value in metrics.items():
+        writer.add_scalar(f"val/{name}", value, step)
+    first = D.batch_to(next(iter(loader)), env.device, channels_last=False)
+    panel = _depth_panel(model, first, output=output, reference_fx=reference_fx)
+    writer.add_images("val/left_gt_pred", panel, step)
+    return metrics
+
+
+def main(config: TrainConfig) -> dict[str, Any]:
+    """Train as ``config`` says; every process of a DDP job calls this. Returns the report
+    (complete on rank 0, which also writes the artifact and ``train_report.json``)."""
+    env = init_distributed(config.device)
+    try:
+        return _train(config, env)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(config: TrainConfig, env: DistributedEnv) -> dict[str, Any]:
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm import tqdm
+
+    from cnd_depth_ros.models import build_model
+
+    started = time.monotonic()
+    out = Path(config.out)
+    _seed_everything(config.seed, deterministic=config.deterministic)
+    model = build_model(config.variant, **config.model)
+    output: OutputKind = model.output_kind
+    data = D.build_training_data(
+        config.data, config.val_data, val_fraction=config.val_fraction, width=config.width,
+        height=config.height, batch_size=config.batch_size, workers=config.workers,
+        seed=config.seed, rank=env.rank, world_size=env.world_size, stereo=model.is_stereo,
+        pin_memory=env.device.type == "cuda",
+    )
+    metadata = ModelMetadata(
+        variant=config.variant, input_height=config.height, input_width=config.width,
+        output=output, training_camera=data.camera, stereo=model.is_stereo,
+        model_config=dict(config.model),
+    )
+    reference_fx = data.camera.fx
+    steps_per_epoch = len(data.loader)
+    total_steps = config.steps or steps_per_epoch * (config.epochs or 0)
+    epochs = math.ceil(total_steps / steps_per_epoch)
+
+    model.to(env.device)
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    model_without_ddp = model
+    if env.world_size > 1:
+        device_ids = [env.device.index] if env.device.type == "cuda" else None
+        model = DistributedDataParallel(model, device_ids=device_ids)
+    criterion = build_criterion(config.variant, config.phi)
+    optimizer = torch.optim.AdamW(
+        model_without_ddp.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    )
+    scheduler = build_scheduler(optimizer, config, total_steps)
+    scaler = torch.amp.GradScaler(env.device.type, enabled=config.amp and env.device.type == "cuda")
+    parts = {"model": model_without_ddp, "optimizer": optimizer, "scheduler": scheduler,
+             "scaler": scaler}
+    step, epoch, history = (
+        _restore(config.resume, config, env, parts) if config.resume else (0, 0, [])
+    )
+
+    def checkpoint() -> None:
+        if env.is_main:
+            state = {key: part.state_dict() for key, part in parts.items()}
+            state.update(step=step, epoch=epoch, config=config.to_dict(),
+                         history=json.dumps(history))
+            save_checkpoint(state, out / CHECKPOINT_NAME)
+
+    writer = SummaryWriter(str(out / "tensorboard"), purge_step=step) if env.is_main else None
+    progress = tqdm(
+        total=total_steps, initial=step, unit="step", desc=f"train {config.variant}",
+        disable=not (env.is_main and config.progress),
+    )
+    _LOGGER.info(
+        "training %s: %d frames (%d for validation), %d steps of %d x %d process(es) on %s",
+        config.variant, len(data.train), data.held_out, total_steps, config.batch_size,
+        env.world_size, env.device,
+    )
+    try:
+        while epoch < epochs:
+            done = step - epoch * steps_per_epoch
+            in_epoch = min(steps_per_epoch, total_steps - epoch * steps_per_epoch)
+            data.set_epoch(epoch, skip_batches=done)
+            for finished, loss in train_one_epoch(
+                model, criterion, optimizer, scheduler, scaler, data.loader,
+                first_step=step, num_steps=in_epoch - done, output=output,
+                reference_fx=reference_fx, config=config, env=env,
+            ):
+                step = finished
+                progress.update(1)
+                if step % config.log_every == 0 or step == total_steps:
+                    value = loss.item()  # the loop's only host sync
+                    if not math.isfinite(value):
+                        raise CndDepthError(f"loss is {value} at step {step}; lower --lr")
+                    progress.set_postfix(loss=f"{value:.4f}")
+                    if writer is not None:
+                        writer.add_scalar("train/loss", value, step)
+                        writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
+                if step % config.checkpoint_every == 0:
+                    checkpoint()
+            record: dict[str, Any] = {"epoch": epoch + 1, "step": step}
+            if data.val is not None and writer is not None:
+                record["metrics"] = _log_validation(
+                    writer, model_without_ddp, data.val, step, output=output,
+                    reference_fx=reference_fx, config=config, env=env,
+                )
+                _LOGGER.info("epoch %d, step %d: %s", epoch + 1, step, record["metrics"])
+            history.append(record)
+            epoch += 1
+            checkpoint()
+            if env.world_size > 1:
+                dist.barrier()  # the others wait while rank 0 validates and saves
+    finally:
+        progress.close()
+        if writer is not None:
+            writer.close()
+
+    report = {
+        "variant": config.variant,
+        "steps": step,
+        "epochs": epoch,
+        "world_size": env.world_size,
+        "global_batch": config.batch_size * env.world_size,
+        "device": env.device.type,
+        "val_metrics": history[-1].get("metrics", {}) if history else {},
+        "history": history,
+        "seconds": round(time.monotonic() - started, 2),
+        "artifact": str(out / ARTIFACT_NAME),
+        "checkpoint": str(out / CHECKPOINT_NAME),
+        "tensorboard": str(out / "tensorboard"),
+    }
+    if env.is_main:
+        training = {
+            "data": config.data,
+            "val_data": config.val_data or f"last {config.val_fraction:.0%} of data",
+            "steps": step,
+            "epochs": epoch,
+            "global_batch": config.batch_size * env.world_size,
+            "loss": type(criterion).__name__,
+            "val_metrics": report["val_metrics"],
+            "config": config.to_dict(),
+        }
+        save_artifact(model_without_ddp, replace(metadata, training=training), out / ARTIFACT_NAME)
+        (out / REPORT_NAME).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    return report
+
+
+def launch(config: TrainConfig, nproc: int) -> dict[str, Any]:
+    """Run ``config`` as ``nproc`` DDP processes on this machine through ``torch.distributed.run``.
+
+    The config travels as ``OUT/train_config.json``; each process runs this module's ``__main__``.
+
+    :raises CndDepthError: a training process failed.
+    """
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    config_path = out / CONFIG_NAME
+    config_path.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone",
+        f"--nproc-per-node={nproc}", "-m", __name__, str(config_path),
+    ]
+    _LOGGER.info("launching: %s", " ".join(command))
+    completed = subprocess.run(command, check=False)
+    if completed.returncode != 0:
+        raise CndDepthError(
+            f"training with {nproc} processes failed (exit {completed.returncode}); "
+            f"resume with --resume {out / CHECKPOINT_NAME} if a checkpoint was written"
+        )
+    return json.loads((out / REPORT_NAME).read_text())
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    main(TrainConfig.from_dict(json.loads(Path(sys.argv[1]).read_text())))
