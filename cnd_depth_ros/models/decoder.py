@@ -1,0 +1,154 @@
+"""The CND decoder (Pisoni, section 3.2) and the positive output head every network ends with.
+
+The decoder takes the ASPP output at 1/16 resolution through four blocks of 2x upsampling +
+3x3 transpose conv + BN + ReLU (256 -> 128 -> 64 -> 32 -> 16 channels), joins the encoder's
+1/4-resolution features through a separable conv after the second block, optionally runs extended
+residual blocks between upsampling blocks (CNDmono, CNDstereo), and ends with a 2x upsampling and a
+7x7 stride-2 conv to one channel at input resolution.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from cnd_depth_ros.models.aspp import SeparableConv
+
+__all__ = ["CNDDecoder", "ExtendedResidualBlock", "PositiveHead", "UpBlock", "reset_head_conv"]
+
+
+def _transpose_conv_bn_relu(in_channels: int, out_channels: int) -> list[nn.Module]:
+    return [
+        nn.ConvTranspose2d(in_channels, out_channels, 3, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    ]
+
+
+class UpBlock(nn.Sequential):
+    """2x bilinear upsampling, 3x3 transpose conv (stride 1), BN, ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__(
+            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+            *_transpose_conv_bn_relu(in_channels, out_channels),
+        )
+
+
+class _ResidualUnit(nn.Module):
+    """``n`` transpose-conv/BN/ReLU layers around an identity; the last ReLU follows the sum."""
+
+    def __init__(self, channels: int, n: int) -> None:
+        super().__init__()
+        layers = [
+            module for _ in range(n) for module in _transpose_conv_bn_relu(channels, channels)
+        ]
+        self.body = nn.Sequential(*layers[:-1])
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.relu(x + self.body(x))
+
+
+class ExtendedResidualBlock(nn.Sequential):
+    """The paper's extended residual block: ``m`` residual units of ``n`` layers each."""
+
+    def __init__(self, channels: int, m: int = 2, n: int = 2) -> None:
+        if m < 1 or n < 1:
+            raise ValueError(f"an extended residual block needs m, n >= 1, got m={m}, n={n}")
+        super().__init__(*(_ResidualUnit(channels, n) for _ in range(m)))
+
+
+class CNDDecoder(nn.Module):
+    """ASPP features at 1/16 + skip features at 1/4 -> one-channel logit at input resolution.
+
+    ``residual_after`` lists the upsampling blocks (0-based) followed by an extended residual
+    block; the skip features join after block 1, where the decoder reaches 1/4 resolution.
+    """
+
+    skip_after = 1
+
+    def __init__(
+        self,
+        in_channels: int,
+        skip_in_channels: int,
+        *,
+        channels: tuple[int, ...] = (128, 64, 32, 16),
+        skip_channels: int = 32,
+        residual_after: tuple[int, ...] = (),
+        residual_m: int = 2,
+        residual_n: int = 2,
+    ) -> None:
+        super().__init__()
+        if len(channels) != 4 or min(channels) < 1:
+            raise ValueError(f"decoder_channels must be four positive widths, got {channels}")
+        if any(not 0 <= index < len(channels) - 1 for index in residual_after):
+            raise ValueError(
+                f"residual_after must index the gaps between the four upsampling blocks (0, 1, 2),"
+                f" got {residual_after}"
+            )
+        self.skip = SeparableConv(skip_in_channels, skip_channels)
+        self.blocks = nn.ModuleList()
+        self.residuals = nn.ModuleDict()
+        previous = in_channels
+        for index, width in enumerate(channels):
+            self.blocks.append(UpBlock(previous, width))
+            previous = width
+            if index in residual_after:
+                self.residuals[str(index)] = ExtendedResidualBlock(width, residual_m, residual_n)
+            if index == self.skip_after:
+                previous += skip_channels
+        self.final = nn.Sequential(
+            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+            nn.Conv2d(previous, 1, 7, stride=2, padding=3),
+        )
+
+    def forward(self, x: Tensor, skip: Tensor) -> Tensor:
+        for index, block in enumerate(self.blocks):
+            x = block(x)
+            if str(index) in self.residuals:
+                x = self.residuals[str(index)](x)
+            if index == self.skip_after:
+                x = torch.cat([x, self.skip(skip)], dim=1)
+        return self.final(x)
+
+
+class PositiveHead(nn.Module):
+    """Logit -> strictly positive output, bounded and well conditioned for a log-depth loss.
+
+    ``log y = log lo + (log hi - log lo) * sigmoid(logit + offset)``, with the constant offset
+    chosen so that a zero logit gives ``init``: an untrained net predicts a typical value and the
+    log-output moves at most ``(log hi - log lo) / 4`` per unit logit, so losses on log depth start
+    finite and gradients never explode. With ``per_width`` the bounds and ``init`` are fractions
+    of the input width (disparity), so a net answers in pixels at whatever width it runs.
+    """
+
+    def __init__(self, low: float, high: float, init: float, *, per_width: bool = False) -> None:
+        super().__init__()
+        if not 0 < low < init < high:
+            raise ValueError(f"output range needs 0 < low < init < high, got {low}, {init}, {high}")
+        self.log_low = math.log(low)
+        self.log_span = math.log(high) - self.log_low
+        fraction = (math.log(init) - self.log_low) / self.log_span
+        self.offset = math.log(fraction / (1 - fraction))
+        self.per_width = per_width
+
+    def forward(self, logit: Tensor) -> Tensor:
+        log_value = self.log_low + self.log_span * torch.sigmoid(logit + self.offset)
+        if self.per_width:
+            log_value = log_value + math.log(logit.shape[-1])
+        return torch.exp(log_value)
+
+    def extra_repr(self) -> str:
+        low, high = math.exp(self.log_low), math.exp(self.log_low + self.log_span)
+        return f"low={low:g}, high={high:g}, per_width={self.per_width}"
+
+
+def reset_head_conv(conv: nn.Conv2d) -> None:
+    """Small weights and a zero bias for the conv before a :class:`PositiveHead`: an untrained
+    net predicts close to the head's ``init`` everywhere, yet every layer gets a gradient."""
+    nn.init.normal_(conv.weight, std=0.01)
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
