@@ -1,0 +1,408 @@
+"""What a synthetic frame shows: camera pose, geometry, materials, light and sky.
+
+:func:`street_scene` draws a random driving-like street (road, sidewalks, buildings, walls,
+parked and moving vehicles, poles, trees, clutter) and a camera pose on it. Everything random
+comes from the ``rng`` it is given, so a frame is a pure function of its seed. The scene is
+independent of the camera pose: a sequence is the same scene seen from poses moving down the
+street (``CameraPose``), and another look (textures, light) is another :class:`StreetStyle`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cnd_depth_ros.synthetic.primitives import Boxes, Cylinders, GroundPlane, Primitives, Spheres
+from cnd_depth_ros.synthetic.textures import TextureBank
+
+__all__ = ["CameraPose", "Lighting", "Materials", "Scene", "Sky", "StreetStyle", "street_scene"]
+
+
+@dataclass(frozen=True)
+class CameraPose:
+    """A camera's optical centre in the world and its camera-to-world rotation (columns are the
+    camera's x right, y down, z forward axes in world coordinates)."""
+
+    position: np.ndarray
+    rotation: np.ndarray
+
+    @classmethod
+    def from_angles(
+        cls, position: np.ndarray, yaw: float = 0.0, pitch: float = 0.0, roll: float = 0.0
+    ) -> CameraPose:
+        """Radians: ``yaw`` turns right, ``pitch`` looks up, ``roll`` turns clockwise (as seen
+        from behind the camera)."""
+        cy, sy = np.cos(yaw), np.sin(yaw)
+        cp, sp = np.cos(pitch), np.sin(pitch)
+        cr, sr = np.cos(roll), np.sin(roll)
+        turn = np.array([[cy, 0.0, sy], [0.0, 1.0, 0.0], [-sy, 0.0, cy]])
+        tilt = np.array([[1.0, 0.0, 0.0], [0.0, cp, sp], [0.0, -sp, cp]])
+        spin = np.array([[cr, -sr, 0.0], [sr, cr, 0.0], [0.0, 0.0, 1.0]])
+        return cls(np.asarray(position, dtype=np.float64), turn @ tilt @ spin)
+
+    def shifted(self, right: float) -> CameraPose:
+        """The pose ``right`` metres along the camera's own x axis: the right camera of a
+        rectified rig is ``shifted(baseline)``."""
+        return CameraPose(self.position + right * self.rotation[:, 0], self.rotation)
+
+
+@dataclass(frozen=True)
+class Materials:
+    """Per-material arrays: ``texture`` id in the bank, ``scale`` (metres one texture tile
+    covers), ``offset`` (texels), ``tint`` (linear RGB factor) and ``contrast`` (1: the texture as
+    is, 0: its flat mean colour; low values make the low-texture surfaces stereo finds hard)."""
+
+    texture: np.ndarray
+    scale: np.ndarray
+    offset: np.ndarray
+    tint: np.ndarray
+    contrast: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.texture)
+
+
+@dataclass(frozen=True)
+class Lighting:
+    """A sun at infinity plus hemispherical sky light (Lambertian), and the camera's exposure.
+
+    ``to_sun`` is a unit world vector (y down, so the sun above has negative y); colours are
+    linear RGB; ``exposure`` multiplies radiance before the sRGB curve and ``sensor_noise`` is the
+    standard deviation of Gaussian noise on [0, 1] pixel values.
+    """
+
+    to_sun: np.ndarray
+    sun_colour: np.ndarray
+    ambient_colour: np.ndarray
+    exposure: float
+    sensor_noise: float
+    shadows: bool = True
+
+
+@dataclass(frozen=True)
+class Sky:
+    """Sky at infinity: a gradient from ``horizon`` to ``zenith`` with ``clouds`` (0..1) of a
+    noise texture; its colour depends on the ray direction only, as it must at zero disparity."""
+
+    horizon: np.ndarray
+    zenith: np.ndarray
+    clouds: float
+    cloud_texture: int
+
+
+@dataclass(frozen=True)
+class Scene:
+    """Everything a view needs besides the camera."""
+
+    primitives: tuple[Primitives, ...]
+    materials: Materials
+    lighting: Lighting
+    sky: Sky
+
+
+@dataclass(frozen=True)
+class StreetStyle:
+    """The look of a family of scenes: which textures go where, and the ranges light is drawn
+    from. Texture names refer to the :class:`~cnd_depth_ros.synthetic.textures.TextureBank`."""
+
+    road_textures: tuple[str, ...] = ("gravel.png", "noise-0", "noise-1", "moon.png")
+    sidewalk_textures: tuple[str, ...] = ("brick.png", "gravel.png", "noise-2", "coins.png")
+    facade_textures: tuple[str, ...] = (
+        "brick.png",
+        "coffee.png",
+        "chelsea.png",
+        "astronaut.png",
+        "rocket.jpg",
+        "camera.png",
+        "page.png",
+        "text.png",
+        "hubble_deep_field.jpg",
+        "ihc.png",
+        "color.png",
+        "clock_motion.png",
+        "cell.png",
+        "noise-3",
+        "noise-4",
+        "noise-5",
+    )
+    vehicle_textures: tuple[str, ...] = (
+        "retina.jpg",
+        "coffee.png",
+        "color.png",
+        "noise-6",
+        "noise-7",
+        "astronaut.png",
+    )
+    vegetation_textures: tuple[str, ...] = ("grass.png", "noise-5")
+    pole_textures: tuple[str, ...] = ("moon.png", "gravel.png", "noise-2")
+    cloud_texture: str = "noise-4"
+    #: Probability that a facade or vehicle is nearly textureless.
+    low_texture_fraction: float = 0.15
+    sun_elevation_deg: tuple[float, float] = (12.0, 75.0)
+    sun_intensity: tuple[float, float] = (0.6, 2.2)
+    ambient_intensity: tuple[float, float] = (0.2, 0.7)
+    exposure: tuple[float, float] = (0.7, 1.4)
+    sensor_noise: tuple[float, float] = (0.0, 0.01)
+    camera_height: tuple[float, float] = (1.45, 1.85)
+
+
+@dataclass
+class _Builder:
+    """Collects primitives and materials while a street is laid out."""
+
+    bank: TextureBank
+    rng: np.random.Generator
+    style: StreetStyle
+    materials: list[tuple[int, float, tuple[float, float], tuple[float, ...], float]] = field(
+        default_factory=list
+    )
+    boxes: list[tuple[tuple[float, float, float], tuple[float, float, float], float, int]] = field(
+        default_factory=list
+    )
+    cylinders: list[tuple[float, float, float, float, float, int]] = field(default_factory=list)
+    spheres: list[tuple[float, float, float, float, int]] = field(default_factory=list)
+
+    def material(
+        self, textures: tuple[str, ...], scale: tuple[float, float], low_texture: float = 0.0
+    ) -> int:
+        rng = self.rng
+        contrast = rng.uniform(0.03, 0.2) if rng.random() < low_texture else rng.uniform(0.7, 1.3)
+        tint = tuple(rng.uniform(0.55, 1.0) * rng.uniform(0.8, 1.2, size=3))
+        self.materials.append(
+            (
+                self.bank.index(str(rng.choice(textures))),
+                rng.uniform(*scale),
+                tuple(rng.uniform(0, 4 * self.bank.size, size=2)),
+                tint,
+                contrast,
+            )
+        )
+        return len(self.materials) - 1
+
+    def box(self, lower: tuple[float, ...], upper: tuple[float, ...], material: int, yaw=0.0):
+        centre = tuple((a + b) / 2 for a, b in zip(lower, upper, strict=True))
+        half = tuple((b - a) / 2 for a, b in zip(lower, upper, strict=True))
+        self.boxes.append((centre, half, yaw, material))
+
+    def vehicle(self, x: float, z: float, yaw: float, ground: float) -> None:
+        rng = self.rng
+        kind = rng.random()
+        width = rng.uniform(1.6, 1.9) if kind < 0.75 else rng.uniform(2.0, 2.5)
+        length = rng.uniform(3.8, 4.9) if kind < 0.75 else rng.uniform(5.5, 9.0)
+        body_top = rng.uniform(0.9, 1.1) if kind < 0.75 else rng.uniform(1.6, 2.8)
+        style = self.style
+        body = self.material(style.vehicle_textures, (1.0, 4.0), style.low_texture_fraction)
+        clearance = rng.uniform(0.15, 0.3)
+        centre = (x, ground - (clearance + body_top) / 2, z)
+        half = (width / 2, (body_top - clearance) / 2, length / 2)
+        self.boxes.append((centre, half, yaw, body))
+        if kind < 0.75:
+            cabin = self.material(style.vehicle_textures, (0.5, 2.0), 0.5)
+            cabin_height = rng.uniform(0.4, 0.6)
+            cabin_centre = (x, ground - body_top - cabin_height / 2, z + rng.uniform(-0.4, 0.1))
+            cabin_half = (width / 2 - 0.1, cabin_height / 2, length * rng.uniform(0.22, 0.3))
+            self.boxes.append((cabin_centre, cabin_half, yaw, cabin))
+
+    def build(self, lighting: Lighting, sky: Sky, road: int) -> Scene:
+        texture, scale, offset, tint, contrast = zip(*self.materials, strict=True)
+        materials = Materials(
+            texture=np.array(texture, dtype=np.int64),
+            scale=np.array(scale),
+            offset=np.array(offset),
+            tint=np.array(tint),
+            contrast=np.array(contrast),
+        )
+        primitives: list[Primitives] = [GroundPlane(material=road)]
+        if self.boxes:
+            centres, halves, yaws, ids = zip(*self.boxes, strict=True)
+            primitives.append(
+                Boxes(np.array(centres), np.array(halves), np.array(yaws), np.array(ids))
+            )
+        if self.cylinders:
+            x, z, radius, top, bottom, ids = (
+                np.array(c) for c in zip(*self.cylinders, strict=True)
+            )
+            primitives.append(
+                Cylinders(np.stack([x, z], axis=1), radius, top, bottom, ids.astype(int))
+            )
+        if self.spheres:
+            x, y, z, radius, ids = (np.array(c) for c in zip(*self.spheres, strict=True))
+            primitives.append(Spheres(np.stack([x, y, z], axis=1), radius, ids.astype(int)))
+        return Scene(tuple(primitives), materials, lighting, sky)
+
+
+def _lighting(rng: np.random.Generator, style: StreetStyle) -> Lighting:
+    elevation = np.radians(rng.uniform(*style.sun_elevation_deg))
+    azimuth = rng.uniform(0.0, 2.0 * np.pi)
+    to_sun = np.array(
+        [
+            np.cos(elevation) * np.sin(azimuth),
+            -np.sin(elevation),
+            np.cos(elevation) * np.cos(azimuth),
+        ]
+    )
+    warmth = rng.uniform(0.0, 0.25)
+    sun = rng.uniform(*style.sun_intensity) * np.array([1.0, 1.0 - warmth / 2, 1.0 - warmth])
+    ambient = rng.uniform(*style.ambient_intensity) * np.array([0.85, 0.95, 1.1])
+    return Lighting(
+        to_sun=to_sun,
+        sun_colour=sun,
+        ambient_colour=ambient,
+        exposure=rng.uniform(*style.exposure),
+        sensor_noise=rng.uniform(*style.sensor_noise),
+    )
+
+
+def _sky(rng: np.random.Generator, bank: TextureBank, style: StreetStyle) -> Sky:
+    overcast = rng.random() < 0.3
+    if overcast:
+        grey = rng.uniform(0.5, 0.9)
+        horizon, zenith = np.full(3, grey), np.full(3, grey * rng.uniform(0.7, 0.95))
+    else:
+        horizon = np.array([0.75, 0.85, 1.0]) * rng.uniform(0.7, 1.0)
+        zenith = np.array([0.15, 0.35, 0.9]) * rng.uniform(0.6, 1.0)
+    return Sky(horizon, zenith, rng.uniform(0.0, 0.8), bank.index(style.cloud_texture))
+
+
+def street_scene(
+    rng: np.random.Generator, bank: TextureBank, style: StreetStyle | None = None
+) -> tuple[Scene, CameraPose]:
+    """A random street along +z and a camera pose on its road near ``z = 0``.
+
+    Layout: road ``|x| < road`` at ``y = 0``; raised sidewalks beyond it; building blocks (with
+    gaps, some closed by walls) behind the sidewalks; parked vehicles at both kerbs and moving
+    ones in the lanes; poles and trees on the sidewalks; clutter and spheres near the camera;
+    sometimes a building closing the street.
+    """
+    style = style or StreetStyle()
+    builder = _Builder(bank, rng, style)
+    road_half = rng.uniform(3.5, 9.0)
+    sidewalk = rng.uniform(1.5, 4.5)
+    kerb = rng.uniform(0.1, 0.2)
+    start, end = -30.0, rng.uniform(60.0, 250.0)
+    road = builder.material(style.road_textures, (2.0, 8.0))
+    for side in (-1.0, 1.0):
+        inner, outer = side * road_half, side * (road_half + sidewalk)
+        builder.box(
+            (min(inner, outer), -kerb, start),
+            (max(inner, outer), 0.0, end),
+            builder.material(style.sidewalk_textures, (1.0, 5.0)),
+        )
+        _building_row(builder, side, road_half + sidewalk, start, end)
+        _street_furniture(builder, side, road_half, sidewalk, kerb, start, end)
+        _parked_vehicles(builder, side, road_half, end)
+    if rng.random() < 0.5:
+        builder.box(
+            (-60.0, -rng.uniform(8.0, 40.0), end),
+            (60.0, 0.0, end + 15.0),
+            builder.material(style.facade_textures, (3.0, 15.0), style.low_texture_fraction),
+        )
+    for _ in range(rng.integers(0, 6)):
+        lane_x = rng.uniform(-road_half + 1.2, road_half - 1.2)
+        builder.vehicle(lane_x, rng.uniform(6.0, 70.0), rng.normal(0.0, 0.12), 0.0)
+    _clutter(builder, road_half)
+
+    height = rng.uniform(*style.camera_height)
+    position = np.array([rng.uniform(-road_half + 1.0, road_half - 1.0), -height, 0.0])
+    pose = CameraPose.from_angles(
+        position,
+        yaw=rng.normal(0.0, 0.12),
+        pitch=rng.normal(0.0, 0.03),
+        roll=rng.normal(0.0, 0.01),
+    )
+    return builder.build(_lighting(rng, style), _sky(rng, bank, style), road), pose
+
+
+def _building_row(builder: _Builder, side: float, inner: float, start: float, end: float) -> None:
+    rng, style = builder.rng, builder.style
+    z = start
+    while z < end:
+        length = rng.uniform(6.0, 30.0)
+        if rng.random() < 0.25:
+            if rng.random() < 0.5:
+                wall = builder.material(
+                    style.facade_textures, (1.0, 6.0), style.low_texture_fraction
+                )
+                x0 = side * (inner + rng.uniform(0.0, 1.0))
+                x1 = x0 + side * rng.uniform(0.2, 0.5)
+                builder.box(
+                    (min(x0, x1), -rng.uniform(1.0, 3.0), z), (max(x0, x1), 0.0, z + length), wall
+                )
+        else:
+            setback = rng.uniform(0.0, 4.0)
+            depth = rng.uniform(6.0, 20.0)
+            x0, x1 = side * (inner + setback), side * (inner + setback + depth)
+            builder.box(
+                (min(x0, x1), -rng.uniform(3.0, 35.0), z),
+                (max(x0, x1), 0.0, z + length),
+                builder.material(style.facade_textures, (2.0, 12.0), style.low_texture_fraction),
+                yaw=rng.normal(0.0, 0.03),
+            )
+        z += length + (rng.uniform(0.5, 8.0) if rng.random() < 0.4 else 0.0)
+
+
+def _street_furniture(
+    builder: _Builder,
+    side: float,
+    road_half: float,
+    sidewalk: float,
+    kerb: float,
+    start: float,
+    end: float,
+) -> None:
+    rng, style = builder.rng, builder.style
+    z = start + rng.uniform(0.0, 10.0)
+    while z < end:
+        x = side * (road_half + rng.uniform(0.3, min(1.2, sidewalk - 0.3)))
+        if rng.random() < 0.55:
+            radius, height = rng.uniform(0.05, 0.18), rng.uniform(2.5, 9.0)
+            pole = builder.material(style.pole_textures, (0.5, 2.0), 0.3)
+            builder.cylinders.append((x, z, radius, -kerb - height, -kerb, pole))
+            if rng.random() < 0.3:
+                lamp = builder.material(style.pole_textures, (0.2, 1.0), 0.5)
+                builder.spheres.append((x, -kerb - height - 0.2, z, rng.uniform(0.2, 0.4), lamp))
+        else:
+            trunk_height = rng.uniform(1.8, 4.0)
+            bark = builder.material(style.pole_textures, (0.5, 2.0))
+            builder.cylinders.append(
+                (x, z, rng.uniform(0.1, 0.3), -kerb - trunk_height - 0.5, -kerb, bark)
+            )
+            crown = rng.uniform(1.0, 3.0)
+            leaves = builder.material(style.vegetation_textures, (1.0, 4.0))
+            builder.spheres.append((x, -kerb - trunk_height - crown * 0.8, z, crown, leaves))
+        z += rng.uniform(6.0, 30.0)
+
+
+def _parked_vehicles(builder: _Builder, side: float, road_half: float, end: float) -> None:
+    rng = builder.rng
+    z = rng.uniform(-10.0, 15.0)
+    while z < min(end, 120.0):
+        if rng.random() < 0.6:
+            x = side * (road_half - rng.uniform(0.95, 1.3))
+            builder.vehicle(x, z, rng.normal(0.0, 0.03), 0.0)
+        z += rng.uniform(5.5, 14.0)
+
+
+def _clutter(builder: _Builder, road_half: float) -> None:
+    """Boxes and spheres near the camera: close-range depth the street alone rarely has."""
+    rng, style = builder.rng, builder.style
+    for _ in range(rng.integers(0, 4)):
+        size = rng.uniform(0.4, 2.5, size=3)
+        x, z = rng.uniform(-road_half - 3.0, road_half + 3.0), rng.uniform(4.0, 35.0)
+        material = builder.material(style.facade_textures, (0.5, 3.0), style.low_texture_fraction)
+        builder.box(
+            (x - size[0] / 2, -size[1], z - size[2] / 2),
+            (x + size[0] / 2, 0.0, z + size[2] / 2),
+            material,
+            yaw=rng.uniform(-np.pi, np.pi),
+        )
+    for _ in range(rng.integers(0, 4)):
+        radius = rng.uniform(0.3, 1.5)
+        x, z = rng.uniform(-road_half - 3.0, road_half + 3.0), rng.uniform(4.0, 40.0)
+        material = builder.material(
+            style.vegetation_textures + style.vehicle_textures,
+            (0.5, 3.0),
+            style.low_texture_fraction,
+        )
+        builder.spheres.append((x, -radius, z, radius, material))
