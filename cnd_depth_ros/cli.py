@@ -24,6 +24,7 @@ __all__ = ["COMMANDS", "main"]
 #: name -> (module, one-line help). Keep in the order a user meets them.
 COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("cnd_depth_ros.commands.models", "list the networks with their parameter counts"),
+    "synth": ("cnd_depth_ros.commands.synth", "render a synthetic stereo dataset with exact depth"),
     "train": ("cnd_depth_ros.commands.train", "train a network (one process, torchrun DDP)"),
     "eval": ("cnd_depth_ros.commands.eval", "score a model or SGBM on a dataset"),
 }
