@@ -39,6 +39,7 @@ __all__ = [
     "EngineKey",
     "EngineRecord",
     "StaleEngineError",
+    "copy_engine_file",
     "default_cache_dir",
     "file_sha256",
     "load_engine_file",
@@ -297,6 +298,16 @@ def load_engine_file(
     if reasons:
         raise StaleEngineError(f"{path}: stale engine: {'; '.join(reasons)}")
     return engine, record
+
+
+def copy_engine_file(path: Path, target: Path) -> Path:
+    """Copy an engine and its sidecar to ``target`` (an ``.engine`` path), each atomically."""
+    if target.suffix != ENGINE_SUFFIX:
+        raise ValueError(f"engine file names end in {ENGINE_SUFFIX}, got {target}")
+    engine, sidecar = path.read_bytes(), _sidecar(path).read_text()
+    _write_atomically(target, lambda tmp: tmp.write_bytes(engine))
+    _write_atomically(_sidecar(target), lambda tmp: tmp.write_text(sidecar))
+    return target
 
 
 class EngineCache:

@@ -1,0 +1,212 @@
+"""The TensorRT backend: a serialized engine run asynchronously on its own CUDA stream.
+
+``model_path`` is an artifact or ONNX export (the engine comes from the engine cache, built on
+first use: minutes on a Jetson, so ``cnd-depth build-engine`` does it ahead of time) or an
+``.engine`` file with its sidecar (checked, never rebuilt: a stale one is an error). Execution
+uses TensorRT 10/11's name-based I/O: device buffers are allocated once with torch (no pycuda),
+their addresses bound with ``set_tensor_address``, and each frame is pinned-host -> device copy,
+``execute_async_v3``, device -> pinned-host copy on one stream, synchronised before returning.
+
+Importing this module raises :class:`ImportError` where TensorRT cannot run, which is how the
+backend registry learns it is unavailable.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import tensorrt as trt
+import torch
+
+from cnd_depth_ros.errors import ArtifactError, BackendError
+from cnd_depth_ros.inference.backend import DepthBackend
+from cnd_depth_ros.inference.devices import parse_device
+from cnd_depth_ros.inference.engine_cache import (
+    ENGINE_SUFFIX,
+    EngineCache,
+    EngineRecord,
+    load_engine_file,
+)
+from cnd_depth_ros.inference.export import INPUT_NAMES, OUTPUT_NAME
+from cnd_depth_ros.inference.tensorrt_builder import (
+    DEFAULT_WORKSPACE_MB,
+    build_target,
+    cached_engine,
+    tensorrt_logger,
+)
+
+if TYPE_CHECKING:
+    from cnd_depth_ros.training.datasets.frame import Frame
+
+__all__ = ["TensorRTBackend"]
+
+LOGGER = logging.getLogger(__name__)
+
+_TORCH_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float16): torch.float16}
+
+
+class TensorRTBackend(DepthBackend):
+    """Runs a TensorRT engine on a CUDA GPU (``device="cuda"`` or ``"cuda:N"``).
+
+    ``precision`` (``fp32``, ``fp16``, ``int8``) picks the engine to build or load from the cache;
+    an ``.engine`` file has its own. INT8 builds need ``calibration_frames`` (any dataset
+    loader's frames). ``threads`` is accepted like every backend's and unused: TensorRT runs on
+    the GPU.
+
+    :raises ArtifactError: a missing, corrupt, truncated or stale engine or model, naming the file.
+    :raises BackendError: no CUDA device, or TensorRT fails to build or load.
+    """
+
+    name = "tensorrt"
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str],
+        *,
+        device: str = "cuda",
+        precision: str = "fp16",
+        threads: int | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        calibration_frames: Sequence[Frame] | None = None,
+        workspace_mb: int = DEFAULT_WORKSPACE_MB,
+    ) -> None:
+        kind, index = parse_device(device)
+        if kind != "cuda":
+            raise ValueError(f"the TensorRT backend runs on CUDA devices only, got {device!r}")
+        del threads  # see the class docstring
+        self._engine_path, engine_bytes, self.record = self._engine_bytes(
+            Path(model_path), index, precision, height, width, cache_dir, calibration_frames,
+            workspace_mb,
+        )
+        super().__init__(self.record.metadata, str(model_path))
+        self._index = index
+        with torch.cuda.device(index):
+            self._runtime: trt.Runtime | None = trt.Runtime(tensorrt_logger())
+            engine = self._runtime.deserialize_cuda_engine(engine_bytes)
+            if engine is None:
+                raise ArtifactError(
+                    f"{self._engine_path}: TensorRT cannot deserialize this engine "
+                    "(its reasons are logged)"
+                )
+            self._engine: trt.ICudaEngine | None = engine
+            self._check_io(engine)
+            context = engine.create_execution_context()
+            if context is None:
+                raise BackendError(f"{self._engine_path}: no execution context (GPU memory?)")
+            self._context: trt.IExecutionContext | None = context
+            self._stream = torch.cuda.Stream()
+            self._device: dict[str, torch.Tensor] = {}
+            self._host: dict[str, torch.Tensor] = {}
+            for name in self._io_names:
+                shape = tuple(engine.get_tensor_shape(name))
+                dtype = _TORCH_DTYPES[np.dtype(trt.nptype(engine.get_tensor_dtype(name)))]
+                self._device[name] = torch.empty(shape, dtype=dtype, device=f"cuda:{index}")
+                self._host[name] = torch.empty(shape, dtype=dtype).pin_memory()
+                if not context.set_tensor_address(name, self._device[name].data_ptr()):
+                    raise BackendError(f"{self._engine_path}: cannot bind tensor {name!r}")
+        LOGGER.info("TensorRT engine %s ready (%s)", self._engine_path, self.record.key.precision)
+
+    @staticmethod
+    def _engine_bytes(
+        path: Path,
+        index: int,
+        precision: str,
+        height: int | None,
+        width: int | None,
+        cache_dir: str | os.PathLike[str] | None,
+        calibration_frames: Sequence[Frame] | None,
+        workspace_mb: int,
+    ) -> tuple[Path, bytes, EngineRecord]:
+        """An explicit engine file, checked (stale is an error); else the cached engine."""
+        if path.suffix != ENGINE_SUFFIX:
+            return cached_engine(
+                path,
+                precision=precision,
+                cache=EngineCache(cache_dir),
+                calibration_frames=calibration_frames,
+                height=height,
+                width=width,
+                workspace_mb=workspace_mb,
+                device=index,
+            )
+        if not path.is_file():
+            raise ArtifactError(f"{path}: no such engine file")
+        engine, record = load_engine_file(path, target=build_target(index))
+        size = (width or record.key.width, height or record.key.height)
+        if size != (record.key.width, record.key.height):
+            raise ValueError(
+                f"{path} is built for {record.key.width}x{record.key.height}, not "
+                f"{size[0]}x{size[1]}; build another engine for that size"
+            )
+        return path, engine, record
+
+    @property
+    def _io_names(self) -> tuple[str, ...]:
+        inputs = INPUT_NAMES[: 2 if self.metadata.stereo else 1]
+        return (*inputs, OUTPUT_NAME)
+
+    def _check_io(self, engine: trt.ICudaEngine) -> None:
+        """The engine's tensors must be what the metadata promises, or frames would be misread."""
+        actual = {}
+        for position in range(engine.num_io_tensors):
+            name = engine.get_tensor_name(position)
+            mode = engine.get_tensor_mode(name)
+            actual[name] = (
+                "input" if mode == trt.TensorIOMode.INPUT else "output",
+                tuple(engine.get_tensor_shape(name)),
+            )
+            dtype = engine.get_tensor_dtype(name)
+            if np.dtype(trt.nptype(dtype)) not in _TORCH_DTYPES:
+                raise ArtifactError(f"{self._engine_path}: tensor {name!r} has type {dtype}")
+        height, width = self.metadata.input_height, self.metadata.input_width
+        expected = {name: ("input", (1, 3, height, width)) for name in self._io_names[:-1]}
+        expected[OUTPUT_NAME] = ("output", (1, 1, height, width))
+        if actual != expected:
+            raise ArtifactError(
+                f"{self._engine_path}: engine tensors {actual} differ from the model's {expected}"
+            )
+
+    def run(self, left: np.ndarray, right: np.ndarray | None) -> np.ndarray:
+        if self._context is None:
+            raise BackendError(f"{self._engine_path}: the backend is closed")
+        arrays = {"left": left, "right": right}
+        with torch.cuda.device(self._index), torch.cuda.stream(self._stream):
+            for name in self._io_names[:-1]:
+                array = arrays[name]
+                host = self._host[name]
+                if array is None or array.shape != tuple(host.shape):
+                    shape = None if array is None else array.shape
+                    raise ValueError(f"input {name!r} must be {tuple(host.shape)}, got {shape}")
+                host.copy_(torch.from_numpy(array))
+                self._device[name].copy_(host, non_blocking=True)
+            if not self._context.execute_async_v3(self._stream.cuda_stream):
+                raise BackendError(f"{self._engine_path}: TensorRT execution failed (see log)")
+            self._host[OUTPUT_NAME].copy_(self._device[OUTPUT_NAME], non_blocking=True)
+        self._stream.synchronize()
+        return self._host[OUTPUT_NAME].numpy().astype(np.float32, copy=True)
+
+    def info(self) -> dict[str, Any]:
+        key = self.record.key
+        return {
+            **super().info(),
+            "precision": key.precision,
+            "engine": str(self._engine_path),
+            "tensorrt": key.target.tensorrt_version,
+            "gpu": key.target.gpu_name,
+            "engine_build_seconds": self.record.build_seconds,
+        }
+
+    def close(self) -> None:
+        """Free the context, engine and buffers, in that order (the context uses the engine)."""
+        self._context = None
+        self._engine = None
+        self._runtime = None
+        self._device = {}
+        self._host = {}
