@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("cnd_depth_ros.commands.synth", "render a synthetic stereo dataset with exact depth"),
     "train": ("cnd_depth_ros.commands.train", "train a network (one process, torchrun DDP)"),
     "eval": ("cnd_depth_ros.commands.eval", "score a model or SGBM on a dataset"),
+    "build-engine": ("cnd_depth_ros.commands.build_engine", "build a TensorRT engine for this GPU"),
 }
 
 
