@@ -17,6 +17,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
+from cnd_depth_ros.camera import PinholeCamera
 from cnd_depth_ros.training.datasets.frame import Frame
 
 __all__ = ["ColorJitter", "Compose", "RandomCrop", "RandomHorizontalFlip", "Resize", "Transform"]
@@ -42,6 +43,33 @@ class Compose:
 def _check_size(name: str, width: int, height: int) -> None:
     if width <= 0 or height <= 0:
         raise ValueError(f"{name} size must be positive, got {width}x{height}")
+
+
+def _remap(
+    frame: Frame,
+    camera: PinholeCamera,
+    *,
+    image: Callable[[np.ndarray], np.ndarray],
+    depth: Callable[[np.ndarray], np.ndarray],
+    normals: Callable[[np.ndarray], np.ndarray],
+) -> Frame:
+    """``frame`` seen by ``camera``: both views through ``image``, both depths through
+    ``depth``, normals through ``normals`` (absent fields stay absent)."""
+
+    def apply(
+        function: Callable[[np.ndarray], np.ndarray], array: np.ndarray | None
+    ) -> np.ndarray | None:
+        return None if array is None else function(array)
+
+    return replace(
+        frame,
+        left=image(frame.left),
+        right=apply(image, frame.right),
+        depth=apply(depth, frame.depth),
+        right_depth=apply(depth, frame.right_depth),
+        normals=apply(normals, frame.normals),
+        camera=camera,
+    )
 
 
 def _resize_depth(
@@ -84,24 +112,12 @@ class Resize:
             return frame
         shrinking = self.width * self.height < frame.camera.width * frame.camera.height
         interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-
-        def image(array: np.ndarray | None) -> np.ndarray | None:
-            return None if array is None else cv2.resize(array, size, interpolation=interpolation)
-
-        def depth(array: np.ndarray | None) -> np.ndarray | None:
-            return None if array is None else _resize_depth(array, size, self.depth_mode)
-
-        normals = frame.normals
-        if normals is not None:
-            normals = cv2.resize(normals, size, interpolation=cv2.INTER_NEAREST_EXACT)
-        return replace(
+        return _remap(
             frame,
-            left=image(frame.left),
-            right=image(frame.right),
-            depth=depth(frame.depth),
-            right_depth=depth(frame.right_depth),
-            normals=normals,
-            camera=frame.camera.resized(self.width, self.height),
+            frame.camera.resized(self.width, self.height),
+            image=lambda array: cv2.resize(array, size, interpolation=interpolation),
+            depth=lambda array: _resize_depth(array, size, self.depth_mode),
+            normals=lambda array: cv2.resize(array, size, interpolation=cv2.INTER_NEAREST_EXACT),
         )
 
     def __repr__(self) -> str:
@@ -127,18 +143,11 @@ class RandomCrop:
         top = int(rng.integers(0, full_height - self.height + 1))
         window = np.s_[top : top + self.height, left : left + self.width]
 
-        def crop(array: np.ndarray | None) -> np.ndarray | None:
-            return None if array is None else np.ascontiguousarray(array[window])
+        def crop(array: np.ndarray) -> np.ndarray:
+            return np.ascontiguousarray(array[window])
 
-        return replace(
-            frame,
-            left=crop(frame.left),
-            right=crop(frame.right),
-            depth=crop(frame.depth),
-            right_depth=crop(frame.right_depth),
-            normals=crop(frame.normals),
-            camera=frame.camera.cropped(left, top, self.width, self.height),
-        )
+        camera = frame.camera.cropped(left, top, self.width, self.height)
+        return _remap(frame, camera, image=crop, depth=crop, normals=crop)
 
     def __repr__(self) -> str:
         return f"RandomCrop({self.width}, {self.height})"
