@@ -153,8 +153,13 @@ class RandomCrop:
         return f"RandomCrop({self.width}, {self.height})"
 
 
-def _mirror(array: np.ndarray | None) -> np.ndarray | None:
-    return None if array is None else np.ascontiguousarray(array[:, ::-1])
+def _mirror(array: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(array[:, ::-1])
+
+
+def _mirror_normals(normals: np.ndarray) -> np.ndarray:
+    """Mirrored normals point the other way along x."""
+    return _mirror(normals) * np.array([-1.0, 1.0, 1.0], dtype=normals.dtype)
 
 
 class RandomHorizontalFlip:
@@ -181,28 +186,18 @@ class RandomHorizontalFlip:
         if rng.random() >= self.p:
             return frame
         camera = replace(frame.camera, cx=frame.camera.width - 1 - frame.camera.cx)
-        if frame.right is None:
-            normals = _mirror(frame.normals)
-            if normals is not None:
-                normals = normals * np.array([-1.0, 1.0, 1.0], dtype=normals.dtype)
-            return replace(
+        if frame.right is not None:
+            if frame.right_depth is None:
+                return frame
+            frame = replace(
                 frame,
-                left=_mirror(frame.left),
-                depth=_mirror(frame.depth),
-                normals=normals,
-                camera=camera,
+                left=frame.right,
+                right=frame.left,
+                depth=frame.right_depth,
+                right_depth=frame.depth,
+                normals=None,
             )
-        if frame.right_depth is None:
-            return frame
-        return replace(
-            frame,
-            left=_mirror(frame.right),
-            right=_mirror(frame.left),
-            depth=_mirror(frame.right_depth),
-            right_depth=_mirror(frame.depth),
-            normals=None,
-            camera=camera,
-        )
+        return _remap(frame, camera, image=_mirror, depth=_mirror, normals=_mirror_normals)
 
     def __repr__(self) -> str:
         return f"RandomHorizontalFlip(p={self.p})"
