@@ -156,7 +156,9 @@ def quantize_qdq(
     like TensorRT's own calibrator) and return its path.
 
     TensorRT accepts only symmetric INT8 (zero point 0) Q/DQ pairs, so activations and weights
-    are both symmetric ``QInt8``; weights per output channel.
+    are both symmetric ``QInt8``; weights per output channel, biases left in float. The graph
+    gets ONNX Runtime's shape-inference pre-pass first (no graph optimisation: TensorRT does its
+    own fusions).
     """
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -165,6 +167,7 @@ def quantize_qdq(
         QuantType,
         quantize_static,
     )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class _Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -174,13 +177,15 @@ def quantize_qdq(
             return next(self._batches, None)
 
     output_path = Path(output_path)
+    inferred = output_path.with_name(f"{output_path.stem}.shapes.onnx")
+    quant_pre_process(str(onnx_path), str(inferred), skip_optimization=True)
     LOGGER.info(
         "calibrating INT8 Q/DQ ranges on %d batch(es) of %d frame(s)",
         len(calibration),
         calibration.batch_size,
     )
     quantize_static(
-        str(onnx_path),
+        str(inferred),
         str(output_path),
         _Reader(),
         quant_format=QuantFormat.QDQ,
@@ -188,6 +193,11 @@ def quantize_qdq(
         weight_type=QuantType.QInt8,
         per_channel=True,
         calibrate_method=CalibrationMethod.Entropy,
-        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+        extra_options={
+            "ActivationSymmetric": True,
+            "WeightSymmetric": True,
+            "QuantizeBias": False,  # TensorRT fuses float biases; INT32 bias Q/DQ is not its form
+        },
     )
+    inferred.unlink()
     return output_path

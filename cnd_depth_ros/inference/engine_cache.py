@@ -79,7 +79,7 @@ def file_sha256(path: Path) -> str:
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-").lower() or "unknown"
+    return re.sub(r"[^A-Za-z0-9._]+", "-", text).strip("-").lower() or "unknown"
 
 
 @dataclass(frozen=True)

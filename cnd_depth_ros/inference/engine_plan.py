@@ -25,7 +25,6 @@ from cnd_depth_ros.inference.export import (
     export_onnx,
     load_onnx,
     metadata_at_size,
-    read_onnx_metadata,
 )
 from cnd_depth_ros.models.artifact import (
     ModelMetadata,
@@ -72,8 +71,7 @@ class ModelSource:
         """
         if str(model).endswith(".onnx"):
             path = Path(model)
-            proto = load_onnx(path)
-            metadata = read_onnx_metadata(path)
+            proto, metadata = load_onnx(path)
             wanted = (width or metadata.input_width, height or metadata.input_height)
             if wanted != (metadata.input_width, metadata.input_height):
                 raise ValueError(

@@ -50,6 +50,10 @@ LOGGER = logging.getLogger(__name__)
 _TORCH_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float16): torch.float16}
 
 
+def _shape(dims: trt.Dims) -> tuple[int, ...]:
+    return tuple(dims[index] for index in range(len(dims)))
+
+
 class TensorRTBackend(DepthBackend):
     """Runs a TensorRT engine on a CUDA GPU (``device="cuda"`` or ``"cuda:N"``).
 
@@ -105,7 +109,7 @@ class TensorRTBackend(DepthBackend):
             self._device: dict[str, torch.Tensor] = {}
             self._host: dict[str, torch.Tensor] = {}
             for name in self._io_names:
-                shape = tuple(engine.get_tensor_shape(name))
+                shape = _shape(engine.get_tensor_shape(name))
                 dtype = _TORCH_DTYPES[np.dtype(trt.nptype(engine.get_tensor_dtype(name)))]
                 self._device[name] = torch.empty(shape, dtype=dtype, device=f"cuda:{index}")
                 self._host[name] = torch.empty(shape, dtype=dtype).pin_memory()
@@ -154,13 +158,13 @@ class TensorRTBackend(DepthBackend):
 
     def _check_io(self, engine: trt.ICudaEngine) -> None:
         """The engine's tensors must be what the metadata promises, or frames would be misread."""
-        actual = {}
+        actual: dict[str, tuple[str, tuple[int, ...]]] = {}
         for position in range(engine.num_io_tensors):
             name = engine.get_tensor_name(position)
             mode = engine.get_tensor_mode(name)
             actual[name] = (
                 "input" if mode == trt.TensorIOMode.INPUT else "output",
-                tuple(engine.get_tensor_shape(name)),
+                _shape(engine.get_tensor_shape(name)),
             )
             dtype = engine.get_tensor_dtype(name)
             if np.dtype(trt.nptype(dtype)) not in _TORCH_DTYPES:

@@ -34,6 +34,8 @@ from cnd_depth_ros.inference.engine_plan import (
 )
 
 if TYPE_CHECKING:
+    from typing_extensions import Buffer
+
     from cnd_depth_ros.training.datasets.frame import Frame
 
 if not hasattr(trt, "Builder"):
@@ -98,32 +100,6 @@ def build_target(device: int = 0) -> BuildTarget:
     return BuildTarget(trt.__version__, torch.cuda.get_device_name(device), f"{major}.{minor}")
 
 
-class _ProgressLog(trt.IProgressMonitor):
-    """Logs each optimiser phase and its steps, so a minutes-long build shows it is alive.
-
-    TensorRT calls this from several threads; logging is thread-safe and the step counters are
-    only read for the message.
-    """
-
-    def __init__(self) -> None:
-        trt.IProgressMonitor.__init__(self)
-        self._steps: dict[str, int] = {}
-
-    def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
-        self._steps[phase_name] = num_steps
-        indent = "  " if parent_phase else ""
-        LOGGER.info("build: %s%s (%d steps)", indent, phase_name, num_steps)
-
-    def step_complete(self, phase_name: str, step: int) -> bool:
-        total = self._steps.get(phase_name, 0)
-        if total >= 10 and (step + 1) % max(1, total // 10) == 0:
-            LOGGER.info("build: %s %d/%d", phase_name, step + 1, total)
-        return True
-
-    def phase_finish(self, phase_name: str) -> None:
-        self._steps.pop(phase_name, None)
-
-
 @contextmanager
 def _heartbeat(what: str, every: float = HEARTBEAT_SECONDS) -> Iterator[None]:
     """Log the elapsed time every ``every`` seconds until the block ends."""
@@ -143,42 +119,77 @@ def _heartbeat(what: str, every: float = HEARTBEAT_SECONDS) -> Iterator[None]:
         thread.join()
 
 
-class _EntropyCalibrator(trt.IInt8EntropyCalibrator2):
-    """TensorRT 10's INT8 calibrator over a :class:`CalibrationSet`, with a cache file.
+# TensorRT 10.0 added IProgressMonitor; builds elsewhere get only the heartbeat.
+if hasattr(trt, "IProgressMonitor"):
 
-    Batches are copied into device buffers allocated once (TensorRT reads them by address).
-    """
+    class _ProgressLog(trt.IProgressMonitor):
+        """Logs each optimiser phase and its steps, so a minutes-long build shows it is alive.
 
-    def __init__(self, calibration: CalibrationSet, cache: CalibrationCache) -> None:
-        trt.IInt8EntropyCalibrator2.__init__(self)
-        self._calibration = calibration
-        self._cache = cache
-        self._batches = calibration.batches()
-        shape = (calibration.batch_size, 3, calibration.height, calibration.width)
-        self._device = {
-            name: torch.empty(shape, dtype=torch.float32, device="cuda")
-            for name in calibration.input_names
-        }
-        self._done = 0
+        TensorRT calls this from several threads; logging is thread-safe and the step counters are
+        only read for the message.
+        """
 
-    def get_batch_size(self) -> int:
-        return self._calibration.batch_size
+        def __init__(self) -> None:
+            trt.IProgressMonitor.__init__(self)
+            self._steps: dict[str, int] = {}
 
-    def get_batch(self, names: list[str]) -> list[int] | None:
-        batch = next(self._batches, None)
-        if batch is None:
-            return None
-        for name in names:
-            self._device[name].copy_(torch.from_numpy(batch[name]))
-        self._done += 1
-        LOGGER.info("INT8 calibration batch %d/%d", self._done, len(self._calibration))
-        return [self._device[name].data_ptr() for name in names]
+        def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
+            self._steps[phase_name] = num_steps
+            indent = "  " if parent_phase else ""
+            LOGGER.info("build: %s%s (%d steps)", indent, phase_name, num_steps)
 
-    def read_calibration_cache(self) -> bytes | None:
-        return self._cache.read()
+        def step_complete(self, phase_name: str, step: int) -> bool:
+            total = self._steps.get(phase_name, 0)
+            if total >= 10 and (step + 1) % max(1, total // 10) == 0:
+                LOGGER.info("build: %s %d/%d", phase_name, step + 1, total)
+            return True
 
-    def write_calibration_cache(self, cache: memoryview) -> None:
-        self._cache.write(cache)
+        def phase_finish(self, phase_name: str) -> None:
+            self._steps.pop(phase_name, None)
+
+
+# Calibrators are deprecated since TensorRT 10.1 and gone with weak typing in 11.x.
+if hasattr(trt, "IInt8EntropyCalibrator2"):
+
+    class _EntropyCalibrator(trt.IInt8EntropyCalibrator2):
+        """TensorRT 10's INT8 calibrator over a :class:`CalibrationSet`, with a cache file.
+
+        Batches are copied into device buffers allocated once (TensorRT reads them by address).
+        """
+
+        def __init__(
+            self, calibration: CalibrationSet, cache: CalibrationCache, device: int
+        ) -> None:
+            trt.IInt8EntropyCalibrator2.__init__(self)
+            self._calibration = calibration
+            self._cache = cache
+            self._batches = calibration.batches()
+            shape = (calibration.batch_size, 3, calibration.height, calibration.width)
+            self._device = {
+                name: torch.empty(shape, dtype=torch.float32, device=f"cuda:{device}")
+                for name in calibration.input_names
+            }
+            self._done = 0
+
+        def get_batch_size(self) -> int:
+            return self._calibration.batch_size
+
+        def get_batch(self, names: list[str]) -> list[int]:
+            batch = next(self._batches, None)
+            if batch is None:
+                return []  # no more batches
+            for name in names:
+                self._device[name].copy_(torch.from_numpy(batch[name]))
+            self._done += 1
+            LOGGER.info("INT8 calibration batch %d/%d", self._done, len(self._calibration))
+            return [self._device[name].data_ptr() for name in names]
+
+        # The stubs say Buffer; TensorRT's docs: return None when there is no cache to read.
+        def read_calibration_cache(self) -> bytes | None:  # type: ignore[override]
+            return self._cache.read()
+
+        def write_calibration_cache(self, cache: Buffer) -> None:
+            self._cache.write(memoryview(cache))
 
 
 def _parse(network: trt.INetworkDefinition, onnx_path: Path) -> trt.OnnxParser:
@@ -241,8 +252,8 @@ def build_serialized_engine(
         if calibrator is None:
             raise ValueError(f"a {plan.precision} build on this TensorRT needs a calibrator")
         config.int8_calibrator = calibrator
-    monitor = _ProgressLog()
-    config.progress_monitor = monitor
+    if hasattr(trt, "IProgressMonitor"):
+        config.progress_monitor = _ProgressLog()
     if timing_cache is not None:
         _attach_timing_cache(config, timing_cache)
     with _heartbeat(f"building {onnx_path.name}"):
@@ -290,12 +301,15 @@ def cached_engine(
         calibration = CalibrationSet.for_model(calibration_frames, metadata)
 
     def build() -> bytes:
-        with tempfile.TemporaryDirectory(prefix="cnd-depth-engine-") as workdir:
+        with (
+            tempfile.TemporaryDirectory(prefix="cnd-depth-engine-") as workdir,
+            torch.cuda.device(device),
+        ):
             onnx_path = prepare_onnx(source, plan, Path(workdir), calibration)
             calibrator = None
             if plan.calibrator and calibration is not None:
                 table = CalibrationCache(cache.calibration_cache_path(key, calibration_id))
-                calibrator = _EntropyCalibrator(calibration, table)
+                calibrator = _EntropyCalibrator(calibration, table, device)
             return build_serialized_engine(
                 onnx_path,
                 plan,
