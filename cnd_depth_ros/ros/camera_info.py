@@ -96,12 +96,13 @@ def camera_from_info(left: CameraInfo, right: CameraInfo | None = None) -> Pinho
                 f"left {name}={left_value} and right {name}={right_value} differ: "
                 "not a rectified stereo pair"
             )
-    right_projection = np.asarray(right.p, dtype=np.float64).reshape(3, 4)
-    baseline = -right_projection[0, 3] / right_projection[0, 0]
+    tx = float(right.p[3])
+    baseline = -tx / float(right.p[0])  # both in unbinned pixels
     if not baseline > 0:
+        meaning = "no baseline" if tx == 0 else f"baseline {baseline:.4g} m"
         raise CameraInfoError(
-            f"{_describe(right, 'right')} has P[0,3]={right_projection[0, 3]}, which gives "
-            f"baseline {baseline} m; expected P[0,3] = -fx * baseline < 0"
+            f"{_describe(right, 'right')} has P[0,3]={tx}: {meaning}; a right camera has "
+            "P[0,3] = -fx * baseline < 0"
         )
     return PinholeCamera(
         width=camera.width,
