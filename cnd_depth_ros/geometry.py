@@ -92,7 +92,7 @@ def backproject(depth: np.ndarray, camera: PinholeCamera) -> np.ndarray:
     depth = _check_image(depth, camera)
     points = backproject_torch(torch.from_numpy(depth)[None, None], _camera_tensor(camera))
     points_hwc = points[0].permute(1, 2, 0).numpy()
-    return np.where(_valid_depth(depth)[..., None], points_hwc, np.nan).astype(depth.dtype)
+    return np.where(_valid_depth(depth)[..., None], points_hwc, np.nan)
 
 
 def normals_from_depth_torch(depth: torch.Tensor, camera: torch.Tensor) -> torch.Tensor:
@@ -118,12 +118,9 @@ def normals_from_depth(depth: np.ndarray, camera: PinholeCamera) -> np.ndarray:
     second-order accurate on smooth curved surfaces.
     """
     depth = _check_image(depth, camera)
-    normals, known = _normals(
-        torch.from_numpy(depth.astype(np.float64))[None, None],
-        _camera_tensor(camera, torch.float64),
-    )
+    normals, known = _normals(torch.from_numpy(depth)[None, None], _camera_tensor(camera))
     normals_hwc = normals[0].permute(1, 2, 0).numpy()
-    return np.where(known[0, 0, ..., None].numpy(), normals_hwc, np.nan).astype(depth.dtype)
+    return np.where(known[0, 0, ..., None].numpy(), normals_hwc, np.nan)
 
 
 def _normals(depth: torch.Tensor, camera: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -136,7 +133,7 @@ def _normals(depth: torch.Tensor, camera: torch.Tensor) -> tuple[torch.Tensor, t
     along_column, column_known = _edge_aware_tangent(points, valid, dim=-2)
     # column x row points towards the camera: (0, 1, 0) x (1, 0, 0) = (0, 0, -1).
     normals = torch.linalg.cross(along_column, along_row, dim=1)
-    length = torch.linalg.vector_norm(normals, dim=1, keepdim=True)
+    length = normals.square().sum(dim=1, keepdim=True).sqrt()
     known = row_known & column_known & (length > 0)
     return normals / torch.where(known, length, 1.0), known
 
@@ -187,21 +184,22 @@ def _valid_depth(depth: np.ndarray) -> np.ndarray:
     return np.isfinite(depth) & (depth > 0)
 
 
-def _camera_tensor(camera: PinholeCamera, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+def _camera_tensor(camera: PinholeCamera) -> torch.Tensor:
     return torch.tensor(
-        [[camera.fx, camera.fy, camera.cx, camera.cy, camera.baseline or 0.0]], dtype=dtype
+        [[camera.fx, camera.fy, camera.cx, camera.cy, camera.baseline or 0.0]], dtype=torch.float64
     )
 
 
 def _check_image(depth: np.ndarray, camera: PinholeCamera) -> np.ndarray:
-    """``depth`` as a floating H x W array matching ``camera``, or ValueError saying why not."""
+    """``depth`` as a float32/float64 H x W array matching ``camera`` (computations run in its
+    precision), or ValueError saying why not."""
     depth = np.asarray(depth)
     if depth.shape != (camera.height, camera.width):
         raise ValueError(
             f"depth of shape {depth.shape} does not match the {camera.width}x{camera.height} "
             "camera (expected H x W)"
         )
-    if not np.issubdtype(depth.dtype, np.floating):
+    if depth.dtype not in (np.float32, np.float64):
         depth = depth.astype(np.float64)
     return np.ascontiguousarray(depth)
 

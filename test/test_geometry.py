@@ -114,13 +114,15 @@ def test_shapes_are_checked() -> None:
         geometry.backproject_torch(torch.ones(2, 1, 3, 4), torch.ones(1, 5))
 
 
-def test_normals_of_a_tilted_plane_are_exact_everywhere() -> None:
+@pytest.mark.parametrize(("dtype", "atol"), [(np.float64, 1e-9), (np.float32, 1e-4)])
+def test_normals_of_a_tilted_plane_are_exact_everywhere(dtype: type, atol: float) -> None:
     normal = np.array([0.3, -0.4, -1.0])
     normal /= np.linalg.norm(normal)
-    depth = _plane_depth(CAMERA, normal, offset=-3.0)
+    depth = _plane_depth(CAMERA, normal, offset=-3.0).astype(dtype)
     normals = geometry.normals_from_depth(depth, CAMERA)
+    assert normals.dtype == dtype
     assert np.isfinite(normals).all(), "a dense plane has a normal at every pixel, borders too"
-    np.testing.assert_allclose(normals, np.broadcast_to(normal, normals.shape), atol=1e-9)
+    np.testing.assert_allclose(normals, np.broadcast_to(normal, normals.shape), atol=atol)
     # Oriented toward the camera: the normal opposes the viewing ray.
     assert ((geometry.backproject(depth, CAMERA) * normals).sum(-1) < 0).all()
 

@@ -94,10 +94,10 @@ def normal_orthogonality_loss(
         tangent = surface.diff(dim=dim)
         normal = normals.narrow(dim, 0, length - 1) + normals.narrow(dim, 1, length - 1)
         pair = known.narrow(dim, 0, length - 1) & known.narrow(dim, 1, length - 1)
-        lengths = _norm(tangent) * _norm(normal)
-        pair = pair & (lengths > 0)
-        dot = (tangent * normal).sum(dim=1, keepdim=True)
-        cosines.append(torch.where(pair, dot / torch.where(pair, lengths, 1.0), 0.0).flatten(1))
+        squared_lengths = _dot(tangent, tangent) * _dot(normal, normal)
+        pair = pair & (squared_lengths > 0)
+        cosine = _dot(tangent, normal) / torch.where(pair, squared_lengths, 1.0).sqrt()
+        cosines.append(torch.where(pair, cosine, 0.0).flatten(1))
         pairs.append(pair.flatten(1))
     cosine, pair = torch.cat(cosines, dim=1).abs(), torch.cat(pairs, dim=1)
     count = pair.sum(dim=1)
@@ -205,8 +205,9 @@ def _mean_over_images(per_image: Tensor, present: Tensor) -> Tensor:
     return torch.where(present, per_image, 0.0).sum() / present.sum().clamp_min(1)
 
 
-def _norm(vectors: Tensor) -> Tensor:
-    return torch.linalg.vector_norm(vectors, dim=1, keepdim=True)
+def _dot(a: Tensor, b: Tensor) -> Tensor:
+    """Dot product over the channel dimension of N x 3 x H x W vectors."""
+    return (a * b).sum(dim=1, keepdim=True)
 
 
 def _check_depths(pred_depth: Tensor, valid_mask: Tensor, gt_depth: Tensor | None = None) -> None:
