@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         frames = open_dataset(args.data, args.data_root)
         with open_predictor(args.model, backend=args.backend, **options) as (predict, info):
-            if info.get("stereo", True) and len(frames) and frames[0].right is None:
+            if info["stereo"] and len(frames) and frames[0].right is None:
                 raise ValueError(
                     f"{args.model} needs stereo pairs but {args.data} data has no right images"
                 )

@@ -43,7 +43,7 @@ def open_predictor(
         try:
             yield (
                 lambda frame: matcher.infer(frame.left, frame.right, camera=frame.camera),
-                {"model": "sgbm", **matcher.info()},
+                {**matcher.info(), "stereo": True},
             )
         finally:
             matcher.close()
