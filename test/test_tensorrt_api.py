@@ -1,0 +1,237 @@
+"""The TensorRT backend against the TensorRT API it is written for, on a machine without TensorRT.
+
+TensorRT itself cannot be installed here, so its API is checked two ways:
+
+* TensorRT 10: mypy type-checks the two TensorRT modules against the ``tensorrt-stubs`` 10.13
+  stubs (patched copies: as shipped they do not parse), so every class, method, attribute and
+  enum member they touch must exist with that name. A deliberately misspelt module run through
+  the same check proves it catches mistakes.
+* TensorRT 11: the APIs NVIDIA removed (:data:`REMOVED_IN_TENSORRT_11`, from its migration
+  guide) may only be reached on the weakly typed TensorRT 10 path.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cnd_depth_ros import cli
+from cnd_depth_ros.inference import engine_plan
+from cnd_depth_ros.inference.engine_cache import PRECISIONS
+from cnd_depth_ros.inference.engine_plan import plan_precision
+from cnd_depth_ros.inference.registry import available_backends
+
+ROOT = Path(__file__).resolve().parent.parent
+TENSORRT_MODULES = [
+    ROOT / "cnd_depth_ros" / "inference" / "tensorrt_builder.py",
+    ROOT / "cnd_depth_ros" / "inference" / "tensorrt_backend.py",
+]
+STUB_FILES = ("tensorrt/__init__.pyi", "tensorrt_bindings/__init__.pyi",
+              "tensorrt_bindings/tensorrt.pyi")
+
+#: Python APIs removed in TensorRT 11, from NVIDIA's "Removed Python APIs and Replacements"
+#: (https://docs.nvidia.com/deeplearning/tensorrt/latest/api/migration/
+#: tensorrt-10x-to-11x-python-api-reference.html), plus the INT8 calibrator classes that are
+#: deprecated since 10.1 ("Superseded by explicit quantization") and useless without the
+#: calibrator attribute.
+REMOVED_IN_TENSORRT_11 = {
+    "BuilderFlag": {"FP16", "INT8", "FP8", "BF16", "INT4", "FP4", "OBEY_PRECISION_CONSTRAINTS",
+                    "PREFER_PRECISION_CONSTRAINTS", "DIRECT_IO"},
+    "IBuilderConfig": {"int8_calibrator", "set_calibration_profile", "get_calibration_profile",
+                       "set_quantization_flag", "get_quantization_flag", "quantization_flags",
+                       "clear_quantization_flag"},
+    "ICudaEngine": {"device_memory_size", "device_memory_size_v2"},
+    "Builder": {"platform_has_fast_fp16", "platform_has_fast_int8"},
+    "tensorrt": {"IInt8Calibrator", "IInt8EntropyCalibrator", "IInt8EntropyCalibrator2",
+                 "IInt8MinMaxCalibrator", "IInt8LegacyCalibrator", "IAlgorithmSelector"},
+}
+
+
+def _stub_root() -> Path:
+    try:
+        distribution = importlib.metadata.distribution("tensorrt-stubs")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("tensorrt-stubs is not installed (the Makefile installs it with --no-deps)")
+    return Path(str(distribution.locate_file("")))
+
+
+def _patch_signature(line: str) -> str:
+    """Make one generated ``def`` line valid Python: rename keyword parameters (``in``) and give
+    parameters after a defaulted one a default."""
+    match = re.match(r"^(\s*def \w+\()(.*)(\)\s*(?:->.*)?:\s*)$", line)
+    if match is None:
+        return line
+    head, params, tail = match.groups()
+    params = re.sub(r"(?<![\w.])(in|from|is|lambda|not|and|or|as|with|global)(?=\s*:)",
+                    r"\1_", params)
+    parts, depth, current = [], 0, ""
+    for char in params:
+        depth += (char in "[(") - (char in "])")
+        if char == "," and depth == 0:
+            parts.append(current.strip())
+            current = ""
+        else:
+            current += char
+    if current.strip():
+        parts.append(current.strip())
+    defaulted = False
+    for index, part in enumerate(parts):
+        if part.startswith("*"):
+            defaulted = False
+        elif "=" in part:
+            defaulted = True
+        elif defaulted:
+            parts[index] = f"{part} = ..."
+    return head + ", ".join(parts) + tail
+
+
+@pytest.fixture(scope="module")
+def stubs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Patched, parseable copies of the TensorRT 10.13 stubs."""
+    source, target = _stub_root(), tmp_path_factory.mktemp("stubs")
+    for name in STUB_FILES:
+        text = (source / name).read_text()
+        text = "\n".join(_patch_signature(line) for line in text.splitlines())
+        text = text.replace("import tensorrt_libs as tensorrt_libs\n", "")
+        if "typing_extensions." in text and "import typing_extensions" not in text:
+            text = "import typing_extensions\n" + text
+        ast.parse(text, filename=name)  # the patched stub must parse
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        (target / name).write_text(text)
+    return target
+
+
+@pytest.fixture(scope="module")
+def stub_members(stubs: Path) -> dict[str, set[str]]:
+    """class name -> names defined in its body, from the patched stubs."""
+    tree = ast.parse((stubs / "tensorrt_bindings" / "tensorrt.pyi").read_text())
+    members: dict[str, set[str]] = {}
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef):
+            names = members.setdefault(node.name, set())
+            for item in node.body:
+                if isinstance(item, (ast.FunctionDef, ast.ClassDef)):
+                    names.add(item.name)
+                elif isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name):
+                    names.add(item.target.id)
+    return members
+
+
+def _mypy(stubs: Path, files: list[Path], workdir: Path) -> list[str]:
+    """mypy errors in ``files``; TensorRT from the stubs, everything else unchecked (Any)."""
+    config = workdir / "mypy.ini"
+    config.write_text(
+        "[mypy]\nfollow_imports = skip\nignore_missing_imports = True\n"
+        "[mypy-tensorrt,tensorrt.*,tensorrt_bindings,tensorrt_bindings.*]\n"
+        "follow_imports = silent\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-m", "mypy", "--config-file", str(config), "--cache-dir",
+         str(workdir / "cache"), "--show-error-codes", "--no-color-output",
+         *map(str, files)],
+        capture_output=True, text=True, timeout=240, cwd=ROOT,
+        env={**os.environ, "MYPYPATH": str(stubs)},
+    )
+    checked = {str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+               for path in files}
+    return [line for line in completed.stdout.splitlines()
+            if line.split(":", 1)[0] in checked and ": error:" in line]
+
+
+@pytest.mark.slow
+def test_tensorrt_modules_use_only_real_tensorrt_10_api(stubs: Path, tmp_path: Path) -> None:
+    misspelt = tmp_path / "misspelt.py"
+    misspelt.write_text(
+        "import tensorrt as trt\n"
+        "def build(config: trt.IBuilderConfig, engine: trt.ICudaEngine) -> None:\n"
+        "    config.set_flag(trt.BuilderFlag.FP61)\n"
+        "    config.progres_monitor = None\n"
+        "    engine.get_tensor_nmae(0)\n"
+    )
+    errors = _mypy(stubs, [*TENSORRT_MODULES, misspelt], tmp_path)
+    ours = [line for line in errors if not line.startswith(str(misspelt))]
+    assert ours == []
+    caught = "\n".join(line for line in errors if line.startswith(str(misspelt)))
+    for name in ("FP61", "progres_monitor", "get_tensor_nmae"):
+        assert name in caught, f"the stub check missed a misspelt {name}"
+
+
+def test_builder_flag_names_looked_up_by_string_exist(stub_members: dict[str, set[str]]) -> None:
+    flags = {flag for precision in PRECISIONS
+             for flag in plan_precision(precision, weakly_typed=True).builder_flags}
+    assert flags == {"FP16", "INT8"}
+    assert flags <= stub_members["BuilderFlag"]
+    assert {"IProgressMonitor", "IInt8EntropyCalibrator2"} <= set(stub_members)
+
+
+def test_strongly_typed_plans_need_nothing_tensorrt_11_removed() -> None:
+    for precision in PRECISIONS:
+        plan = plan_precision(precision, weakly_typed=False)
+        assert plan.strongly_typed and plan.builder_flags == () and not plan.calibrator
+        assert plan.graph == {"fp32": "fp32", "fp16": "fp16", "int8": "qdq"}[precision]
+    removed = set().union(*REMOVED_IN_TENSORRT_11.values())
+    assert not removed & set(vars(engine_plan))
+
+
+def _guards(tree: ast.Module) -> dict[ast.AST, list[str]]:
+    """Each node -> the source of every ``if`` test it is nested under."""
+    guards: dict[ast.AST, list[str]] = {}
+
+    def visit(node: ast.AST, tests: list[str]) -> None:
+        guards[node] = tests
+        for child in ast.iter_child_nodes(node):
+            guarded = isinstance(node, ast.If) and child in node.body
+            visit(child, [*tests, ast.unparse(node.test)] if guarded else tests)
+
+    visit(tree, [])
+    return guards
+
+
+def _annotation_nodes(tree: ast.Module) -> set[ast.AST]:
+    """Nodes inside type annotations: never evaluated (``from __future__ import annotations``)."""
+    roots: list[ast.AST | None] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.arg):
+            roots.append(node.annotation)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            roots.append(node.returns)
+        elif isinstance(node, ast.AnnAssign):
+            roots.append(node.annotation)
+    return {inner for root in roots if root is not None for inner in ast.walk(root)}
+
+
+def test_apis_removed_in_tensorrt_11_are_only_used_behind_a_check() -> None:
+    removed = set().union(*REMOVED_IN_TENSORRT_11.values())
+    for module in TENSORRT_MODULES:
+        tree = ast.parse(module.read_text())
+        guards, annotations = _guards(tree), _annotation_nodes(tree)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr in removed \
+                    and node not in annotations:
+                tests = " ".join(guards[node])
+                assert "calibrator" in tests or "hasattr(trt" in tests, (
+                    f"{module.name}:{node.lineno} uses {node.attr}, removed in TensorRT 11, "
+                    "outside a weak-typing or hasattr check"
+                )
+
+
+def test_registry_does_not_offer_tensorrt_without_its_runtime() -> None:
+    """`import tensorrt` succeeds here (the stubs install a namespace package); the backend
+    module must still refuse to import so `auto` and the contract test skip it."""
+    assert "tensorrt" not in available_backends()
+
+
+def test_build_engine_without_tensorrt_is_one_clear_message(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli.main(["build-engine", "--model", "cnd_stereo", "--precision", "int8"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("cnd-depth build-engine: error: TensorRT is not available")
+    assert "Traceback" not in err and len(err.splitlines()) == 1
