@@ -27,7 +27,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("cnd_depth_ros.commands.synth", "render a synthetic stereo dataset with exact depth"),
     "train": ("cnd_depth_ros.commands.train", "train a network (one process, torchrun DDP)"),
     "eval": ("cnd_depth_ros.commands.eval", "score a model or SGBM on a dataset"),
+    "export": ("cnd_depth_ros.commands.export", "export a model artifact to ONNX"),
     "build-engine": ("cnd_depth_ros.commands.build_engine", "build a TensorRT engine for this GPU"),
+    "bench": ("cnd_depth_ros.commands.bench", "time inference backends next to StereoSGBM"),
 }
 
 

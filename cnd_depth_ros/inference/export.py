@@ -48,6 +48,7 @@ __all__ = [
     "ONNX_METADATA_KEY",
     "OUTPUT_NAME",
     "conv_transpose_as_conv",
+    "embedded_metadata",
     "export_onnx",
     "export_onnx_model",
     "load_onnx",
@@ -263,8 +264,8 @@ def _validate(proto: onnx.ModelProto, source: str) -> None:
     check_tensorrt_compatible(proto, source)
 
 
-def load_onnx(path: str | os.PathLike[str]) -> onnx.ModelProto:
-    """An ONNX file made by :func:`export_onnx`, checked.
+def load_onnx(path: str | os.PathLike[str]) -> tuple[onnx.ModelProto, ModelMetadata]:
+    """An ONNX file made by :func:`export_onnx`, checked, and its embedded metadata.
 
     :raises ArtifactError: a missing, truncated or corrupt file, or one without valid metadata.
     """
@@ -278,17 +279,21 @@ def load_onnx(path: str | os.PathLike[str]) -> onnx.ModelProto:
         onnx.checker.check_model(proto)
     except onnx.checker.ValidationError as error:
         raise ArtifactError(f"{path}: invalid or truncated ONNX graph ({error})") from error
-    metadata = _metadata_of(proto, str(path))
+    metadata = embedded_metadata(proto, str(path))
     _check_signature(proto, metadata, str(path))
-    return proto
+    return proto, metadata
 
 
 def read_onnx_metadata(path: str | os.PathLike[str]) -> ModelMetadata:
     """The artifact metadata embedded in an exported ONNX file; raises as :func:`load_onnx`."""
-    return _metadata_of(load_onnx(path), str(path))
+    return load_onnx(path)[1]
 
 
-def _metadata_of(proto: onnx.ModelProto, source: str) -> ModelMetadata:
+def embedded_metadata(proto: onnx.ModelProto, source: str) -> ModelMetadata:
+    """The artifact metadata in an exported graph's ``metadata_props``.
+
+    :raises ArtifactError: naming ``source``, when it is missing or invalid.
+    """
     props = {entry.key: entry.value for entry in proto.metadata_props}
     if ONNX_METADATA_KEY not in props:
         raise ArtifactError(

@@ -1,0 +1,110 @@
+"""Benchmark inference backends side by side with OpenCV StereoSGBM, in one run.
+
+Every backend does the node's whole job on the same real stereo pair (the Middlebury 2014
+motorcycle that scikit-image ships): resize to the network size, run, convert to metres, resize
+back. Reports p50/p95 latency, frames/s, and the largest depth difference to the torch reference
+(metres; null for sgbm). Backend specs are NAME or NAME:PRECISION, e.g. onnxruntime:int8.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+from cnd_depth_ros.errors import CndDepthError
+
+__all__ = ["add_arguments", "run"]
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="artifact path, shipped model name, or .onnx from `cnd-depth export`",
+    )
+    parser.add_argument(
+        "--backends",
+        default="torch,onnxruntime,sgbm",
+        help="comma-separated NAME[:PRECISION] (torch, onnxruntime, tensorrt, auto, sgbm)",
+    )
+    parser.add_argument("--height", type=_positive, default=160, help="network input height")
+    parser.add_argument("--width", type=_positive, default=256, help="network input width")
+    parser.add_argument(
+        "--input-height",
+        type=_positive,
+        help="camera image height fed to every backend (default: --height)",
+    )
+    parser.add_argument(
+        "--input-width",
+        type=_positive,
+        help="camera image width fed to every backend (default: --width)",
+    )
+    parser.add_argument("--iters", type=_positive, default=50, help="timed iterations")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed iterations first")
+    parser.add_argument(
+        "--threads",
+        type=_positive,
+        help="CPU threads for every backend and SGBM (default: runtime's own)",
+    )
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--calib-data",
+        metavar="KIND:ROOT",
+        help="INT8 calibration frames (default: the motorcycle pair)",
+    )
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    import cv2
+
+    from cnd_depth_ros.inference.benchmark import StereoInput, run_benchmark
+    from cnd_depth_ros.training.datasets.registry import open_dataset
+
+    # Progress from this package only: the exporter's optimiser logs hundreds of INFO lines.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("cnd_depth_ros").setLevel(logging.INFO)
+    specs = [spec for spec in args.backends.split(",") if spec.strip()]
+    options: dict[str, Any] = {"device": args.device}
+    if args.threads is not None:
+        options["threads"] = args.threads
+        cv2.setNumThreads(args.threads)
+    try:
+        frame = open_dataset("motorcycle")[0]
+        assert frame.right is not None
+        pair = StereoInput(frame.left, frame.right, frame.camera).resized(
+            args.input_width or args.width, args.input_height or args.height
+        )
+        calibration = [frame]
+        if args.calib_data:
+            from cnd_depth_ros.training.data import DataSpec, open_frames
+
+            calibration = open_frames([DataSpec.parse(args.calib_data)], stereo=True)
+        results = run_benchmark(
+            args.model,
+            specs,
+            pair,
+            height=args.height,
+            width=args.width,
+            iterations=args.iters,
+            warmup=args.warmup,
+            options=options,
+            calibration=calibration,
+        )
+    except ValueError as error:  # bad specs, sizes or options: user input, not a crash
+        raise CndDepthError(str(error)) from error
+    print(f"{'backend':<20}{'p50 ms':>9}{'p95 ms':>9}{'fps':>8}  max |d - torch| m")
+    for result in results:
+        difference = result.max_abs_diff_vs_torch
+        print(
+            f"{result.backend:<20}{result.p50_ms:>9.2f}{result.p95_ms:>9.2f}{result.fps:>8.1f}  "
+            f"{'-' if difference is None else f'{difference:.4g}'}"
+        )
+    return {"results": [result.to_json() for result in results]}

@@ -1,0 +1,166 @@
+"""Latency and agreement of backends, side by side with StereoSGBM, measured in one run.
+
+Every contender gets the same camera-sized stereo pair and does the whole job a node would:
+``infer(left, right, camera=...)``, i.e. resize to the network size, run, turn the output into
+metres for the camera, resize back. The reported latency is that call's, so the classical matcher
+and the networks are compared on equal terms. Accuracy against the torch reference is the largest
+absolute depth difference in metres over the pixels where both are valid.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import cv2
+import numpy as np
+
+from cnd_depth_ros.camera import PinholeCamera
+from cnd_depth_ros.inference.registry import create_backend
+from cnd_depth_ros.inference.sgbm import SgbmMatcher
+
+if TYPE_CHECKING:
+    from cnd_depth_ros.training.datasets.frame import Frame
+
+__all__ = ["BenchmarkResult", "StereoInput", "max_abs_diff", "parse_backend_spec", "run_benchmark"]
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class _Estimator(Protocol):
+    """What the benchmark times: the backends' and :class:`SgbmMatcher`'s ``infer``."""
+
+    def infer(
+        self, left: np.ndarray, right: np.ndarray | None = None, *, camera: PinholeCamera
+    ) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class BenchmarkResult:
+    """One row of ``cnd-depth bench --json``: exactly the fields the issue specifies."""
+
+    backend: str
+    model: str
+    height: int
+    width: int
+    p50_ms: float
+    p95_ms: float
+    fps: float
+    max_abs_diff_vs_torch: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def parse_backend_spec(spec: str) -> tuple[str, dict[str, str]]:
+    """``"onnxruntime:int8"`` -> ``("onnxruntime", {"precision": "int8"})``; ``"sgbm"`` and plain
+    backend names have no options.
+
+    :raises ValueError: an empty name or more than one ``:``.
+    """
+    name, _, precision = spec.strip().partition(":")
+    if not name or ":" in precision:
+        raise ValueError(f"backend spec must be NAME or NAME:PRECISION, got {spec!r}")
+    return name, ({"precision": precision} if precision else {})
+
+
+@dataclass(frozen=True)
+class StereoInput:
+    """The rectified pair every contender gets, and the camera that sees it."""
+
+    left: np.ndarray
+    right: np.ndarray
+    camera: PinholeCamera
+
+    def resized(self, width: int, height: int) -> StereoInput:
+        """The pair as a ``width`` x ``height`` camera would see it (area filter)."""
+        left, right = (
+            cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+            for image in (self.left, self.right)
+        )
+        return StereoInput(left, right, self.camera.resized(width, height))
+
+
+def max_abs_diff(depth: np.ndarray, reference: np.ndarray) -> float:
+    """Largest absolute difference over the pixels valid (finite) in both maps; NaN if none."""
+    both = np.isfinite(depth) & np.isfinite(reference)
+    if not both.any():
+        return float("nan")
+    return float(np.abs(depth[both] - reference[both]).max())
+
+
+def _time(estimator: _Estimator, pair: StereoInput, iterations: int, warmup: int) -> np.ndarray:
+    """Milliseconds per ``infer`` call, after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        estimator.infer(pair.left, pair.right, camera=pair.camera)
+    times = np.empty(iterations)
+    for i in range(iterations):
+        start = time.perf_counter()
+        estimator.infer(pair.left, pair.right, camera=pair.camera)
+        times[i] = (time.perf_counter() - start) * 1000.0
+    return times
+
+
+def run_benchmark(
+    model: str | os.PathLike[str],
+    specs: Sequence[str],
+    pair: StereoInput,
+    *,
+    height: int,
+    width: int,
+    iterations: int = 50,
+    warmup: int = 5,
+    options: dict[str, Any] | None = None,
+    calibration: Sequence[Frame] | None = None,
+) -> list[BenchmarkResult]:
+    """Time each backend spec (``torch``, ``onnxruntime:int8``, ``sgbm``, ...) on ``pair`` with
+    the network at ``width`` x ``height``; ``options`` (device, threads) go to every backend,
+    ``calibration`` frames to INT8 ones.
+
+    :raises ValueError: bad specs or sizes; backend errors propagate as they are.
+    """
+    if iterations < 1 or warmup < 0:
+        raise ValueError(f"iterations must be >= 1 and warmup >= 0, got {iterations}, {warmup}")
+    parsed = [parse_backend_spec(spec) for spec in specs]
+    options = dict(options or {})
+    reference: np.ndarray | None = None
+    if any(name != "sgbm" for name, _ in parsed):
+        torch_backend = create_backend("torch", model, height=height, width=width)
+        reference = torch_backend.infer(pair.left, pair.right, camera=pair.camera)
+        torch_backend.close()
+    results = []
+    for spec, (name, spec_options) in zip(specs, parsed, strict=True):
+        _LOGGER.info("benchmarking %s: %d iterations", spec, iterations)
+        if name == "sgbm":
+            matcher = SgbmMatcher(working_size=(width, height))
+            times = _time(matcher, pair, iterations, warmup)
+            difference = None
+        else:
+            backend_options = {**options, **spec_options}
+            if backend_options.get("precision") == "int8":
+                backend_options["calibration"] = calibration
+            backend = create_backend(name, model, height=height, width=width, **backend_options)
+            try:
+                depth = backend.infer(pair.left, pair.right, camera=pair.camera)
+                assert reference is not None
+                difference = max_abs_diff(depth, reference)
+                times = _time(backend, pair, iterations, warmup)
+            finally:
+                backend.close()
+        result = BenchmarkResult(
+            backend=spec,
+            model=str(model),
+            height=height,
+            width=width,
+            p50_ms=round(float(np.percentile(times, 50)), 3),
+            p95_ms=round(float(np.percentile(times, 95)), 3),
+            fps=round(1000.0 / float(times.mean()), 2),
+            max_abs_diff_vs_torch=None if difference is None else round(difference, 6),
+        )
+        _LOGGER.info("%s", result)
+        results.append(result)
+    return results
