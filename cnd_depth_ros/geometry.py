@@ -133,9 +133,10 @@ def _normals(depth: torch.Tensor, camera: torch.Tensor) -> tuple[torch.Tensor, t
     along_column, column_known = _edge_aware_tangent(points, valid, dim=-2)
     # column x row points towards the camera: (0, 1, 0) x (1, 0, 0) = (0, 0, -1).
     normals = torch.linalg.cross(along_column, along_row, dim=1)
-    length = normals.square().sum(dim=1, keepdim=True).sqrt()
-    known = row_known & column_known & (length > 0)
-    return normals / torch.where(known, length, 1.0), known
+    squared_length = normals.square().sum(dim=1, keepdim=True)
+    known = row_known & column_known & (squared_length > 0)
+    # sqrt after where(): the gradient of sqrt at 0 is infinite even where it is not selected.
+    return normals / torch.where(known, squared_length, 1.0).sqrt(), known
 
 
 def _edge_aware_tangent(
