@@ -62,8 +62,7 @@ def _scaled_reciprocal(values: ArrayT, fx: float | ArrayT, baseline: float | Arr
         if not values.is_floating_point():
             values = values.float()
         valid = torch.isfinite(values) & (values > 0)
-        safe = torch.where(valid, values, torch.ones_like(values))
-        return torch.where(valid, fx * baseline / safe, math.nan)
+        return torch.where(valid, fx * baseline / torch.where(valid, values, 1.0), math.nan)
     values = np.asarray(values)
     if not np.issubdtype(values.dtype, np.floating):
         values = values.astype(np.float64)
