@@ -100,16 +100,24 @@ class Boxes:
     def intersect(
         self, k: int, origins: np.ndarray, directions: np.ndarray, t_min: float = T_MIN
     ) -> np.ndarray:
-        """Slab test in the box's frame: the ray is inside all three slabs on [t_near, t_far]."""
-        local_origins = (origins - self.centres[k]) @ self.axes[k].T
-        local_directions = directions @ self.axes[k].T
-        half = self.half_sizes[k]
+        """Slab test in the box's frame: the ray is inside all three slabs on [t_near, t_far].
+
+        Coordinates run along the first axis (3 x N), so the per-axis min/max are fast
+        element-wise operations rather than reductions over a length-3 axis.
+        """
+        axes = self.axes[k]
+        local_origins = axes @ (origins - self.centres[k]).T
+        if local_origins.ndim == 1:
+            local_origins = local_origins[:, None]
+        local_directions = axes @ directions.T
+        half = self.half_sizes[k][:, None]
         with np.errstate(divide="ignore", invalid="ignore"):
             inverse = 1.0 / local_directions
             t1 = (-half - local_origins) * inverse
             t2 = (half - local_origins) * inverse
-        t_near = np.minimum(t1, t2).max(axis=-1)
-        t_far = np.maximum(t1, t2).min(axis=-1)
+        near, far = np.minimum(t1, t2), np.maximum(t1, t2)
+        t_near = np.maximum(np.maximum(near[0], near[1]), near[2])
+        t_far = np.minimum(np.minimum(far[0], far[1]), far[2])
         return np.where((t_near <= t_far) & (t_near > t_min), t_near, np.inf)
 
     def surface(self, ks: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -129,8 +129,10 @@ def shadowed(
     across_v = np.cross(to_sun, across_u)
     basis = np.stack([across_u, across_v, to_sun], axis=1)
     projected = points @ basis
+    # Points sorted across the sun's rays: each primitive's shadow is a band of this order.
+    order = np.argsort(projected[:, 0], kind="stable")
+    across = projected[order, 0]
     blocked = np.zeros(len(points), dtype=bool)
-    directions = np.broadcast_to(to_sun, points.shape)
     for group in primitives:
         lower, upper = group.bounds()
         unbounded = ~(np.isfinite(lower).all(axis=1) & np.isfinite(upper).all(axis=1))
@@ -139,19 +141,21 @@ def shadowed(
         corners = _box_corners(finite_lower, finite_upper) @ basis
         box_low, box_high = corners.min(axis=1), corners.max(axis=1)
         for k in range(len(group)):
-            candidate = ~blocked
-            if not unbounded[k]:
-                candidate &= (
-                    (projected[:, 0] >= box_low[k, 0])
-                    & (projected[:, 0] <= box_high[k, 0])
-                    & (projected[:, 1] >= box_low[k, 1])
-                    & (projected[:, 1] <= box_high[k, 1])
-                    & (projected[:, 2] <= box_high[k, 2])
+            if unbounded[k]:
+                rows = np.flatnonzero(~blocked)
+            else:
+                first, last = np.searchsorted(across, [box_low[k, 0], box_high[k, 0]])
+                rows = order[first:last]
+                inside = (
+                    ~blocked[rows]
+                    & (projected[rows, 1] >= box_low[k, 1])
+                    & (projected[rows, 1] <= box_high[k, 1])
+                    & (projected[rows, 2] <= box_high[k, 2])
                 )
-            rows = np.flatnonzero(candidate)
+                rows = rows[inside]
             if rows.size == 0:
                 continue
-            t = group.intersect(k, points[rows], directions[rows], T_MIN)
+            t = group.intersect(k, points[rows], np.broadcast_to(to_sun, (rows.size, 3)), T_MIN)
             blocked[rows[np.isfinite(t)]] = True
     return blocked
 

@@ -71,7 +71,7 @@ def _sky_radiance(scene: Scene, bank: TextureBank, directions: np.ndarray) -> np
     texture = np.full(len(unit), sky.cloud_texture)
     clouds = bank.sample(texture, cloud_u, cloud_v, np.full(len(unit), 1.0)).mean(axis=1)
     cover = sky.clouds * np.clip(clouds * 2.5 - 0.5, 0.0, 1.0)[:, None] * np.sqrt(up)
-    return (colour * (1.0 - cover) + cover * 0.9).astype(np.float64)
+    return colour * (1.0 - cover) + cover * 0.9
 
 
 def render_view(
@@ -110,8 +110,10 @@ def render_view(
         sun[lit[blocked]] = 0.0
     sky_light = 0.75 - 0.25 * normals[:, 1]
     irradiance = sun[:, None] * lighting.sun_colour + sky_light[:, None] * lighting.ambient_colour
-    radiance = _sky_radiance(scene, bank, flat_directions)
+    radiance = np.empty(flat_directions.shape)
     radiance[rows] = albedo * irradiance
+    sky = np.flatnonzero(~hits.hit.reshape(-1))
+    radiance[sky] = _sky_radiance(scene, bank, flat_directions[sky])
 
     camera_normals = np.full(flat_directions.shape, np.nan)
     camera_normals[rows] = normals @ pose.rotation

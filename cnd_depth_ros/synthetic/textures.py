@@ -139,7 +139,9 @@ class TextureBank:
         except ValueError:
             raise ValueError(f"no texture named {name!r}; have {list(self.names)}") from None
 
-    def _bilinear(self, texture: np.ndarray, u: np.ndarray, v: np.ndarray, level: np.ndarray):
+    def _bilinear(
+        self, texture: np.ndarray, u: np.ndarray, v: np.ndarray, level: np.ndarray
+    ) -> np.ndarray:
         """Bilinear sample at mip ``level`` (per point) of texel coordinates at level 0."""
         side = self.size >> level
         scale = 1.0 / (1 << level)
@@ -168,12 +170,15 @@ class TextureBank:
         the pixel ``footprint`` in texels, all ``(M,)``; returns ``(M, 3)`` linear RGB."""
         top_level = len(self.level_offsets) - 1
         lod = np.clip(np.log2(np.maximum(footprint, 1.0)), 0.0, top_level)
-        fine = np.minimum(np.floor(lod).astype(np.int64), top_level)
-        coarse = np.minimum(fine + 1, top_level)
-        blend = (lod - fine)[:, None]
-        return (1 - blend) * self._bilinear(texture, u, v, fine) + blend * self._bilinear(
-            texture, u, v, coarse
-        )
+        fine = np.floor(lod).astype(np.int64)
+        blend = lod - fine
+        colour = self._bilinear(texture, u, v, fine)
+        mixed = np.flatnonzero(blend > 0.0)
+        if mixed.size:
+            coarse = self._bilinear(texture[mixed], u[mixed], v[mixed], fine[mixed] + 1)
+            weight = blend[mixed, None]
+            colour[mixed] = (1.0 - weight) * colour[mixed] + weight * coarse
+        return colour
 
 
 @functools.cache
