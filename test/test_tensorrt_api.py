@@ -8,21 +8,32 @@ TensorRT itself cannot be installed here, so its API is checked two ways:
   the same check proves it catches mistakes.
 * TensorRT 11: the APIs NVIDIA removed (:data:`REMOVED_IN_TENSORRT_11`, from its migration
   guide) may only be reached on the weakly typed TensorRT 10 path.
+
+The build flow (flags, progress, timing cache, parse and build failures) runs against
+``fixtures.fake_tensorrt`` because the real module cannot run here; the fake's names are
+themselves checked against the stubs.
 """
 
 from __future__ import annotations
 
 import ast
+import importlib
 import importlib.metadata
+import logging
 import os
 import re
 import subprocess
 import sys
+import types
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from fixtures import fake_tensorrt as fake
 
 from cnd_depth_ros import cli
+from cnd_depth_ros.errors import ArtifactError, BackendError
 from cnd_depth_ros.inference import engine_plan
 from cnd_depth_ros.inference.engine_cache import PRECISIONS
 from cnd_depth_ros.inference.engine_plan import plan_precision
@@ -235,3 +246,83 @@ def test_build_engine_without_tensorrt_is_one_clear_message(
     err = capsys.readouterr().err.strip()
     assert err.startswith("cnd-depth build-engine: error: TensorRT is not available")
     assert "Traceback" not in err and len(err.splitlines()) == 1
+
+
+def test_fake_tensorrt_only_defines_real_names(stub_members: dict[str, set[str]]) -> None:
+    module = fake.fake_tensorrt()
+    for name, value in vars(module).items():
+        if name.startswith("__"):
+            continue
+        assert name in stub_members, f"fake tensorrt.{name} is not in TensorRT 10.13"
+        own = {member for member in vars(value) if not member.startswith("_")}
+        own |= {member for member in getattr(value, "__annotations__", {})}
+        own -= {"initialised", "last_config", "data", "flags", "pools", "timing_cache",
+                "network", "errors", "logger", "parsed"}  # the fake's own bookkeeping
+        assert own <= stub_members[name], f"tensorrt.{name} lacks {own - stub_members[name]}"
+
+
+BUILDER = "cnd_depth_ros.inference.tensorrt_builder"
+
+
+@pytest.fixture
+def builder_on(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[types.ModuleType], Any]]:
+    """Import the builder module against a given ``tensorrt`` module; forget it afterwards, so
+    later tests (and the registry) see this machine's real state again."""
+    package = importlib.import_module("cnd_depth_ros.inference")
+
+    def forget() -> None:
+        sys.modules.pop(BUILDER, None)
+        if hasattr(package, "tensorrt_builder"):
+            delattr(package, "tensorrt_builder")
+
+    def load(module: types.ModuleType) -> Any:
+        monkeypatch.setitem(sys.modules, "tensorrt", module)
+        forget()
+        return importlib.import_module(BUILDER)
+
+    yield load
+    forget()
+
+
+@pytest.mark.parametrize("weak", [True, False], ids=["tensorrt10", "tensorrt11"])
+def test_build_flow_flags_progress_and_timing_cache(
+    builder_on: Callable[[types.ModuleType], Any], tmp_path: Path,
+    caplog: pytest.LogCaptureFixture, weak: bool,
+) -> None:
+    builder = builder_on(fake.fake_tensorrt(weakly_typed=weak))
+    assert builder.weakly_typed() is weak
+    plan = plan_precision("fp16", weakly_typed=builder.weakly_typed())
+    onnx_path = tmp_path / "model.onnx"
+    onnx_path.write_bytes(b"onnx graph")
+    timing = tmp_path / "cache" / "timing.cache"
+    with caplog.at_level(logging.INFO):
+        engine = builder.build_serialized_engine(onnx_path, plan, workspace_mb=64,
+                                                 timing_cache=timing)
+    config = fake.Builder.last_config
+    assert config is not None and config.pools == {"WORKSPACE": 64 << 20}
+    if weak:
+        assert engine == b"engine:flags=0;builder=FP16"
+    else:
+        assert engine == b"engine:flags=2;builder="  # 1 << STRONGLY_TYPED, no precision flags
+    assert "build: Building engine (20 steps)" in caplog.text
+    assert "build: Building engine 20/20" in caplog.text
+    assert timing.read_bytes() == b"|timed"
+    builder.build_serialized_engine(onnx_path, plan, timing_cache=timing)
+    assert timing.read_bytes() == b"|timed|timed"  # the saved cache was fed back in
+
+
+def test_build_flow_failures_name_the_file(
+    builder_on: Callable[[types.ModuleType], Any], tmp_path: Path
+) -> None:
+    builder = builder_on(fake.fake_tensorrt())
+    plan = plan_precision("fp32", weakly_typed=True)
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"\x00garbage")
+    with pytest.raises(ArtifactError, match=r"broken\.onnx: TensorRT cannot parse.*INVALID_GRAPH"):
+        builder.build_serialized_engine(broken, plan)
+    unbuildable = tmp_path / "big.onnx"
+    unbuildable.write_bytes(b"onnx unbuildable")
+    with pytest.raises(BackendError, match=r"could not build .*big\.onnx"):
+        builder.build_serialized_engine(unbuildable, plan)
+    with pytest.raises(ValueError, match="needs a calibrator"):
+        builder.build_serialized_engine(unbuildable, plan_precision("int8", weakly_typed=True))
