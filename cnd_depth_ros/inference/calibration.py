@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,9 +27,11 @@ import numpy as np
 
 from cnd_depth_ros.errors import ArtifactError
 from cnd_depth_ros.inference.backend import to_network_input
-from cnd_depth_ros.models.artifact import ModelMetadata
+from cnd_depth_ros.models.artifact import ModelMetadata, _write_atomically
 
 if TYPE_CHECKING:
+    from onnxruntime.quantization import CalibrationDataReader
+
     from cnd_depth_ros.training.datasets.frame import Frame
 
 __all__ = ["CalibrationCache", "CalibrationSet", "quantize_qdq"]
@@ -109,6 +110,18 @@ class CalibrationSet:
                 batch["right"] = self._stack([frame.right for frame in frames])  # type: ignore[misc]
             yield batch
 
+    def data_reader(self) -> CalibrationDataReader:
+        """The batches as an ONNX Runtime ``CalibrationDataReader`` (for ``quantize_static``)."""
+        from onnxruntime.quantization import CalibrationDataReader
+
+        batches = self.batches()
+
+        class _Reader(CalibrationDataReader):
+            def get_next(self) -> Batch | None:
+                return next(batches, None)
+
+        return _Reader()
+
     def _stack(self, images: list[np.ndarray]) -> np.ndarray:
         arrays = [to_network_input(image, self.width, self.height) for image in images]
         return np.concatenate(arrays)
@@ -135,15 +148,8 @@ class CalibrationCache:
 
     def write(self, data: bytes | memoryview) -> None:
         """Store the table atomically."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                stream.write(bytes(data))
-            os.replace(temporary, self.path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        table = bytes(data)
+        _write_atomically(self.path, lambda temporary: temporary.write_bytes(table))
         LOGGER.info("wrote INT8 calibration cache %s", self.path)
 
 
@@ -161,20 +167,12 @@ def quantize_qdq(
     own fusions).
     """
     from onnxruntime.quantization import (
-        CalibrationDataReader,
         CalibrationMethod,
         QuantFormat,
         QuantType,
         quantize_static,
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    class _Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._batches = calibration.batches()
-
-        def get_next(self) -> Batch | None:
-            return next(self._batches, None)
 
     output_path = Path(output_path)
     inferred = output_path.with_name(f"{output_path.stem}.shapes.onnx")
@@ -187,7 +185,7 @@ def quantize_qdq(
     quantize_static(
         str(inferred),
         str(output_path),
-        _Reader(),
+        calibration.data_reader(),
         quant_format=QuantFormat.QDQ,
         activation_type=QuantType.QInt8,
         weight_type=QuantType.QInt8,

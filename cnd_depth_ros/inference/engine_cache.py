@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from cnd_depth_ros.errors import ArtifactError
-from cnd_depth_ros.models.artifact import ModelMetadata
+from cnd_depth_ros.models.artifact import ModelMetadata, _write_atomically
 
 __all__ = [
     "CACHE_ENV",
@@ -210,19 +209,6 @@ class EngineRecord:
 
 def _sidecar(engine: Path) -> Path:
     return engine.with_suffix(".json")
-
-
-def _write_atomically(target: Path, write: Callable[[Path], None]) -> None:
-    """Write a temporary file in the same folder, then rename: readers never see half a file."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    os.close(handle)
-    try:
-        write(Path(temporary))
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def save_engine_file(

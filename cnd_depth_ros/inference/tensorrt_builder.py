@@ -32,6 +32,7 @@ from cnd_depth_ros.inference.engine_plan import (
     plan_precision,
     prepare_onnx,
 )
+from cnd_depth_ros.models.artifact import _write_atomically
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
@@ -216,11 +217,7 @@ def _attach_timing_cache(config: trt.IBuilderConfig, path: Path) -> trt.ITimingC
 
 def _save_timing_cache(config: trt.IBuilderConfig, path: Path) -> None:
     data = bytes(config.get_timing_cache().serialize())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(handle, "wb") as stream:
-        stream.write(data)
-    os.replace(temporary, path)
+    _write_atomically(path, lambda temporary: temporary.write_bytes(data))
 
 
 def build_serialized_engine(
