@@ -1,0 +1,392 @@
+"""depth_node through the real middleware: rclpy, Fast DDS, lifecycle services, a subprocess.
+
+One stereo node serves most tests (its start costs a model load and discovery); tests that need
+another configuration start their own in a namespace of their own. Models are random-initialised
+tiny artifacts (64x48 input): the tests check the node's plumbing and geometry, which do not
+depend on what the weights predict. Every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import rclpy
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray
+from fixtures.ros import Inbox, spin_until
+from fixtures.stereo_publisher import StereoFixturePublisher, pattern
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from std_msgs.msg import Header
+from stereo_msgs.msg import DisparityImage
+
+from cnd_depth_ros.camera import PinholeCamera
+from cnd_depth_ros.models import ModelMetadata, build_model, save_artifact
+from cnd_depth_ros.ros.camera_info import camera_info_for
+from cnd_depth_ros.ros.depth_node import DepthNode
+from cnd_depth_ros.ros.image_codec import array_to_image, image_to_array
+from cnd_depth_ros.ros.pointcloud import POINT_STEP, pointcloud2_to_rgb, pointcloud2_to_xyz
+
+pytestmark = pytest.mark.ros
+
+NETWORK = (64, 48)  # tiny artifacts: width, height
+CAMERA = PinholeCamera(width=96, height=64, fx=80.0, fy=80.0, cx=47.5, cy=31.5, baseline=0.12)
+FRAME = "left_camera_optical_frame"
+WAIT_S = 15.0
+_stamps = itertools.count(1000)
+
+
+def _next_stamp() -> Time:
+    return Time(sec=next(_stamps), nanosec=500)
+
+
+def _save_tiny(name: str, path: Path) -> str:
+    model = build_model(
+        name, width_mult=0.35, aspp_channels=16, decoder_channels=(16, 16, 16, 8), skip_channels=8
+    )
+    width, height = NETWORK
+    camera = PinholeCamera(
+        width=width, height=height, fx=50.0, fy=50.0, cx=31.5, cy=23.5,
+        baseline=0.1 if model.is_stereo else None,
+    )
+    metadata = ModelMetadata(
+        variant=name,
+        input_height=height,
+        input_width=width,
+        output=model.output_kind,
+        training_camera=camera,
+        stereo=model.is_stereo,
+        model_config=asdict(model.config),
+    )
+    return str(save_artifact(model.eval(), metadata, path / name))
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    folder = tmp_path_factory.mktemp("models")
+    return {name: _save_tiny(name, folder) for name in ("cnd_stereo", "cnd_mono")}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _rclpy_module() -> Iterator[None]:
+    """rclpy's default context for the whole module, so nodes can be shared between tests."""
+    rclpy.init()
+    try:
+        yield
+    finally:
+        rclpy.try_shutdown()
+
+
+class Spinning:
+    """A node spun by its own executor on a background thread, as ``ros2 run`` would spin it."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.executor = SingleThreadedExecutor()
+        self.executor.add_node(node)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.executor.shutdown(timeout_sec=5.0)
+        self.thread.join(timeout=5.0)
+        self.node.destroy_node()
+
+
+def _depth_node(artifact: str, **overrides: Any) -> DepthNode:
+    parameters = {"model_path": artifact, "backend": "torch", "threads": 1, **overrides}
+    namespace = parameters.pop("namespace", "")
+    return DepthNode(
+        namespace=namespace,
+        parameter_overrides=[Parameter(name, value=value) for name, value in parameters.items()],
+    )
+
+
+class Harness:
+    """The test side: a fixture camera driver and inboxes for every output, spun in the test."""
+
+    def __init__(self, namespace: str = "", *, mono: bool = False) -> None:
+        self.executor = SingleThreadedExecutor()
+        self.camera_node = StereoFixturePublisher(
+            CAMERA, frame_id=FRAME, mono=mono, namespace=namespace,
+            node_name=f"camera{namespace.replace('/', '_')}",
+        )
+        self.node = Node(f"listener{namespace.replace('/', '_')}", namespace=namespace)
+        qos = QoSProfile(depth=50)  # rclpy's default: reliable, what rviz2 uses
+        self.depth = Inbox(self.node, Image, "depth/image", qos)
+        self.info = Inbox(self.node, CameraInfo, "depth/camera_info", qos)
+        self.points = Inbox(self.node, PointCloud2, "points", qos)
+        self.colored = Inbox(self.node, Image, "depth/colored", qos)
+        self.disparity = Inbox(self.node, DisparityImage, "disparity", qos)
+        self.diagnostics = Inbox(self.node, DiagnosticArray, "/diagnostics", qos)
+        self.executor.add_node(self.camera_node)
+        self.executor.add_node(self.node)
+
+    def wait_connected(self) -> None:
+        """Until the depth node, subscribed lazily, listens on every camera topic."""
+        if not spin_until(self.executor, self.camera_node.subscribers_ready, WAIT_S):
+            pytest.fail("depth_node did not subscribe to the camera topics")
+
+    def send(self, **pair: Any) -> Time:
+        stamp = _next_stamp()
+        self.camera_node.publish_pair(stamp, **pair)
+        return stamp
+
+    def wait_for(self, inbox: Inbox[Any], stamp: Time, timeout_s: float = WAIT_S) -> Any:
+        """The message of ``inbox`` stamped ``stamp``; fails the test after ``timeout_s``."""
+
+        def stamped() -> Any:
+            return next((m for m in inbox.messages if m.header.stamp == stamp), None)
+
+        if not spin_until(self.executor, lambda: stamped() is not None, timeout_s):
+            topic = inbox.subscription.topic_name
+            pytest.fail(f"{topic}: nothing stamped {stamp} within {timeout_s} s")
+        return stamped()
+
+    def close(self) -> None:
+        for node in (self.camera_node, self.node):
+            self.executor.remove_node(node)
+            node.destroy_node()
+        self.executor.shutdown(timeout_sec=1.0)
+
+
+@pytest.fixture(scope="module")
+def stereo(artifacts: dict[str, str]) -> Iterator[DepthNode]:
+    spinning = Spinning(_depth_node(artifacts["cnd_stereo"], diagnostic_period=0.2))
+    try:
+        yield spinning.node
+    finally:
+        spinning.close()
+
+
+@pytest.fixture(scope="module")
+def harness(stereo: DepthNode) -> Iterator[Harness]:
+    harness = Harness()
+    harness.wait_connected()
+    try:
+        yield harness
+    finally:
+        harness.close()
+
+
+@pytest.fixture
+def parameters(stereo: DepthNode) -> Iterator[Callable[..., None]]:
+    """Set live parameters on the shared node; the test's changes are undone after it."""
+    changed: dict[str, Any] = {}
+
+    def set_parameters(**values: Any) -> None:
+        for name in values:
+            changed.setdefault(name, stereo.get_parameter(name).value)
+        results = stereo.set_parameters([Parameter(n, value=v) for n, v in values.items()])
+        assert all(result.successful for result in results), results
+
+    yield set_parameters
+    stereo.set_parameters([Parameter(n, value=v) for n, v in changed.items()])
+
+
+def _depth(msg: Image) -> np.ndarray:
+    return np.array(image_to_array(msg), dtype=np.float32)
+
+
+def _drops(node: DepthNode, reason: str) -> int:
+    values = {kv.key: kv.value for kv in node.diagnostics.status().values}
+    return int(values.get(f"drops: {reason}", 0))
+
+
+def test_outputs_carry_the_left_stamp_frame_and_size(stereo: DepthNode, harness: Harness) -> None:
+    stamp = harness.send()
+    depth = harness.wait_for(harness.depth, stamp)
+    info = harness.wait_for(harness.info, stamp)
+    points = harness.wait_for(harness.points, stamp)
+    colored = harness.wait_for(harness.colored, stamp)
+
+    for msg in (depth, info, points, colored):
+        assert msg.header.frame_id == FRAME
+    assert (depth.encoding, depth.width, depth.height) == ("32FC1", CAMERA.width, CAMERA.height)
+    assert (colored.encoding, colored.width, colored.height) == ("rgb8", CAMERA.width,
+                                                                 CAMERA.height)
+    assert (info.width, info.height) == (CAMERA.width, CAMERA.height)
+    assert info.p[0] == pytest.approx(CAMERA.fx) and info.p[3] == 0.0
+    assert (points.width, points.height, points.point_step) == (CAMERA.width, CAMERA.height,
+                                                               POINT_STEP)
+    assert [field.name for field in points.fields] == ["x", "y", "z", "rgb"]
+
+    metres = _depth(depth)
+    assert np.isfinite(metres).mean() > 0.5
+    # The node's depth is the backend's for this camera, and the cloud's z is that depth.
+    expected = stereo.backend.infer(pattern(CAMERA), pattern(CAMERA, 4), camera=CAMERA)
+    np.testing.assert_array_equal(metres, expected)
+    xyz = pointcloud2_to_xyz(points)
+    np.testing.assert_array_equal(xyz[..., 2], metres)
+    u = np.arange(CAMERA.width)
+    np.testing.assert_allclose(xyz[0, :, 0], (u - CAMERA.cx) / CAMERA.fx * metres[0], rtol=1e-6)
+    np.testing.assert_array_equal(pointcloud2_to_rgb(points), pattern(CAMERA))
+
+
+@pytest.mark.parametrize("scale", ["baseline", "focal_length"])
+def test_depth_scales_with_the_live_camera_info(harness: Harness, scale: str) -> None:
+    """A disparity model's depth is fx * B / d: doubling either in camera_info doubles depth."""
+    reference = harness.wait_for(harness.depth, harness.send())
+    if scale == "baseline":
+        changed = replace(CAMERA, baseline=2 * CAMERA.baseline)
+    else:
+        changed = replace(CAMERA, fx=2 * CAMERA.fx, fy=2 * CAMERA.fy)
+    header = reference.header
+    stamp = harness.send(
+        left_info=camera_info_for(changed, header),
+        right_info=camera_info_for(changed, header, right=True),
+    )
+    doubled = harness.wait_for(harness.depth, stamp)
+    np.testing.assert_allclose(_depth(doubled), 2 * _depth(reference), rtol=1e-6)
+
+
+def test_millimetres_network_resolution_and_depth_limits(
+    harness: Harness, parameters: Callable[..., None]
+) -> None:
+    metres = _depth(harness.wait_for(harness.depth, harness.send()))
+    limit = float(np.nanmedian(metres))
+    parameters(output_encoding="16UC1", output_resolution="network", max_depth=limit)
+    stamp = harness.send()
+    depth = harness.wait_for(harness.depth, stamp)
+    info = harness.wait_for(harness.info, stamp)
+    points = harness.wait_for(harness.points, stamp)
+
+    width, height = NETWORK
+    assert (depth.encoding, depth.width, depth.height) == ("16UC1", width, height)
+    assert (info.width, info.height) == (width, height)
+    assert info.p[0] == pytest.approx(CAMERA.fx * width / CAMERA.width)
+    z = pointcloud2_to_xyz(points)[..., 2]
+    assert np.nanmax(z) <= limit
+    assert np.isnan(z).any()
+    millimetres = image_to_array(depth)
+    np.testing.assert_array_equal(millimetres == 0, np.isnan(z))
+    np.testing.assert_allclose(millimetres[~np.isnan(z)], 1000 * z[~np.isnan(z)], atol=0.5)
+
+
+def test_disparity_image(harness: Harness, parameters: Callable[..., None]) -> None:
+    parameters(publish_disparity=True, min_depth=0.5)
+    stamp = harness.send()
+    disparity = harness.wait_for(harness.disparity, stamp)
+    metres = _depth(harness.wait_for(harness.depth, stamp))
+
+    assert disparity.image.encoding == "32FC1"
+    assert disparity.image.header.frame_id == FRAME
+    assert (disparity.f, disparity.t) == pytest.approx((CAMERA.fx, CAMERA.baseline))
+    assert disparity.max_disparity == pytest.approx(CAMERA.fx * CAMERA.baseline / 0.5)
+    d = np.array(image_to_array(disparity.image))
+    valid = np.isfinite(metres)
+    np.testing.assert_allclose(d[valid] * metres[valid], CAMERA.fx * CAMERA.baseline, rtol=1e-5)
+    assert (d[~valid] < disparity.min_disparity).all()
+
+
+@pytest.mark.parametrize(
+    ("values", "reason"),
+    [
+        ({"output_encoding": "bgr8"}, "output_encoding must be one of"),
+        ({"output_resolution": "half"}, "output_resolution must be one of"),
+        ({"max_depth": 0.1, "min_depth": 0.2}, "must be greater than min_depth"),
+        ({"points_stride": 0}, ""),
+        ({"min_depth": -1.0}, ""),
+        ({"model_path": "other"}, "read-only"),
+        ({"mode": "mono"}, "read-only"),
+    ],
+)
+def test_invalid_parameters_are_rejected_with_a_reason(
+    stereo: DepthNode, values: dict[str, Any], reason: str
+) -> None:
+    before = {name: stereo.get_parameter(name).value for name in values}
+    result = stereo.set_parameters_atomically([Parameter(n, value=v) for n, v in values.items()])
+    assert not result.successful
+    assert reason in result.reason and result.reason
+    assert {name: stereo.get_parameter(name).value for name in values} == before
+
+
+def _bad_pairs() -> dict[str, dict[str, Any]]:
+    """Pairs the node must skip; the fixture publisher gives each the pair's stamp and frame."""
+    size = {"height": CAMERA.height, "width": CAMERA.width}
+    good = array_to_image(pattern(CAMERA), "rgb8", Header())
+    short = Image(**size, encoding="rgb8", step=good.step)
+    short.data = bytes(good.data)[: good.step * (CAMERA.height - 1)]
+    no_focal = camera_info_for(CAMERA, Header())
+    no_focal.p[0] = 0.0
+    no_baseline = camera_info_for(CAMERA, Header(), right=True)
+    no_baseline.p[3] = 0.0
+    small = replace(CAMERA, width=48, height=32, cx=23.5, cy=15.5)
+    yuv_step = 2 * CAMERA.width
+    return {
+        "unsupported encoding": {
+            "left": Image(**size, encoding="yuv422", step=yuv_step,
+                          data=bytes(yuv_step * CAMERA.height))
+        },
+        "mismatched sizes": {"right": array_to_image(pattern(small), "rgb8", Header())},
+        "data shorter than height*step": {"left": short},
+        "zero-sized image": {"left": Image(encoding="rgb8")},
+        "zero focal length": {"left_info": no_focal},
+        "stereo without baseline": {"right_info": no_baseline},
+    }
+
+
+@pytest.mark.parametrize("case", list(_bad_pairs()))
+def test_bad_messages_are_skipped_and_counted(
+    stereo: DepthNode, harness: Harness, case: str
+) -> None:
+    drops = _drops(stereo, "bad input")
+    bad = harness.send(**_bad_pairs()[case])
+    counted = spin_until(harness.executor, lambda: _drops(stereo, "bad input") > drops, WAIT_S)
+    assert counted, f"the {case} pair was not counted as a bad input"
+    good = harness.send()
+    depth = harness.wait_for(harness.depth, good)
+    assert np.isfinite(_depth(depth)).any()
+    assert all(msg.header.stamp != bad for msg in harness.depth.messages)
+    assert _drops(stereo, "bad input") == drops + 1
+
+
+def test_newest_pair_wins_when_inference_is_slower(stereo: DepthNode, harness: Harness) -> None:
+    """A burst of pre-built pairs, far faster than inference: the node drops the pairs it had
+    no time for, counts them in /diagnostics, and still answers the newest."""
+    burst = 30
+    messages = []
+    for _ in range(burst):
+        stamp = _next_stamp()
+        header = Header(stamp=stamp, frame_id=FRAME)
+        images = {
+            side: array_to_image(pattern(CAMERA, 4 * (side == "right")), "rgb8", header)
+            for side in ("left", "right")
+        }
+        infos = {
+            side: camera_info_for(CAMERA, header, right=side == "right")
+            for side in ("left", "right")
+        }
+        messages.append((stamp, images, infos))
+    busy = _drops(stereo, "busy")
+    publisher = harness.camera_node
+    for _, images, infos in messages:
+        for side in ("left", "right"):
+            publisher.image_publishers[side].publish(images[side])
+            publisher.info_publishers[side].publish(infos[side])
+    last = messages[-1][0]
+    harness.wait_for(harness.depth, last)
+    stamps = {msg.header.stamp.sec for msg in harness.depth.messages}
+    answered = sum(stamp.sec in stamps for stamp, _, _ in messages)
+    assert answered < burst
+    assert _drops(stereo, "busy") > busy
+
+    def reported() -> bool:
+        return any(
+            status.name == stereo.diagnostics.name
+            and any(kv.key == "drops: busy" and int(kv.value) > busy for kv in status.values)
+            for msg in harness.diagnostics.messages
+            for status in msg.status
+        )
+
+    assert spin_until(harness.executor, reported, WAIT_S), "/diagnostics did not report the drops"
