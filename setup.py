@@ -55,6 +55,7 @@ setup(
     entry_points={
         "console_scripts": [
             "cnd-depth = cnd_depth_ros.cli:main",
+            "depth_node = cnd_depth_ros.ros.depth_node:main",
         ],
     },
 )
