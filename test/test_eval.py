@@ -8,53 +8,33 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from fixtures.artifacts import SMALL, make_artifact
+from fixtures.training import one_torch_thread, synthetic_folder  # noqa: F401
 
 from cnd_depth_ros import cli
 from cnd_depth_ros.evaluation.dataset_eval import evaluate_dataset, open_predictor
-from cnd_depth_ros.models import ModelMetadata, build_model, save_artifact
-from cnd_depth_ros.synthetic.dataset_writer import kitti_like_camera, write_dataset
 from cnd_depth_ros.training.datasets.registry import open_dataset
 from cnd_depth_ros.training.metrics import METRIC_NAMES
 
 WIDTH, HEIGHT = 128, 80
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread: much faster than two on the shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("synthetic")
-    write_dataset(root, kitti_like_camera(WIDTH, HEIGHT), 3, seed=11, workers=1, progress=False)
-    return root
+    return synthetic_folder(tmp_path_factory.mktemp("synthetic"), WIDTH, HEIGHT, 3, seed=11)
 
 
 @pytest.fixture(scope="module")
 def stereo_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    model = build_model("cnd_stereo", width_mult=0.25)
-    metadata = ModelMetadata(
-        variant="cnd_stereo",
-        input_height=64,
-        input_width=96,
-        output="disparity",
-        training_camera=kitti_like_camera(96, 64),
-        stereo=True,
-        model_config={"width_mult": 0.25},
-    )
-    return save_artifact(model, metadata, tmp_path_factory.mktemp("model") / "stereo")
+    return make_artifact(tmp_path_factory.mktemp("model"), "cnd_stereo", width=96, height=64,
+                         **SMALL)
 
 
 def _eval(tmp_path: Path, *arguments: str) -> tuple[int, dict]:

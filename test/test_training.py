@@ -10,41 +10,31 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from fixtures.artifacts import SMALL
+from fixtures.training import one_torch_thread, synthetic_folder  # noqa: F401
 
 from cnd_depth_ros import cli
 from cnd_depth_ros.errors import ArtifactError
 from cnd_depth_ros.models.artifact import load_artifact
-from cnd_depth_ros.synthetic.dataset_writer import kitti_like_camera, write_dataset
+from cnd_depth_ros.synthetic.dataset_writer import kitti_like_camera
 from cnd_depth_ros.training import trainer
 from cnd_depth_ros.training.checkpoint import load_checkpoint, save_checkpoint
 from cnd_depth_ros.training.data import DataSpec, split_validation
 
 WIDTH, HEIGHT = 64, 48
-#: A narrow MobileNetV2 keeps every step well under a second on two shared cores.
-SMALL = {"width_mult": 0.25}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny nets on a loaded 2-core machine: one intra-op thread measured ~20x faster than two
-    (0.07 s vs 1.5 s per step), as OpenMP workers wait on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("synthetic")
-    write_dataset(root, kitti_like_camera(WIDTH, HEIGHT), 8, seed=3, workers=1, progress=False)
-    return root
+    return synthetic_folder(tmp_path_factory.mktemp("synthetic"), WIDTH, HEIGHT, 8, seed=3)
 
 
 def _config(root: Path, out: Path, **changes: Any) -> trainer.TrainConfig:

@@ -76,7 +76,9 @@ def open_frames(specs: Sequence[DataSpec], *, stereo: bool) -> Sequence[Frame]:
         if stereo and frames[0].right is None:
             raise ValueError(f"data source {spec} has no right images; a stereo model needs them")
         sources.append(frames)
-    return sources[0] if len(sources) == 1 else ConcatDataset(sources)  # type: ignore[return-value]
+    if len(sources) == 1:
+        return sources[0]
+    return ConcatDataset(sources)  # type: ignore[arg-type,return-value]  # any Sequence works
 
 
 def split_validation(

@@ -29,7 +29,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -396,16 +396,17 @@ def _train(config: TrainConfig, env: DistributedEnv) -> dict[str, Any]:
     out = Path(config.out)
     _seed_everything(config.seed, deterministic=config.deterministic)
     model = build_model(config.variant, **config.model)
-    output: OutputKind = model.output_kind
+    output = cast(OutputKind, model.output_kind)
+    stereo = bool(model.is_stereo)
     data = D.build_training_data(
         config.data, config.val_data, val_fraction=config.val_fraction, width=config.width,
         height=config.height, batch_size=config.batch_size, workers=config.workers,
-        seed=config.seed, rank=env.rank, world_size=env.world_size, stereo=model.is_stereo,
+        seed=config.seed, rank=env.rank, world_size=env.world_size, stereo=stereo,
         pin_memory=env.device.type == "cuda",
     )
     metadata = ModelMetadata(
         variant=config.variant, input_height=config.height, input_width=config.width,
-        output=output, training_camera=data.camera, stereo=model.is_stereo,
+        output=output, training_camera=data.camera, stereo=stereo,
         model_config=dict(config.model),
     )
     reference_fx = data.camera.fx
@@ -426,8 +427,9 @@ def _train(config: TrainConfig, env: DistributedEnv) -> dict[str, Any]:
     )
     scheduler = build_scheduler(optimizer, config, total_steps)
     scaler = torch.amp.GradScaler(env.device.type, enabled=config.amp and env.device.type == "cuda")
-    parts = {"model": model_without_ddp, "optimizer": optimizer, "scheduler": scheduler,
-             "scaler": scaler}
+    parts: dict[str, Any] = {
+        "model": model_without_ddp, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler
+    }
     step, epoch, history = (
         _restore(config.resume, config, env, parts) if config.resume else (0, 0, [])
     )
