@@ -4,6 +4,7 @@ ONNX that TensorRT 11 builds INT8 engines from (made and run here with real ONNX
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,8 @@ from cnd_depth_ros.inference.backend import to_network_input
 from cnd_depth_ros.inference.calibration import CalibrationCache, CalibrationSet, quantize_qdq
 from cnd_depth_ros.inference.engine_plan import ModelSource, plan_precision, prepare_onnx
 from cnd_depth_ros.inference.export import ONNX_EXPORT_KEY, ONNX_METADATA_KEY
-from cnd_depth_ros.models.artifact import ModelMetadata
+from cnd_depth_ros.models.artifact import ModelMetadata, save_artifact, weights_sha256
+from cnd_depth_ros.models.registry import build_model
 from cnd_depth_ros.training.datasets.frame import Frame
 
 WIDTH, HEIGHT = 32, 16  # network size of the tiny test graph
@@ -161,3 +163,17 @@ def test_prepare_onnx_uses_or_refuses_an_export(tmp_path: Path) -> None:
     }
     with pytest.raises(ValueError, match="static shape 32x16"):
         ModelSource.open(fp32.path, width=64)
+
+
+def test_model_source_of_an_artifact_at_another_size(tmp_path: Path) -> None:
+    model = build_model("cnd_stereo", width_mult=0.35, aspp_channels=16,
+                        decoder_channels=(16, 16, 16, 8), skip_channels=8)
+    camera = PinholeCamera(64, 32, fx=50.0, fy=50.0, cx=31.5, cy=15.5, baseline=0.1)
+    metadata = ModelMetadata(variant="cnd_stereo", input_height=32, input_width=64,
+                             output=model.output_kind, training_camera=camera, stereo=True,
+                             model_config=asdict(model.config))
+    base = save_artifact(model.eval(), metadata, tmp_path / "stereo")
+    source = ModelSource.open(base, height=64, width=128)
+    assert source.onnx_precision is None and source.sha256 == weights_sha256(base)
+    assert (source.metadata.input_width, source.metadata.input_height) == (128, 64)
+    assert source.metadata.training_camera.fx == pytest.approx(100.0)  # scaled with the image
