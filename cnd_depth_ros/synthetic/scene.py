@@ -304,7 +304,9 @@ def street_scene(
     _clutter(builder, road_half)
 
     height = rng.uniform(*style.camera_height)
-    position = np.array([rng.uniform(-road_half + 1.0, road_half - 1.0), -height, 0.0])
+    # Clear of the parked vehicles (up to 2.55 m in from the kerb), which start behind z = 0.
+    lane = road_half - 2.6
+    position = np.array([rng.uniform(-lane, lane), -height, 0.0])
     pose = CameraPose.from_angles(
         position,
         yaw=rng.normal(0.0, 0.12),
