@@ -24,7 +24,6 @@ __all__ = [
     "SUPPORTED_ENCODINGS",
     "ImageCodecError",
     "array_to_image",
-    "byte_array",
     "image_to_array",
     "image_to_rgb",
 ]
@@ -67,7 +66,7 @@ def _layout(encoding: str) -> tuple[np.dtype, int]:
         ) from None
 
 
-def byte_array(data: np.ndarray) -> array.array:
+def _byte_array(data: np.ndarray) -> array.array:
     """One copy of ``data``'s bytes as the ``array.array('B')`` a uint8[] message field stores."""
     buffer = array.array("B")
     buffer.frombytes(np.ascontiguousarray(data).reshape(-1).view(np.uint8).data)
@@ -149,12 +148,13 @@ def array_to_image(image: np.ndarray, encoding: str, header: Header) -> Image:
     if height == 0 or width == 0:
         raise ImageCodecError(f"cannot encode an empty {width}x{height} image")
     native = np.ascontiguousarray(image, dtype=dtype)
-    return Image(
+    msg = Image(
         header=header,
         height=height,
         width=width,
         encoding=encoding,
         is_bigendian=int(sys.byteorder == "big"),
         step=width * channels * dtype.itemsize,
-        data=byte_array(native),
     )
+    msg.data = _byte_array(native)  # an array.array: the setter takes it without a per-byte check
+    return msg
