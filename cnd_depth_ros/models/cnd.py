@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cnd_depth_ros.models.aspp import ASPP
@@ -75,10 +74,12 @@ class CNDConfig:
 
 class CorrelationVolume(nn.Module):
     """Zero-parameter stereo cost volume: for each disparity ``d < levels``, the channel mean of
-    ``left(x) * right(x - d)``, zero where ``x - d`` falls off the image.
+    ``left(x) * right(x - d)``, zero where ``x - d`` falls off the image (an extension to the
+    paper, see docs/decisions.md).
 
-    Built from static slices and padding, so it exports to ONNX and TensorRT as plain
-    Slice/Mul/ReduceMean/Pad nodes (an extension to the paper, docs/decisions.md, 5).
+    Built from static slices, channel sums and concatenation only, so it exports to ONNX at
+    opset 17 and to TensorRT: opset 18's ``ReduceMean`` and ``Pad`` do not convert down to 17
+    (the newest TensorRT 8.5 on JetPack 5 parses).
     """
 
     def __init__(self, levels: int) -> None:
@@ -89,15 +90,20 @@ class CorrelationVolume(nn.Module):
 
     def forward(self, left: Tensor, right: Tensor) -> Tensor:
         width = left.shape[-1]
-        first = (left * right).mean(dim=1, keepdim=True)
+        first = _channel_mean(left * right)
         volume = [first]
         for d in range(1, self.levels):
-            if d >= width:
-                volume.append(torch.zeros_like(first))
-                continue
-            shifted = (left[..., d:] * right[..., :-d]).mean(dim=1, keepdim=True)
-            volume.append(F.pad(shifted, (d, 0)))
+            off_image = torch.zeros_like(first[..., : min(d, width)])
+            if d < width:
+                matched = _channel_mean(left[..., d:] * right[..., :-d])
+                volume.append(torch.cat([off_image, matched], dim=-1))
+            else:
+                volume.append(off_image)
         return torch.cat(volume, dim=1)
+
+
+def _channel_mean(x: Tensor) -> Tensor:
+    return x.sum(dim=1, keepdim=True) * (1.0 / x.shape[1])
 
 
 class CND(nn.Module):

@@ -108,33 +108,29 @@ class ResNetEncoder(nn.Sequential):
 
 
 class FastUpConv(nn.Module):
-    """Laina's faster up-convolution: four convolutions (3x3, 2x3, 3x2, 2x2) on the input whose
-    outputs are interleaved into a 2x larger map, equivalent to unpooling + 5x5 conv, 4x cheaper.
+    """Laina's faster up-convolution: four convolutions (3x3, 3x2, 2x3, 2x2) on the input whose
+    outputs are interleaved into a 2x larger map; equal to zero-unpooling + a 5x5 conv, 4x cheaper.
 
-    Output pixel (2i + r, 2j + s) comes from the kernel that covers input rows i (r = 0) or
-    i, i + 1 (r = 1), and likewise for columns; the interleave is a pixel shuffle.
+    Output pixel (2i + r, 2j + s) comes from the kernel that covers input row i (r = 0, 3 taps
+    centred) or rows i, i + 1 (r = 1, 2 taps), and likewise for columns. Every conv pads by one
+    and a 2-tap axis drops its first output, so the graph has no asymmetric ``Pad`` (whose opset
+    18 form does not convert to 17); the interleave is a pixel shuffle (``DepthToSpace``).
     """
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
-        # (kernel, padding as (left, right, top, bottom)) in pixel-shuffle order (r, s).
-        self.shapes = (
-            ((3, 3), (1, 1, 1, 1)),
-            ((3, 2), (0, 1, 1, 1)),
-            ((2, 3), (1, 1, 0, 1)),
-            ((2, 2), (0, 1, 0, 1)),
-        )
+        # Pixel-shuffle order: (r, s) = (0, 0), (0, 1), (1, 0), (1, 1).
+        kernels = ((3, 3), (3, 2), (2, 3), (2, 2))
         self.convs = nn.ModuleList(
-            nn.Conv2d(in_channels, out_channels, kernel, bias=False) for kernel, _ in self.shapes
+            nn.Conv2d(in_channels, out_channels, kernel, padding=1, bias=False)
+            for kernel in kernels
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        parts = [
-            conv(F.pad(x, padding))
-            for conv, (_, padding) in zip(self.convs, self.shapes, strict=True)
-        ]
-        n, c, h, w = parts[0].shape
-        return F.pixel_shuffle(torch.stack(parts, dim=2).reshape(n, 4 * c, h, w), 2)
+        height, width = x.shape[-2:]
+        parts = [conv(x)[..., -height:, -width:] for conv in self.convs]
+        n, c = parts[0].shape[:2]
+        return F.pixel_shuffle(torch.stack(parts, dim=2).reshape(n, 4 * c, height, width), 2)
 
 
 class UpProjection(nn.Module):
