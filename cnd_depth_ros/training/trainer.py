@@ -48,7 +48,18 @@ from cnd_depth_ros.models.artifact import (
 from cnd_depth_ros.training import data as D
 from cnd_depth_ros.training.checkpoint import load_checkpoint, save_checkpoint
 
-__all__ = ["DistributedEnv", "TrainConfig", "evaluate", "launch", "main", "train_one_epoch"]
+__all__ = [
+    "DistributedEnv",
+    "TrainConfig",
+    "build_criterion",
+    "build_scheduler",
+    "evaluate",
+    "init_distributed",
+    "launch",
+    "main",
+    "predict_depth",
+    "train_one_epoch",
+]
 
 _LOGGER = logging.getLogger(__name__)
 
