@@ -9,6 +9,9 @@ depend on what the weights predict. Every wait has a deadline.
 from __future__ import annotations
 
 import itertools
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, replace
@@ -22,6 +25,8 @@ from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
 from fixtures.ros import Inbox, spin_until
 from fixtures.stereo_publisher import StereoFixturePublisher, pattern
+from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -390,3 +395,139 @@ def test_newest_pair_wins_when_inference_is_slower(stereo: DepthNode, harness: H
         )
 
     assert spin_until(harness.executor, reported, WAIT_S), "/diagnostics did not report the drops"
+
+
+def _change_state(harness: Harness, client: Any, transition: int) -> bool:
+    if not spin_until(harness.executor, client.service_is_ready, WAIT_S):
+        pytest.fail(f"{client.srv_name} is not available")
+    future = client.call_async(ChangeState.Request(transition=Transition(id=transition)))
+    if not spin_until(harness.executor, future.done, WAIT_S):
+        pytest.fail(f"{client.srv_name} did not answer transition {transition}")
+    return bool(future.result().success)
+
+
+def _camera_subscriptions(harness: Harness) -> int:
+    return harness.camera_node.image_publishers["left"].get_subscription_count()
+
+
+def test_lifecycle_transitions_and_lazy_subscription(artifacts: dict[str, str]) -> None:
+    """Transitions through the lifecycle services: configure loads, activate subscribes (while
+    an output is listened to), deactivate unsubscribes, cleanup releases the model."""
+    node = _depth_node(artifacts["cnd_stereo"], autostart=False, namespace="lifecycle")
+    spinning = Spinning(node)
+    harness = Harness("lifecycle")
+    change = harness.node.create_client(ChangeState, "depth_node/change_state")
+    try:
+        assert node.backend is None
+        assert _change_state(harness, change, Transition.TRANSITION_CONFIGURE)
+        assert node.backend is not None
+        assert not spin_until(harness.executor, lambda: _camera_subscriptions(harness) > 0, 0.5)
+
+        assert _change_state(harness, change, Transition.TRANSITION_ACTIVATE)
+        harness.wait_connected()
+        harness.wait_for(harness.depth, harness.send())
+
+        outputs = [harness.depth, harness.info, harness.points, harness.colored, harness.disparity]
+        for inbox in outputs:
+            harness.node.destroy_subscription(inbox.subscription)
+        assert spin_until(harness.executor, lambda: _camera_subscriptions(harness) == 0, WAIT_S)
+        harness.points = Inbox(harness.node, PointCloud2, "points", QoSProfile(depth=10))
+        harness.wait_connected()
+        harness.wait_for(harness.points, harness.send())
+
+        assert _change_state(harness, change, Transition.TRANSITION_DEACTIVATE)
+        assert spin_until(harness.executor, lambda: _camera_subscriptions(harness) == 0, WAIT_S)
+        assert _change_state(harness, change, Transition.TRANSITION_CLEANUP)
+        assert node.backend is None
+        assert _change_state(harness, change, Transition.TRANSITION_UNCONFIGURED_SHUTDOWN)
+    finally:
+        harness.close()
+        spinning.close()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "why"),
+    [({"model_path": "missing_model"}, "no such file"), ({"mode": "mono"}, "is a stereo model")],
+)
+def test_configure_fails_on_an_unusable_model(
+    artifacts: dict[str, str],
+    capfd: pytest.CaptureFixture[str],
+    overrides: dict[str, Any],
+    why: str,
+) -> None:
+    """autostart's configure fails with the reason logged; the node stays unconfigured."""
+    node = _depth_node(artifacts["cnd_stereo"], namespace="failing", **overrides)
+    try:
+        assert node._state_machine.current_state[1] == "unconfigured"
+        assert node.backend is None
+        assert why in capfd.readouterr().err
+    finally:
+        node.destroy_node()
+
+
+def test_mono_mode(artifacts: dict[str, str]) -> None:
+    spinning = Spinning(_depth_node(artifacts["cnd_mono"], mode="mono", namespace="mono"))
+    harness = Harness("mono", mono=True)
+    try:
+        harness.wait_connected()
+        assert harness.node.count_subscribers("right/image_rect") == 0
+        stamp = harness.send()
+        depth = harness.wait_for(harness.depth, stamp)
+        points = harness.wait_for(harness.points, stamp)
+        assert (depth.header.frame_id, depth.width, depth.height) == (FRAME, CAMERA.width,
+                                                                      CAMERA.height)
+        np.testing.assert_array_equal(pointcloud2_to_xyz(points)[..., 2], _depth(depth))
+
+        # Mono depth is focal-normalised: twice the focal length, twice the depth.
+        longer = replace(CAMERA, fx=2 * CAMERA.fx, fy=2 * CAMERA.fy)
+        doubled = harness.wait_for(
+            harness.depth, harness.send(left_info=camera_info_for(longer, depth.header))
+        )
+        np.testing.assert_allclose(_depth(doubled), 2 * _depth(depth), rtol=1e-6)
+
+        result = spinning.node.set_parameters([Parameter("publish_disparity", value=True)])[0]
+        assert not result.successful and "baseline" in result.reason
+    finally:
+        harness.close()
+        spinning.close()
+
+
+def _node_process(artifact: str, log: Path, *arguments: str) -> subprocess.Popen[bytes]:
+    command = [
+        sys.executable, "-m", "cnd_depth_ros.ros.depth_node", "--ros-args",
+        "-r", "__ns:=/process", "-p", f"model_path:={artifact}", "-p", "backend:=torch",
+        "-p", "threads:=1", *arguments,
+    ]
+    with log.open("wb") as stream:
+        return subprocess.Popen(command, stdout=stream, stderr=subprocess.STDOUT)
+
+
+def test_node_process_logs_bad_input_and_stops_on_sigint(
+    artifacts: dict[str, str], tmp_path: Path
+) -> None:
+    log = tmp_path / "depth_node.log"
+    process = _node_process(artifacts["cnd_stereo"], log)
+    harness = Harness("process")
+    try:
+        harness.wait_connected()
+        bad = harness.send(**_bad_pairs()["unsupported encoding"])
+        harness.wait_for(harness.depth, harness.send())
+        assert all(msg.header.stamp != bad for msg in harness.depth.messages)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=WAIT_S) == 0
+    finally:
+        harness.close()
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=WAIT_S)
+    text = log.read_text()
+    assert "skipping input" in text and "'yuv422'" in text
+
+
+def test_node_process_exits_with_the_reason_for_invalid_overrides(
+    artifacts: dict[str, str], tmp_path: Path
+) -> None:
+    log = tmp_path / "depth_node.log"
+    process = _node_process(artifacts["cnd_stereo"], log, "-p", "output_encoding:=bgr8")
+    assert process.wait(timeout=60) == 1
+    assert "output_encoding must be one of" in log.read_text()

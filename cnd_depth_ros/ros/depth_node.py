@@ -29,6 +29,7 @@ from rcl_interfaces.msg import (
 from rclpy.event_handler import PublisherEventCallbacks
 from rclpy.exceptions import InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.lifecycle import LifecycleNode, LifecyclePublisher, LifecycleState
 from rclpy.lifecycle import TransitionCallbackReturn as Result
 from rclpy.parameter import Parameter
@@ -469,7 +470,12 @@ class DepthNode(LifecycleNode):
 
     def _work(self, slot: _NewestSlot) -> None:
         while (msgs := slot.take()) is not None:
-            self._process(*msgs)
+            try:
+                self._process(*msgs)
+            except _rclpy.RCLError:
+                if self.context.ok():
+                    raise
+                return  # Ctrl-C shut the context down while this frame was being published
 
     def _process(
         self,
