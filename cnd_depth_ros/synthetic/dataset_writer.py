@@ -8,6 +8,7 @@ be completed later (``resume=True``) with frames identical to an uninterrupted o
 from __future__ import annotations
 
 import functools
+import io
 import json
 import logging
 import multiprocessing
@@ -75,41 +76,34 @@ def render_frame(
     return render_stereo(scene, bank, camera, pose, rng)
 
 
-def _replace_with(path: Path, write: Any) -> None:
-    partial = path.with_name(f".{path.name}.partial")
-    with partial.open("wb") as stream:
-        write(stream)
-    partial.replace(path)
-
-
-def _png_writer(rgb: np.ndarray) -> Any:
-    ok, encoded = cv2.imencode(
-        ".png",
-        np.ascontiguousarray(rgb[..., ::-1]),
-        [cv2.IMWRITE_PNG_COMPRESSION, _PNG_COMPRESSION],
-    )
+def _png(rgb: np.ndarray) -> bytes:
+    bgr = np.ascontiguousarray(rgb[..., ::-1])
+    ok, encoded = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, _PNG_COMPRESSION])
     if not ok:
         raise RuntimeError("OpenCV could not encode a PNG")
-    return lambda stream: stream.write(encoded.tobytes())
+    return encoded.tobytes()
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
 
 
 def write_frame(root: Path, index: int, rendering: StereoRendering) -> None:
     """Write one frame's files, each through a temporary name, the left image last."""
-    arrays = {
-        "depth.npy": rendering.depth.astype(np.float32),
-        "right_depth.npy": rendering.right_depth.astype(np.float32),
-        "normals.npy": rendering.normals.astype(np.float16),
-    }
-    writers = {
-        "right.png": _png_writer(rendering.right),
-        "left.png": _png_writer(rendering.left),
-        **{
-            suffix: functools.partial(np.save, arr=array, allow_pickle=False)
-            for suffix, array in arrays.items()
-        },
+    contents = {
+        "left.png": _png(rendering.left),
+        "right.png": _png(rendering.right),
+        "depth.npy": _npy(rendering.depth.astype(np.float32)),
+        "right_depth.npy": _npy(rendering.right_depth.astype(np.float32)),
+        "normals.npy": _npy(rendering.normals.astype(np.float16)),
     }
     for suffix in FRAME_FILES:
-        _replace_with(frame_path(root, index, suffix), writers[suffix])
+        path = frame_path(root, index, suffix)
+        partial = path.with_name(f".{path.name}.partial")
+        partial.write_bytes(contents[suffix])
+        partial.replace(path)
 
 
 def _make_frame(

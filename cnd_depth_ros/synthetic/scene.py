@@ -149,41 +149,42 @@ class StreetStyle:
 
 @dataclass
 class _Builder:
-    """Collects primitives and materials while a street is laid out."""
+    """Collects primitives and materials, one row each, while a street is laid out.
+
+    Rows: materials ``(texture, scale, offset u, offset v, tint r, g, b, contrast)``, boxes
+    ``(centre x, y, z, half size x, y, z, yaw, material)``, cylinders ``(x, z, radius, top,
+    bottom, material)``, spheres ``(x, y, z, radius, material)``.
+    """
 
     bank: TextureBank
     rng: np.random.Generator
     style: StreetStyle
-    materials: list[tuple[int, float, tuple[float, float], tuple[float, ...], float]] = field(
-        default_factory=list
-    )
-    boxes: list[tuple[tuple[float, float, float], tuple[float, float, float], float, int]] = field(
-        default_factory=list
-    )
-    cylinders: list[tuple[float, float, float, float, float, int]] = field(default_factory=list)
-    spheres: list[tuple[float, float, float, float, int]] = field(default_factory=list)
+    materials: list[tuple[float, ...]] = field(default_factory=list)
+    boxes: list[tuple[float, ...]] = field(default_factory=list)
+    cylinders: list[tuple[float, ...]] = field(default_factory=list)
+    spheres: list[tuple[float, ...]] = field(default_factory=list)
 
     def material(
         self, textures: tuple[str, ...], scale: tuple[float, float], low_texture: float = 0.0
     ) -> int:
         rng = self.rng
         contrast = rng.uniform(0.03, 0.2) if rng.random() < low_texture else rng.uniform(0.7, 1.3)
-        tint = tuple(rng.uniform(0.55, 1.0) * rng.uniform(0.8, 1.2, size=3))
-        self.materials.append(
-            (
-                self.bank.index(str(rng.choice(textures))),
-                rng.uniform(*scale),
-                tuple(rng.uniform(0, 4 * self.bank.size, size=2)),
-                tint,
-                contrast,
-            )
-        )
+        tint = rng.uniform(0.55, 1.0) * rng.uniform(0.8, 1.2, size=3)
+        texture = self.bank.index(str(rng.choice(textures)))
+        offset = rng.uniform(0, 4 * self.bank.size, size=2)
+        self.materials.append((texture, rng.uniform(*scale), *offset, *tint, contrast))
         return len(self.materials) - 1
 
-    def box(self, lower: tuple[float, ...], upper: tuple[float, ...], material: int, yaw=0.0):
-        centre = tuple((a + b) / 2 for a, b in zip(lower, upper, strict=True))
-        half = tuple((b - a) / 2 for a, b in zip(lower, upper, strict=True))
-        self.boxes.append((centre, half, yaw, material))
+    def box(
+        self,
+        lower: tuple[float, float, float],
+        upper: tuple[float, float, float],
+        material: int,
+        yaw: float = 0.0,
+    ) -> None:
+        centre = [(a + b) / 2 for a, b in zip(lower, upper, strict=True)]
+        half = [(b - a) / 2 for a, b in zip(lower, upper, strict=True)]
+        self.boxes.append((*centre, *half, yaw, material))
 
     def vehicle(self, x: float, z: float, yaw: float, ground: float) -> None:
         rng = self.rng
@@ -196,39 +197,39 @@ class _Builder:
         clearance = rng.uniform(0.15, 0.3)
         centre = (x, ground - (clearance + body_top) / 2, z)
         half = (width / 2, (body_top - clearance) / 2, length / 2)
-        self.boxes.append((centre, half, yaw, body))
+        self.boxes.append((*centre, *half, yaw, body))
         if kind < 0.75:
             cabin = self.material(style.vehicle_textures, (0.5, 2.0), 0.5)
             cabin_height = rng.uniform(0.4, 0.6)
             cabin_centre = (x, ground - body_top - cabin_height / 2, z + rng.uniform(-0.4, 0.1))
             cabin_half = (width / 2 - 0.1, cabin_height / 2, length * rng.uniform(0.22, 0.3))
-            self.boxes.append((cabin_centre, cabin_half, yaw, cabin))
+            self.boxes.append((*cabin_centre, *cabin_half, yaw, cabin))
 
     def build(self, lighting: Lighting, sky: Sky, road: int) -> Scene:
-        texture, scale, offset, tint, contrast = zip(*self.materials, strict=True)
+        rows = np.array(self.materials)
         materials = Materials(
-            texture=np.array(texture, dtype=np.int64),
-            scale=np.array(scale),
-            offset=np.array(offset),
-            tint=np.array(tint),
-            contrast=np.array(contrast),
+            texture=rows[:, 0].astype(np.int64),
+            scale=rows[:, 1],
+            offset=rows[:, 2:4],
+            tint=rows[:, 4:7],
+            contrast=rows[:, 7],
         )
         primitives: list[Primitives] = [GroundPlane(material=road)]
         if self.boxes:
-            centres, halves, yaws, ids = zip(*self.boxes, strict=True)
+            rows = np.array(self.boxes)
             primitives.append(
-                Boxes(np.array(centres), np.array(halves), np.array(yaws), np.array(ids))
+                Boxes(rows[:, 0:3], rows[:, 3:6], rows[:, 6], rows[:, 7].astype(np.int64))
             )
         if self.cylinders:
-            x, z, radius, top, bottom, ids = (
-                np.array(c) for c in zip(*self.cylinders, strict=True)
-            )
+            rows = np.array(self.cylinders)
             primitives.append(
-                Cylinders(np.stack([x, z], axis=1), radius, top, bottom, ids.astype(int))
+                Cylinders(
+                    rows[:, 0:2], rows[:, 2], rows[:, 3], rows[:, 4], rows[:, 5].astype(np.int64)
+                )
             )
         if self.spheres:
-            x, y, z, radius, ids = (np.array(c) for c in zip(*self.spheres, strict=True))
-            primitives.append(Spheres(np.stack([x, y, z], axis=1), radius, ids.astype(int)))
+            rows = np.array(self.spheres)
+            primitives.append(Spheres(rows[:, 0:3], rows[:, 3], rows[:, 4].astype(np.int64)))
         return Scene(tuple(primitives), materials, lighting, sky)
 
 

@@ -86,7 +86,7 @@ def noise_texture(rng: np.random.Generator, size: int) -> np.ndarray:
     return (dark + (light - dark) * level[..., None]).astype(np.float32)
 
 
-def _mirror(index: np.ndarray, size: int) -> np.ndarray:
+def _mirror(index: np.ndarray, size: int | np.ndarray) -> np.ndarray:
     """Mirrored-repeat addressing: ... 2 1 0 | 0 1 2 ... size-1 | size-1 ..."""
     index = np.mod(index, 2 * size)
     return np.where(index >= size, 2 * size - 1 - index, index)
