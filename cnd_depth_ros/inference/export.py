@@ -27,6 +27,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 import torch
 from google.protobuf.message import DecodeError
@@ -47,6 +48,7 @@ __all__ = [
     "ONNX_EXPORT_KEY",
     "ONNX_METADATA_KEY",
     "OUTPUT_NAME",
+    "check_network_inputs",
     "conv_transpose_as_conv",
     "embedded_metadata",
     "export_onnx",
@@ -91,6 +93,28 @@ def metadata_at_size(
         input_height=height,
         training_camera=metadata.training_camera.resized(width, height),
     )
+
+
+def check_network_inputs(
+    metadata: ModelMetadata, left: np.ndarray, right: np.ndarray | None
+) -> dict[str, np.ndarray]:
+    """The graph's feed (``{"left": ..., "right": ...}``) for network-sized inputs, checked.
+
+    :raises ValueError: a missing or extra right image, or an input that is not
+        1 x 3 x H x W float32 at the network size.
+    """
+    if (right is not None) != metadata.stereo:
+        needs = "needs a right input" if metadata.stereo else "takes no right input"
+        raise ValueError(f"{metadata.variant} {needs}")
+    expected = (1, 3, metadata.input_height, metadata.input_width)
+    feed = dict(zip(INPUT_NAMES, [left] if right is None else [left, right], strict=False))
+    for name, array in feed.items():
+        if array.shape != expected or array.dtype != np.float32:
+            raise ValueError(
+                f"network input {name!r} must be {expected} float32, got {array.shape} "
+                f"{array.dtype}"
+            )
+    return feed
 
 
 def conv_transpose_as_conv(layer: nn.ConvTranspose2d) -> nn.Conv2d | None:

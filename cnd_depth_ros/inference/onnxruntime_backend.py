@@ -30,7 +30,7 @@ from cnd_depth_ros.inference.backend import DepthBackend
 from cnd_depth_ros.inference.calibration import CalibrationSet
 from cnd_depth_ros.inference.devices import parse_device
 from cnd_depth_ros.inference.export import (
-    INPUT_NAMES,
+    check_network_inputs,
     embedded_metadata,
     export_onnx_model,
     load_onnx,
@@ -166,7 +166,6 @@ class OnnxRuntimeBackend(DepthBackend):
         self.precision = precision
         self.threads = threads
         self.optimization = optimization
-        self._input_names = INPUT_NAMES[: 2 if metadata.stereo else 1]
 
     @staticmethod
     def _load(
@@ -188,13 +187,7 @@ class OnnxRuntimeBackend(DepthBackend):
     def run(self, left: np.ndarray, right: np.ndarray | None) -> np.ndarray:
         if self._session is None:
             raise BackendError(f"{self.source}: the onnxruntime backend is closed")
-        arrays = [left] if right is None else [left, right]
-        if len(arrays) != len(self._input_names):
-            raise ValueError(
-                f"{self.metadata.variant} takes {len(self._input_names)} input image(s), "
-                f"got {len(arrays)}"
-            )
-        feed = dict(zip(self._input_names, arrays, strict=True))
+        feed = check_network_inputs(self.metadata, left, right)
         try:
             (output,) = self._session.run(None, feed)
         except Exception as error:  # onnxruntime's pybind errors (shape, dtype, provider)

@@ -18,7 +18,7 @@ import torch
 from cnd_depth_ros.errors import ArtifactError, BackendError
 from cnd_depth_ros.inference.backend import DepthBackend
 from cnd_depth_ros.inference.devices import parse_device
-from cnd_depth_ros.inference.export import metadata_at_size
+from cnd_depth_ros.inference.export import check_network_inputs, metadata_at_size
 from cnd_depth_ros.models.artifact import load_artifact
 
 __all__ = ["TorchBackend"]
@@ -105,16 +105,7 @@ class TorchBackend(DepthBackend):
             self._device_output: torch.Tensor | None = None
 
     def run(self, left: np.ndarray, right: np.ndarray | None) -> np.ndarray:
-        arrays = [left] if right is None else [left, right]
-        if len(arrays) != (2 if self.metadata.stereo else 1):
-            raise ValueError(
-                f"{self.metadata.variant} takes {'two' if self.metadata.stereo else 'one'} "
-                "input image(s)"
-            )
-        expected = (1, 3, self.metadata.input_height, self.metadata.input_width)
-        for array in arrays:
-            if array.shape != expected:
-                raise ValueError(f"network input must be {expected}, got {array.shape}")
+        arrays = list(check_network_inputs(self.metadata, left, right).values())
         if self.device.type == "cpu":
             with torch.inference_mode():
                 output = self._model(*(torch.from_numpy(array) for array in arrays))
