@@ -55,7 +55,8 @@ def _next_stamp() -> Time:
     return Time(sec=next(_stamps), nanosec=500)
 
 
-def _save_tiny(name: str, path: Path) -> str:
+def save_tiny_artifact(name: str, path: Path) -> str:
+    """A random-initialised tiny ``name`` network at 64x48 saved as an artifact in ``path``."""
     model = build_model(
         name, width_mult=0.35, aspp_channels=16, decoder_channels=(16, 16, 16, 8), skip_channels=8
     )
@@ -79,7 +80,7 @@ def _save_tiny(name: str, path: Path) -> str:
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     folder = tmp_path_factory.mktemp("models")
-    return {name: _save_tiny(name, folder) for name in ("cnd_stereo", "cnd_mono")}
+    return {name: save_tiny_artifact(name, folder) for name in ("cnd_stereo", "cnd_mono")}
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -1,0 +1,111 @@
+"""Metric depth and point clouds from a rectified stereo pair (or one camera), optionally in rviz2.
+
+    ros2 launch cnd_depth_ros cnd_depth.launch.py
+    ros2 launch cnd_depth_ros cnd_depth.launch.py mode:=mono left_namespace:=/camera use_rviz:=true
+
+Parameters come from config/cnd_<mode>.yaml in the package share directory (or ``params_file``);
+``mode``, and ``model_path`` / ``backend`` when given, override the file. Fast DDS's large-data
+transports are switched on for every process started here: without them 640x480 images over
+best-effort QoS between processes are lost (docs/node.md). The camera driver needs the same.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
+from launch.launch_context import LaunchContext
+from launch.launch_description import LaunchDescription
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+PACKAGE = "cnd_depth_ros"
+CONFIG_FILES = {"stereo": "cnd_stereo.yaml", "mono": "cnd_mono.yaml"}
+RVIZ_CONFIG = "cnd_depth.rviz"
+# The topics config/cnd_depth.rviz shows, as written there (the node's, without a namespace).
+RVIZ_TOPICS = ("/depth/image", "/depth/colored", "/points", "/left/image_rect")
+
+# name: (default, description, allowed values or None)
+ARGUMENTS = {
+    "mode": ("stereo", "stereo (left and right cameras) or mono (left only)", ["stereo", "mono"]),
+    "model_path": ("", "model artifact, .onnx or engine; empty: the params file's (by default the "
+                       "shipped model for the mode)", None),
+    "backend": ("", "auto, torch, onnxruntime or tensorrt; empty: the params file's (auto)",
+                ["", "auto", "torch", "onnxruntime", "tensorrt"]),
+    "namespace": ("", "namespace of depth_node and its outputs", None),
+    "left_namespace": ("left", "where the left camera publishes image_rect and camera_info "
+                               "(relative names resolve in the namespace above)", None),
+    "right_namespace": ("right", "where the right camera publishes image_rect and camera_info",
+                        None),
+    "params_file": ("", "depth_node parameter YAML; empty: config/cnd_<mode>.yaml of this "
+                        "package", None),
+    "use_rviz": ("false", "start rviz2 with config/cnd_depth.rviz", ["true", "false"]),
+}
+
+
+def _absolute(namespace: str, name: str) -> str:
+    """``name`` resolved in ``namespace`` as ROS resolves a relative topic."""
+    if name.startswith("/"):
+        return name
+    return "/" + "/".join(part for part in (namespace.strip("/"), name) if part)
+
+
+def _launch_setup(context: LaunchContext) -> list[Node]:
+    value = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
+    share = get_package_share_directory(PACKAGE)
+    mode = value["mode"]
+    params_file = value["params_file"] or os.path.join(share, "config", CONFIG_FILES[mode])
+    overrides = {"mode": mode}
+    overrides.update({key: value[key] for key in ("model_path", "backend") if value[key]})
+    sides = ("left", "right") if mode == "stereo" else ("left",)
+    inputs = {
+        f"{side}/{topic}": f"{value[f'{side}_namespace']}/{topic}"
+        for side in sides
+        for topic in ("image_rect", "camera_info")
+    }
+    nodes = [
+        Node(
+            package=PACKAGE,
+            executable="depth_node",
+            name="depth_node",
+            namespace=value["namespace"],
+            parameters=[params_file, overrides],
+            remappings=list(inputs.items()),
+            output="screen",
+            emulate_tty=True,
+        )
+    ]
+    if value["use_rviz"] == "true":
+        namespace = value["namespace"]
+        resolved = {
+            "/depth/image": _absolute(namespace, "depth/image"),
+            "/depth/colored": _absolute(namespace, "depth/colored"),
+            "/points": _absolute(namespace, "points"),
+            "/left/image_rect": _absolute(namespace, inputs["left/image_rect"]),
+        }
+        nodes.append(
+            Node(
+                package="rviz2",
+                executable="rviz2",
+                arguments=["-d", os.path.join(share, "config", RVIZ_CONFIG)],
+                remappings=[(topic, resolved[topic]) for topic in RVIZ_TOPICS],
+                output="screen",
+            )
+        )
+    return nodes
+
+
+def generate_launch_description() -> LaunchDescription:
+    return LaunchDescription(
+        [
+            *(
+                DeclareLaunchArgument(
+                    name, default_value=default, description=description, choices=choices
+                )
+                for name, (default, description, choices) in ARGUMENTS.items()
+            ),
+            SetEnvironmentVariable("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA"),
+            OpaqueFunction(function=_launch_setup),
+        ]
+    )
