@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from cnd_depth_ros.camera import PinholeCamera
-from cnd_depth_ros.inference.registry import create_backend
+from cnd_depth_ros.inference.registry import BACKENDS, create_backend
 from cnd_depth_ros.inference.sgbm import SgbmMatcher
 
 if TYPE_CHECKING:
@@ -126,6 +126,9 @@ def run_benchmark(
     if iterations < 1 or warmup < 0:
         raise ValueError(f"iterations must be >= 1 and warmup >= 0, got {iterations}, {warmup}")
     parsed = [parse_backend_spec(spec) for spec in specs]
+    for name, _ in parsed:  # fail before minutes of timing, not after
+        if name not in ("sgbm", "auto", *BACKENDS):
+            raise ValueError(f"unknown backend {name!r}; known: sgbm, auto, {', '.join(BACKENDS)}")
     options = dict(options or {})
     reference: np.ndarray | None = None
     if any(name != "sgbm" for name, _ in parsed):

@@ -1,0 +1,103 @@
+"""`cnd-depth bench`: the issue's JSON, measured for real on tiny models and the motorcycle pair."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fixtures.artifacts import SMALL, make_artifact
+
+from cnd_depth_ros import cli
+from cnd_depth_ros.inference.benchmark import max_abs_diff, parse_backend_spec
+
+FIELDS = {"backend", "model", "height", "width", "p50_ms", "p95_ms", "fps", "max_abs_diff_vs_torch"}
+
+
+@pytest.fixture(scope="module")
+def micro(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_artifact(tmp_path_factory.mktemp("bench"), "cnd_micro", **SMALL)
+
+
+def test_bench_writes_the_issue_json(
+    micro: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = tmp_path / "bench.json"
+    code = cli.main(
+        [
+            "bench",
+            "--model",
+            str(micro),
+            "--backends",
+            "torch,onnxruntime,sgbm",
+            "--height",
+            "48",
+            "--width",
+            "64",
+            "--input-height",
+            "120",
+            "--input-width",
+            "180",
+            "--iters",
+            "3",
+            "--warmup",
+            "1",
+            "--threads",
+            "1",
+            "--json",
+            str(report),
+        ]
+    )
+    assert code == 0
+    results = json.loads(report.read_text())["results"]
+    assert list(json.loads(report.read_text())) == ["results"]
+    assert [row["backend"] for row in results] == ["torch", "onnxruntime", "sgbm"]
+    for row in results:
+        assert set(row) == FIELDS
+        assert (row["height"], row["width"], row["model"]) == (48, 64, str(micro))
+        assert 0 < row["p50_ms"] <= row["p95_ms"] and row["fps"] > 0
+    torch_row, onnx_row, sgbm_row = results
+    assert torch_row["max_abs_diff_vs_torch"] == 0.0
+    assert 0.0 <= onnx_row["max_abs_diff_vs_torch"] < 1e-2
+    assert sgbm_row["max_abs_diff_vs_torch"] is None
+    assert "onnxruntime" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("backends", "message"),
+    [
+        ("torch,cudnn", "unknown backend 'cudnn'"),
+        ("onnxruntime:int4", "precision"),
+        ("torch:fp16:x", "NAME:PRECISION"),
+    ],
+)
+def test_bench_reports_bad_backends(
+    micro: Path, backends: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = cli.main(
+        [
+            "bench",
+            "--model",
+            str(micro),
+            "--backends",
+            backends,
+            "--height",
+            "48",
+            "--width",
+            "64",
+            "--iters",
+            "1",
+        ]
+    )
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_backend_specs_and_difference() -> None:
+    assert parse_backend_spec("sgbm") == ("sgbm", {})
+    assert parse_backend_spec(" onnxruntime:int8") == ("onnxruntime", {"precision": "int8"})
+    a = np.array([1.0, np.nan, 3.0, 4.0])
+    b = np.array([1.5, 2.0, np.nan, 2.0])
+    assert max_abs_diff(a, b) == 2.0
+    assert np.isnan(max_abs_diff(a[1:3], b[1:3]))
