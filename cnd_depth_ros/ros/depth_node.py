@@ -590,7 +590,11 @@ class DepthNode(LifecycleNode):
 
 def main(args: list[str] | None = None) -> int:
     """``ros2 run cnd_depth_ros depth_node [--ros-args -p mode:=mono ...]``."""
-    rclpy.init(args=args)
+    try:
+        rclpy.init(args=args)
+    except _rclpy.RCLError as error:  # malformed --ros-args; rcl has logged which
+        rclpy.logging.get_logger("depth_node").fatal(f"cannot start: {error}")
+        return 2
     node: DepthNode | None = None
     try:
         node = DepthNode()

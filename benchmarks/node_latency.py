@@ -1,0 +1,245 @@
+"""depth_node end to end through real DDS: latency, output rate and the node's own overhead.
+
+Starts ``python -m cnd_depth_ros.ros.depth_node`` as a separate process (Fast DDS large-data
+transports on both ends), plays a camera driver publishing 640x480 rgb8 stereo pairs with
+camera_info (best effort), and listens to ``depth/image`` and ``points`` with rviz2's QoS.
+
+* Latency: lock-step, the next pair goes out once both outputs of the previous one arrived, so
+  no frame waits behind another: left stamp -> depth image and point cloud both received.
+* Overhead: that latency minus the backend's inference time (resize, network, metric depth,
+  resize back), which the node reports in ``/diagnostics`` ("inference p50 (ms)").
+* Where it goes: the node also reports left stamp -> outputs published ("latency p50 (ms)");
+  the rest of the end-to-end time is the outputs' transport to the listener.
+* Output rate: open loop at ``--rate`` Hz, newest pair wins in the node, drops counted.
+
+The default model is a random-initialised cnd_stereo at 256x160 (weights do not change timing)::
+
+    .venv/bin/python benchmarks/node_latency.py --backend onnxruntime --json node.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+NODE_START_S = 300.0  # model load, ONNX export or engine build included
+
+
+def _random_artifact(folder: Path, width: int, height: int) -> str:
+    from cnd_depth_ros.camera import PinholeCamera
+    from cnd_depth_ros.models import ModelMetadata, build_model, save_artifact
+
+    model = build_model("cnd_stereo").eval()
+    camera = PinholeCamera(width=width, height=height, fx=0.9 * width, fy=0.9 * width,
+                           cx=(width - 1) / 2, cy=(height - 1) / 2, baseline=0.12)
+    metadata = ModelMetadata(
+        variant="cnd_stereo", input_height=height, input_width=width, output=model.output_kind,
+        training_camera=camera, stereo=True, model_config=asdict(model.config),
+    )
+    return str(save_artifact(model, metadata, folder / "cnd_stereo"))
+
+
+class _Driver:
+    """The camera side and the listener side, in this process (spun on a background thread)."""
+
+    def __init__(self, width: int, height: int) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.node import Node
+        from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+        from std_msgs.msg import Header
+
+        from cnd_depth_ros.camera import PinholeCamera
+        from cnd_depth_ros.ros.camera_info import camera_info_for
+        from cnd_depth_ros.ros.image_codec import array_to_image
+        from cnd_depth_ros.ros.qos import publisher_qos, subscription_qos
+
+        self.node = Node("node_latency_benchmark")
+        camera = PinholeCamera(width=width, height=height, fx=0.9 * width, fy=0.9 * width,
+                               cx=(width - 1) / 2, cy=(height - 1) / 2, baseline=0.12)
+        rng = np.random.default_rng(0)
+        header = Header(frame_id="left_camera_optical_frame")
+        self.images = {
+            side: array_to_image(rng.integers(0, 256, (height, width, 3), np.uint8), "rgb8",
+                                 header)
+            for side in ("left", "right")
+        }
+        self.infos = {
+            side: camera_info_for(camera, header, right=side == "right")
+            for side in ("left", "right")
+        }
+        camera_qos = subscription_qos()  # what a camera driver offers: sensor data, best effort
+        self.image_publishers = {
+            side: self.node.create_publisher(Image, f"{side}/image_rect", camera_qos)
+            for side in ("left", "right")
+        }
+        self.info_publishers = {
+            side: self.node.create_publisher(CameraInfo, f"{side}/camera_info", camera_qos)
+            for side in ("left", "right")
+        }
+        self.arrivals: dict[str, dict[int, float]] = {"depth": {}, "points": {}}
+        self.lock = threading.Condition()
+        listener_qos = publisher_qos(depth=5)
+        self.node.create_subscription(Image, "depth/image", self._on("depth"), listener_qos)
+        self.node.create_subscription(PointCloud2, "points", self._on("points"), listener_qos)
+        self.diagnostics: dict[str, str] = {}
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+        self.executor = SingleThreadedExecutor()
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+
+    def _on(self, output: str) -> Any:
+        def record(msg: Any) -> None:
+            now = time.time()
+            stamp = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+            with self.lock:
+                self.arrivals[output][stamp] = now
+                self.lock.notify_all()
+
+        return record
+
+    def _on_diagnostics(self, msg: Any) -> None:
+        for status in msg.status:
+            if status.name.endswith("depth_node: depth"):
+                self.diagnostics = {kv.key: kv.value for kv in status.values}
+
+    def connected(self) -> bool:
+        return all(p.get_subscription_count() > 0 for p in self.image_publishers.values())
+
+    def publish(self) -> int:
+        """One pair stamped now; returns the stamp in nanoseconds."""
+        now_ns = time.time_ns()
+        for side in ("left", "right"):
+            for msg in (self.images[side], self.infos[side]):
+                msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(now_ns, 10**9)
+            self.image_publishers[side].publish(self.images[side])
+            self.info_publishers[side].publish(self.infos[side])
+        return now_ns
+
+    def wait_both(self, stamp: int, timeout_s: float) -> float | None:
+        """Seconds from ``stamp`` until depth and points both arrived; None on timeout."""
+        with self.lock:
+            done = self.lock.wait_for(
+                lambda: all(stamp in arrivals for arrivals in self.arrivals.values()), timeout_s
+            )
+            if not done:
+                return None
+            return max(arrivals[stamp] for arrivals in self.arrivals.values()) - stamp * 1e-9
+
+    def close(self) -> None:
+        self.executor.shutdown(timeout_sec=2.0)
+        self.node.destroy_node()
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    milliseconds = 1e3 * np.asarray(values)
+    return {"p50_ms": float(np.percentile(milliseconds, 50)),
+            "p95_ms": float(np.percentile(milliseconds, 95))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", help="artifact or .onnx (default: random cnd_stereo 256x160)")
+    parser.add_argument("--backend", default="auto", help="auto, torch, onnxruntime, tensorrt")
+    parser.add_argument("--device", default="", help="cpu, cuda (default: the backend's)")
+    parser.add_argument("--threads", type=int, default=0, help="inference threads (0: default)")
+    parser.add_argument("--width", type=int, default=640)
+    parser.add_argument("--height", type=int, default=480)
+    parser.add_argument("--frames", type=int, default=100, help="lock-step frames timed")
+    parser.add_argument("--warmup", type=int, default=10, help="lock-step frames not timed")
+    parser.add_argument("--rate", type=float, default=30.0, help="open-loop camera rate, Hz")
+    parser.add_argument("--seconds", type=float, default=10.0, help="open-loop duration")
+    parser.add_argument("--points-stride", type=int, default=1)
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args()
+
+    # Both processes need Fast DDS's large-data transports (docs/node.md); a private domain.
+    os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+    os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
+    import rclpy
+
+    with tempfile.TemporaryDirectory() as folder:
+        model = args.model or _random_artifact(Path(folder), 256, 160)
+        command = [
+            sys.executable, "-m", "cnd_depth_ros.ros.depth_node", "--ros-args",
+            "-p", f"model_path:={model}", "-p", f"backend:={args.backend}",
+            *(["-p", f"device:={args.device}"] if args.device else []),
+            "-p", f"threads:={args.threads}",
+            "-p", f"points_stride:={args.points_stride}", "-p", "diagnostic_period:=0.5",
+            "-p", "publish_colored:=false",
+        ]
+        node_process = subprocess.Popen(command)
+        rclpy.init()
+        driver = _Driver(args.width, args.height)
+        try:
+            deadline = time.monotonic() + NODE_START_S
+            while not driver.connected():
+                if time.monotonic() > deadline or node_process.poll() is not None:
+                    raise SystemExit("depth_node did not subscribe to the cameras")
+                time.sleep(0.1)
+            latencies = []
+            for index in range(args.warmup + args.frames):
+                latency = driver.wait_both(driver.publish(), timeout_s=10.0)
+                if latency is not None and index >= args.warmup:
+                    latencies.append(latency)
+            time.sleep(1.2)  # two diagnostics periods: inference p50 over the lock-step frames
+            inference_ms = float(driver.diagnostics.get("inference p50 (ms)", "nan"))
+            published_ms = float(driver.diagnostics.get("latency p50 (ms)", "nan"))
+
+            sent = []
+            start = time.monotonic()
+            while time.monotonic() - start < args.seconds:
+                sent.append(driver.publish())
+                time.sleep(max(0.0, start + len(sent) / args.rate - time.monotonic()))
+            time.sleep(1.0)
+            with driver.lock:
+                answered = sum(stamp in driver.arrivals["depth"] for stamp in sent)
+            diagnostics = dict(driver.diagnostics)
+        finally:
+            driver.close()
+            rclpy.try_shutdown()
+            node_process.terminate()
+            node_process.wait(timeout=30)
+
+    end_to_end = _percentiles(latencies)
+    result = {
+        "input": f"{args.width}x{args.height} rgb8 stereo",
+        "backend": diagnostics.get("backend"),
+        "model": f"{diagnostics.get('variant')} {diagnostics.get('input')}",
+        "frames_timed": len(latencies),
+        "frames_lost": args.frames - len(latencies),
+        "end_to_end": end_to_end,
+        "inference_p50_ms": inference_ms,
+        "stamp_to_published_p50_ms": published_ms,
+        "overhead_p50_ms": end_to_end["p50_ms"] - inference_ms,
+        "open_loop": {
+            "camera_rate_hz": args.rate,
+            "output_rate_hz": answered / args.seconds,
+            "sent": len(sent),
+            "answered": answered,
+            "node_drops": diagnostics.get("drops (total)"),
+        },
+        "points_stride": args.points_stride,
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+    }
+    text = json.dumps(result, indent=2)
+    sys.stdout.write(text + "\n")
+    if args.json:
+        args.json.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
