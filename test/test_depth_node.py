@@ -512,6 +512,9 @@ def test_node_process_logs_bad_input_and_stops_on_sigint(
     try:
         harness.wait_connected()
         bad = harness.send(**_bad_pairs()["unsupported encoding"])
+        logged = spin_until(harness.executor, lambda: "'yuv422'" in log.read_text(), WAIT_S)
+        assert logged, "the unsupported encoding was not logged"
+        assert "skipping input" in log.read_text()
         harness.wait_for(harness.depth, harness.send())
         assert all(msg.header.stamp != bad for msg in harness.depth.messages)
         process.send_signal(signal.SIGINT)
@@ -521,8 +524,6 @@ def test_node_process_logs_bad_input_and_stops_on_sigint(
         if process.poll() is None:
             process.kill()
             process.wait(timeout=WAIT_S)
-    text = log.read_text()
-    assert "skipping input" in text and "'yuv422'" in text
 
 
 def test_node_process_exits_with_the_reason_for_invalid_overrides(

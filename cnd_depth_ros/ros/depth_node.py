@@ -80,6 +80,8 @@ class _Spec:
             descriptor.additional_constraints = "one of: " + ", ".join(
                 repr(choice) for choice in _CHOICES[name]
             )
+        if self.low is None or self.high is None:
+            return descriptor
         if isinstance(self.default, float):
             descriptor.floating_point_range = [
                 FloatingPointRange(from_value=self.low, to_value=self.high, step=0.0)
