@@ -452,6 +452,24 @@ def _train(config: TrainConfig, env: DistributedEnv) -> dict[str, Any]:
                          history=json.dumps(history))
             save_checkpoint(state, out / CHECKPOINT_NAME)
 
+    def write_artifact() -> None:
+        """The latest weights as a usable artifact: long runs have a model after every epoch."""
+        if env.is_main:
+            training = {
+                "data": config.data,
+                "val_data": config.val_data or f"last {config.val_fraction:.0%} of data",
+                "steps": step,
+                "epochs": epoch,
+                "complete": step >= total_steps,
+                "global_batch": config.batch_size * env.world_size,
+                "loss": type(criterion).__name__,
+                "val_metrics": history[-1].get("metrics", {}) if history else {},
+                "config": config.to_dict(),
+            }
+            save_artifact(
+                model_without_ddp, replace(metadata, training=training), out / ARTIFACT_NAME
+            )
+
     writer = SummaryWriter(str(out / "tensorboard"), purge_step=step) if env.is_main else None
     progress = tqdm(
         total=total_steps, initial=step, unit="step", desc=f"train {config.variant}",
@@ -494,6 +512,7 @@ def _train(config: TrainConfig, env: DistributedEnv) -> dict[str, Any]:
             history.append(record)
             epoch += 1
             checkpoint()
+            write_artifact()
             if env.world_size > 1:
                 dist.barrier()  # the others wait while rank 0 validates and saves
     finally:
@@ -516,17 +535,6 @@ def _train(config: TrainConfig, env: DistributedEnv) -> dict[str, Any]:
         "tensorboard": str(out / "tensorboard"),
     }
     if env.is_main:
-        training = {
-            "data": config.data,
-            "val_data": config.val_data or f"last {config.val_fraction:.0%} of data",
-            "steps": step,
-            "epochs": epoch,
-            "global_batch": config.batch_size * env.world_size,
-            "loss": type(criterion).__name__,
-            "val_metrics": report["val_metrics"],
-            "config": config.to_dict(),
-        }
-        save_artifact(model_without_ddp, replace(metadata, training=training), out / ARTIFACT_NAME)
         (out / REPORT_NAME).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     return report
 
