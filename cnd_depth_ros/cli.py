@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -70,7 +71,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     module.add_arguments(parser)
     parser.add_argument("--json", type=Path, metavar="PATH", help="write the results as JSON here")
+    parser.add_argument("--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(rest)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
     try:
         result = module.run(args)
     except CndDepthError as error:
