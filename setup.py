@@ -31,6 +31,7 @@ setup(
         "rosbags>=0.10",
         "h5py>=3.8",
         "scikit-image>=0.22",
+        "scipy>=1.10",
         "matplotlib>=3.7",
         "tensorboard>=2.15",
         "setuptools",

@@ -2,13 +2,20 @@
 with left and right images, depth of both views and left normals (format: docs/data.md).
 
 Frame i depends only on --seed and i, so any --workers count gives the same files, and --resume
-completes an interrupted set."""
+completes an interrupted set. With --bag instead of --out it writes a rosbag2 of the rig driving
+down one street (stereo images, camera_info, ground-truth depth, tf_static; docs/replay.md),
+input for `cnd-depth replay`."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from cnd_depth_ros.errors import CndDepthError
+
+if TYPE_CHECKING:
+    from cnd_depth_ros.camera import PinholeCamera
 
 __all__ = ["add_arguments", "run"]
 
@@ -27,6 +34,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a non-negative number, got {text}")
+    return value
+
+
 def _seed(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -35,8 +49,15 @@ def _seed(text: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="dataset folder")
-    parser.add_argument("--frames", type=_positive_int, default=2000, help="number of frames")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--out", type=Path, metavar="DIR", help="dataset folder")
+    target.add_argument(
+        "--bag", type=Path, metavar="PATH", help="write a rosbag2 of one drive here instead"
+    )
+    parser.add_argument(
+        "--frames", type=_positive_int, default=None, help="number of frames (default: 2000, "
+        "--bag: 100)"
+    )
     parser.add_argument("--seed", type=_seed, default=0, help="seed of the whole set")
     parser.add_argument("--width", type=_positive_int, default=256, help="image width (px)")
     parser.add_argument("--height", type=_positive_int, default=160, help="image height (px)")
@@ -61,16 +82,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="complete an existing set made with the same camera and seed",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    bag = parser.add_argument_group("--bag options")
+    bag.add_argument("--rate", type=_positive_float, default=10.0, help="frames per second")
+    bag.add_argument("--speed", type=_non_negative_float, default=8.0,
+                     help="driving speed in m/s (lowered to stop short of an obstacle in the lane)")
+    bag.add_argument("--storage", choices=("sqlite3", "mcap"), default="sqlite3",
+                     help="rosbag2 storage format")
+    bag.add_argument("--distro", choices=("humble", "jazzy", "kilted"), default="jazzy",
+                     help="ROS 2 distro whose message definitions and bag format to write")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from cnd_depth_ros.synthetic.dataset_writer import kitti_like_camera, write_dataset
 
     camera = kitti_like_camera(args.width, args.height, args.fx, args.baseline)
+    if args.bag is not None:
+        return _write_bag(args, camera)
     summary = write_dataset(
         args.out,
         camera,
-        args.frames,
+        args.frames or 2000,
         seed=args.seed,
         workers=args.workers,
         resume=args.resume,
@@ -87,6 +118,39 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "skipped": summary.skipped,
         "seconds": round(summary.seconds, 3),
         "frames_per_second": round(summary.frames_per_second, 3),
+        "seed": args.seed,
+        "camera": camera.to_dict(),
+    }
+
+
+def _write_bag(args: argparse.Namespace, camera: PinholeCamera) -> dict[str, Any]:
+    from cnd_depth_ros.synthetic.bag_writer import write_sequence_bag
+
+    if args.resume:
+        raise CndDepthError("--resume completes a dataset folder (--out); a bag is written whole")
+    summary = write_sequence_bag(
+        args.bag,
+        camera,
+        args.frames or 100,
+        seed=args.seed,
+        rate=args.rate,
+        speed=args.speed,
+        storage=args.storage,
+        distro=args.distro,
+        progress=not args.no_progress,
+    )
+    print(
+        f"{summary.path}: {summary.frames} frames ({summary.duration_s:.1f} s of driving), "
+        f"{summary.messages} messages, {args.storage}, {args.distro}, {summary.seconds:.1f} s"
+    )
+    return {
+        "bag": str(summary.path),
+        "frames": summary.frames,
+        "messages": summary.messages,
+        "storage": args.storage,
+        "distro": args.distro,
+        "rate": args.rate,
+        "seconds": round(summary.seconds, 3),
         "seed": args.seed,
         "camera": camera.to_dict(),
     }
