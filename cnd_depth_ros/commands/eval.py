@@ -3,16 +3,28 @@
 --model takes an artifact path, a shipped model name (cnd_micro, cnd_mono, cnd_stereo) or sgbm.
 The model runs through an inference backend, from camera images to metric depth at the ground
 truth's resolution, so the numbers are those of the deployed model. The JSON result is
-{"metrics": {"rel", "log10", "rmse", ...}, "frames": N, "model", "backend", "data"}.
+{"metrics": {"rel", "log10", "rmse", ...}, "frames": N, "model", "backend", "data"}, plus
+"baseline" with --baseline sgbm and "report" with --report DIR (report.html and its figures:
+frames, metrics table, error by distance, per-frame error, inference time).
 """
 
 from __future__ import annotations
 
 import argparse
 import time
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from cnd_depth_ros.errors import CndDepthError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import numpy as np
+
+    from cnd_depth_ros.evaluation.dataset_eval import FrameCallback
+    from cnd_depth_ros.evaluation.report import ReportCollector
+    from cnd_depth_ros.training.datasets.frame import Frame
 
 __all__ = ["add_arguments", "run"]
 
@@ -30,32 +42,107 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-frames", type=int, metavar="N", help="score the first N frames")
     parser.add_argument("--no-progress", dest="progress", action="store_false",
                         help="no progress bar")
+    parser.add_argument("--baseline", choices=["sgbm"],
+                        help="also score this baseline on the same frames, next to the model")
+    parser.add_argument("--report", type=Path, metavar="DIR",
+                        help="write report.html and its PNG figures into DIR")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from cnd_depth_ros.evaluation.dataset_eval import evaluate_dataset, open_predictor
+    from cnd_depth_ros.evaluation.report import ReportCollector, panel_indices
     from cnd_depth_ros.training.datasets.registry import open_dataset
 
+    if args.baseline == args.model:
+        raise CndDepthError(f"--baseline {args.baseline} is the model itself: nothing to compare")
     options = {} if args.device is None or args.model == "sgbm" else {"device": args.device}
     started = time.monotonic()
+    model_log = baseline_log = None
     try:
         frames = open_dataset(args.data, args.data_root)
-        with open_predictor(args.model, backend=args.backend, **options) as (predict, info):
-            if info["stereo"] and len(frames) and frames[0].right is None:
-                raise ValueError(
-                    f"{args.model} needs stereo pairs but {args.data} data has no right images"
-                )
-            result = evaluate_dataset(
-                predict, frames, max_frames=args.max_frames, progress=args.progress,
-                description=f"eval {args.model}",
-            )
+        if args.report is not None:
+            limit = len(frames) if args.max_frames is None else args.max_frames
+            keep = panel_indices(max(0, min(limit, len(frames))))
+            model_log = ReportCollector(keep)
+            baseline_log = ReportCollector(keep) if args.baseline else None
+        result, info = _evaluate(args.model, frames, args, model_log,
+                                 backend=args.backend, **options)
+        if args.baseline:
+            baseline_result, _ = _evaluate(args.baseline, frames, args, baseline_log)
     except ValueError as error:
         raise CndDepthError(str(error)) from error
-    return {
+    output = {
         **result,
         "model": args.model,
         "backend": info.pop("backend", args.backend),
         "model_info": info,
         "data": {"kind": args.data, "root": args.data_root},
-        "seconds": round(time.monotonic() - started, 2),
     }
+    if args.baseline:
+        output["baseline"] = {"model": args.baseline, **baseline_result}
+    if model_log is not None:
+        output["report"] = str(_write_report(args, output, model_log, baseline_log))
+    output["seconds"] = round(time.monotonic() - started, 2)
+    return output
+
+
+def _evaluate(
+    model: str,
+    frames: Sequence[Frame],
+    args: argparse.Namespace,
+    collector: ReportCollector | None,
+    **options: Any,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(result, info)`` of ``model`` over ``frames``, feeding ``collector`` if there is one."""
+    from cnd_depth_ros.evaluation.dataset_eval import evaluate_dataset, open_predictor
+
+    with open_predictor(model, **options) as (predict, info):
+        if info["stereo"] and len(frames) and frames[0].right is None:
+            raise ValueError(f"{model} needs stereo pairs but {args.data} data has no right images")
+        result = evaluate_dataset(
+            predict, frames, max_frames=args.max_frames, progress=args.progress,
+            description=f"eval {model}",
+            on_frame=None if collector is None else _collector_callback(collector),
+        )
+    return result, info
+
+
+def _collector_callback(collector: ReportCollector) -> FrameCallback:
+    def on_frame(index: int, frame: Frame, prediction: np.ndarray, seconds: float) -> None:
+        assert frame.depth is not None  # evaluate_dataset only passes frames with ground truth
+        collector.add(index, prediction, frame.depth, left=frame.left, right=frame.right,
+                      name=frame.name or f"frame {index}", latency_ms=1000.0 * seconds)
+
+    return on_frame
+
+
+def _write_report(
+    args: argparse.Namespace,
+    output: dict[str, Any],
+    model_log: ReportCollector,
+    baseline_log: ReportCollector | None,
+) -> Path:
+    from cnd_depth_ros.evaluation.report import write_report
+
+    baseline = None
+    if baseline_log is not None:
+        baseline = baseline_log.baseline(args.baseline.upper(), output["baseline"]["metrics"])
+    details = {
+        "model": args.model,
+        "backend": output["backend"],
+        "data": f"{args.data} {args.data_root or ''}".strip(),
+        "frames": output["frames"],
+        "skipped (no ground truth)": output["skipped"],
+        "latency": "time of one prediction, camera images to metric depth, resizing included",
+    }
+    try:
+        return write_report(
+            args.report,
+            title=f"{Path(args.model).name} on {args.data}",
+            metrics=output["metrics"],
+            **model_log.report_arguments(baseline_log),
+            baseline=baseline,
+            details=details,
+            model_name=Path(args.model).name,
+        )
+    except OSError as error:
+        raise CndDepthError(f"cannot write the report into {args.report}: {error}") from error

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -17,12 +18,15 @@ import numpy as np
 
 from cnd_depth_ros.training.datasets.frame import Frame
 
-__all__ = ["Predictor", "evaluate_dataset", "open_predictor"]
+__all__ = ["FrameCallback", "Predictor", "evaluate_dataset", "open_predictor"]
 
 _LOGGER = logging.getLogger(__name__)
 
 #: A frame's camera images -> H x W float32 metric depth of its left view (NaN where unknown).
 Predictor = Callable[[Frame], np.ndarray]
+
+#: Called with (index, frame, prediction, seconds the prediction took) for every scored frame.
+FrameCallback = Callable[[int, Frame, np.ndarray, float], None]
 
 
 @contextlib.contextmanager
@@ -68,10 +72,12 @@ def evaluate_dataset(
     max_frames: int | None = None,
     progress: bool = False,
     description: str = "eval",
+    on_frame: FrameCallback | None = None,
 ) -> dict[str, Any]:
     """``{"metrics": {...}, "frames": N}`` of ``predict`` over the first ``max_frames`` frames.
 
-    Frames without ground truth are skipped (and counted in ``"skipped"``).
+    Frames without ground truth are skipped (and counted in ``"skipped"``); ``on_frame`` sees
+    every other one with its prediction (reports keep figures and per-frame numbers that way).
 
     :raises ValueError: ``max_frames`` below 1, or no frame with ground truth.
     """
@@ -90,7 +96,12 @@ def evaluate_dataset(
         if not valid.any():
             skipped += 1
             continue
-        accumulator.update(predict(frame), frame.depth, valid)
+        started = time.perf_counter()
+        prediction = predict(frame)
+        seconds = time.perf_counter() - started
+        accumulator.update(prediction, frame.depth, valid)
+        if on_frame is not None:
+            on_frame(index, frame, prediction, seconds)
     if accumulator.frames == 0:
         raise ValueError(f"none of the {count} frames evaluated has ground-truth depth")
     if skipped:

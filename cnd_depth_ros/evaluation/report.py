@@ -3,29 +3,30 @@
 Both ``cnd-depth eval --report DIR`` and ``cnd-depth replay`` write it, next to their JSON results,
 through one call::
 
-    from cnd_depth_ros.evaluation.error_by_distance import ErrorByDistance
-    from cnd_depth_ros.evaluation.report import Baseline, Panel, write_report
+    from cnd_depth_ros.evaluation.report import (
+        Baseline, ReportCollector, panel_indices, write_report)
 
-    by_distance = ErrorByDistance()
-    for each frame:                                  # pred, gt: H x W metres, NaN where unknown
-        by_distance.update(pred, gt, np.isfinite(gt) & (gt > 0))
+    collector = ReportCollector(keep=panel_indices(expected_frames))  # which frames to show
+    for index, matched frame:                   # pred, gt: H x W metres, NaN where unknown
+        collector.add(index, pred, gt, left=left, right=right, name="t=12.3 s", latency_ms=ms)
     write_report(
         out_dir,
         title="cnd_stereo on street.mcap",
-        metrics=overall,                             # {"rel", "log10", "rmse", ...}: METRIC_NAMES
-        panels=[Panel(left, pred, depth=gt, right=right, name="t=12.3 s"), ...],  # a few frames
-        per_frame=per_frame,                         # [{"rel": ..., ...}, ...] in frame order
-        by_distance=by_distance.bins(),
-        latency_ms=latencies,                        # per-frame latencies, if measured
-        baseline=Baseline("SGBM", sgbm_metrics),     # optional second column, same fields
+        metrics=overall,                        # {"rel", "log10", "rmse", ...}: METRIC_NAMES
+        **collector.report_arguments(),         # panels, per_frame, by_distance, latency_ms
+        baseline=Baseline("SGBM", sgbm_metrics),  # optional second column, same fields
         details={"model": "cnd_stereo", "frames in": 120},
     )
 
-:func:`panel_indices` picks which frames to keep as panels (evenly spread over the sequence).
+A second collector fed with SGBM's predictions of the same frames gives the baseline column and
+panels: ``**collector.report_arguments(sgbm)``, ``baseline=sgbm.baseline("SGBM", metrics)``.
+Callers that gather their own data pass ``panels`` (:class:`Panel`), ``per_frame`` (per-frame
+metric dicts), ``by_distance`` (:meth:`ErrorByDistance.bins`) and ``latency_ms`` directly.
+
 The page embeds every figure as a base64 PNG and carries its CSS inline, so it can be mailed or
 attached to a CI run as one file; the same figures are also written as PNG files in ``out_dir``
 (``panel_00.png``..., ``error_by_distance.png``, ``per_frame.png``, ``latency.png``) for slides and
-READMEs. Rendering is deterministic and takes about a second per figure on one core.
+READMEs. Rendering is deterministic and takes well under a second per figure.
 """
 
 from __future__ import annotations
@@ -34,17 +35,18 @@ import base64
 import html
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cnd_depth_ros.evaluation import figures
+from cnd_depth_ros.evaluation.error_by_distance import ErrorByDistance
 from cnd_depth_ros.evaluation.figures import Panel
-from cnd_depth_ros.training.metrics import METRIC_NAMES
+from cnd_depth_ros.training.metrics import METRIC_NAMES, depth_metrics
 
-__all__ = ["REPORT_NAME", "Baseline", "Panel", "panel_indices", "write_report"]
+__all__ = ["REPORT_NAME", "Baseline", "Panel", "ReportCollector", "panel_indices", "write_report"]
 
 REPORT_NAME = "report.html"
 
@@ -100,6 +102,63 @@ def panel_indices(frames: int, count: int = 5) -> list[int]:
     if frames == 0 or count == 0:
         return []
     return sorted({round(float(at)) for at in np.linspace(0, frames - 1, min(count, frames))})
+
+
+class ReportCollector:
+    """Gathers what :func:`write_report` shows while frames are evaluated one by one, keeping
+    only the images of the frames in ``keep`` (indices as passed to :meth:`add`)."""
+
+    def __init__(self, keep: Sequence[int] = ()) -> None:
+        self._keep = set(keep)
+        self.panels: dict[int, Panel] = {}
+        self.per_frame: list[dict[str, Any]] = []
+        self.by_distance = ErrorByDistance()
+        self.latency_ms: list[float] = []
+
+    def add(
+        self,
+        index: int,
+        prediction: np.ndarray,
+        depth: np.ndarray,
+        *,
+        left: np.ndarray,
+        right: np.ndarray | None = None,
+        name: str = "",
+        latency_ms: float | None = None,
+    ) -> dict[str, float]:
+        """Score one frame against its ground truth ``depth`` and return its metrics.
+
+        :raises ValueError: the frame has no valid ground truth, or the shapes differ.
+        """
+        valid = np.isfinite(depth) & (depth > 0)
+        metrics = depth_metrics(prediction, depth, valid)
+        self.by_distance.update(prediction, depth, valid)
+        self.per_frame.append({"index": index, "name": name, **metrics})
+        if latency_ms is not None:
+            self.latency_ms.append(latency_ms)
+        if index in self._keep:
+            self.panels[index] = Panel(left, prediction, depth=depth, right=right, name=name)
+        return metrics
+
+    def report_arguments(self, baseline: ReportCollector | None = None) -> dict[str, Any]:
+        """``panels``, ``per_frame``, ``by_distance`` and ``latency_ms`` for :func:`write_report`;
+        with ``baseline``, the panels also show its predictions of the same frames."""
+        panels = [
+            replace(panel, baseline=baseline.panels[index].prediction)
+            if baseline is not None and index in baseline.panels else panel
+            for index, panel in sorted(self.panels.items())
+        ]
+        return {
+            "panels": panels,
+            "per_frame": self.per_frame,
+            "by_distance": self.by_distance.bins(),
+            "latency_ms": self.latency_ms,
+        }
+
+    def baseline(self, name: str, metrics: Mapping[str, float]) -> Baseline:
+        """This collector's results as the report's :class:`Baseline` with the overall
+        ``metrics``."""
+        return Baseline(name, metrics, self.per_frame, self.by_distance.bins())
 
 
 def write_report(
