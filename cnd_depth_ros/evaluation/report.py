@@ -69,7 +69,7 @@ body { font-family: system-ui, sans-serif; color: #222; max-width: 1240px; margi
 h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { font-size: 1.25em; margin-top: 1.6em; }
 table { border-collapse: collapse; margin: 0.6em 0; }
 th, td { padding: 0.25em 0.9em; border-bottom: 1px solid #ddd; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
+th:first-child, td:first-child, table.details td { text-align: left; }
 thead th { border-bottom: 2px solid #888; }
 td.best { font-weight: bold; }
 figure { margin: 0.8em 0; } figure img { width: 100%; height: auto; }
@@ -276,7 +276,8 @@ def _metrics_section(
         label, lower_is_better = _METRIC_LABELS[name]
         values = [column.get(name) for column in columns]
         known = [float(v) for v in values if v is not None and not math.isnan(v)]
-        best = (min(known) if lower_is_better else max(known)) if len(known) > 1 else None
+        # Bold the better value; a tie (or a single column) has no better one.
+        best = (min(known) if lower_is_better else max(known)) if len(set(known)) > 1 else None
         cells = "".join(
             f"<td class=\"best\">{_number(v)}</td>" if best is not None and v == best
             else f"<td>{_number(v)}</td>"
