@@ -91,7 +91,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from cnd_depth_ros.training.trainer import TrainConfig, launch, main
 
-    settings = {key: value for key, value in vars(args).items() if key not in ("nproc", "json")}
+    cli_only = ("nproc", "json", "verbose")
+    settings = {key: value for key, value in vars(args).items() if key not in cli_only}
     if args.nproc < 1:
         raise CndDepthError(f"--nproc must be at least 1, got {args.nproc}")
     try:
