@@ -20,7 +20,7 @@ from fixtures.training import one_torch_thread, synthetic_folder  # noqa: F401
 
 from cnd_depth_ros import cli
 from cnd_depth_ros.errors import ArtifactError
-from cnd_depth_ros.models.artifact import load_artifact
+from cnd_depth_ros.models.artifact import load_artifact, read_metadata
 from cnd_depth_ros.synthetic.dataset_writer import kitti_like_camera
 from cnd_depth_ros.training import trainer
 from cnd_depth_ros.training.checkpoint import load_checkpoint, save_checkpoint
@@ -121,7 +121,8 @@ def test_resume_after_a_kill_continues_exactly(
     monkeypatch.setattr(trainer, "train_one_epoch", original)
     saved = load_checkpoint(out / "checkpoint.pt")
     assert (saved["step"], saved["epoch"]) == (4, 1)
-    assert not (out / "model.safetensors").exists()
+    interim = read_metadata(out / "model")  # written after epoch 1: usable, marked incomplete
+    assert (interim.training["steps"], interim.training["complete"]) == (3, False)
 
     resumed = trainer.main(_config(synthetic_root, out, resume=str(out / "checkpoint.pt")))
     assert resumed["steps"] == reference["steps"] == 6
@@ -135,6 +136,7 @@ def test_resume_after_a_kill_continues_exactly(
         expected["optimizer"]["param_groups"][0]["lr"]
     )
     assert actual["scheduler"] == expected["scheduler"]
+    assert read_metadata(out / "model").training["complete"] is True
 
 
 def test_resume_with_other_settings_is_refused(synthetic_root: Path, tmp_path: Path) -> None:
