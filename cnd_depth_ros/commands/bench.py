@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from cnd_depth_ros.errors import CndDepthError
+
+if TYPE_CHECKING:
+    from cnd_depth_ros.training.datasets.frame import Frame
 
 __all__ = ["add_arguments", "run"]
 
@@ -82,7 +86,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         pair = StereoInput(frame.left, frame.right, frame.camera).resized(
             args.input_width or args.width, args.input_height or args.height
         )
-        calibration = [frame]
+        calibration: Sequence[Frame] = [frame]
         if args.calib_data:
             from cnd_depth_ros.training.data import DataSpec, open_frames
 

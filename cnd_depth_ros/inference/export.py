@@ -128,10 +128,9 @@ def conv_transpose_as_conv(layer: nn.ConvTranspose2d) -> nn.Conv2d | None:
         return None
     if isinstance(layer.padding, str):
         return None
-    kernel = layer.kernel_size
-    padding = tuple(
-        d * (k - 1) - p for k, p, d in zip(kernel, layer.padding, layer.dilation, strict=True)
-    )
+    (kh, kw), (ph, pw), (dh, dw) = layer.kernel_size, layer.padding, layer.dilation
+    kernel, dilation = (kh, kw), (dh, dw)
+    padding = (dh * (kh - 1) - ph, dw * (kw - 1) - pw)
     if min(padding) < 0:
         return None
     groups = layer.groups
@@ -141,7 +140,7 @@ def conv_transpose_as_conv(layer: nn.ConvTranspose2d) -> nn.Conv2d | None:
         out_per_group * groups,
         kernel,
         padding=padding,
-        dilation=layer.dilation,
+        dilation=dilation,
         groups=groups,
         bias=layer.bias is not None,
     ).to(layer.weight.device, layer.weight.dtype)
@@ -151,7 +150,7 @@ def conv_transpose_as_conv(layer: nn.ConvTranspose2d) -> nn.Conv2d | None:
             out_per_group * groups, in_channels // groups, *kernel
         )
         conv.weight.copy_(weight.flip(-2, -1))
-        if layer.bias is not None:
+        if layer.bias is not None and conv.bias is not None:
             conv.bias.copy_(layer.bias)
     return conv
 
@@ -226,8 +225,10 @@ def export_onnx_model(
             optimize=True,
             verbose=False,
         )
-    proto = program.model_proto
     source = f"ONNX export of {model_path}"
+    if program is None:
+        raise ArtifactError(f"{source}: torch.onnx.export returned no program")
+    proto = program.model_proto
     exported_opset = next(
         entry.version for entry in proto.opset_import if entry.domain in ("", "ai.onnx")
     )

@@ -21,6 +21,7 @@ import importlib.util
 import inspect
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 from cnd_depth_ros.errors import BackendError
@@ -123,9 +124,10 @@ def create_backend(name: str, model_path: str | os.PathLike[str], **options: Any
         if name == "torch" and "device" not in options:
             options["device"] = "cuda"
         _LOGGER.info("backend auto: using %s (%s)", name, reason)
-    cls = backend_class(name)
+    # Backends are constructed as cls(model_path, **options), unlike the DepthBackend base.
+    factory: Callable[..., DepthBackend] = backend_class(name)
     try:
-        inspect.signature(cls).bind(model_path, **options)
+        inspect.signature(factory).bind(model_path, **options)
     except TypeError as error:
         raise ValueError(f"backend {name!r} does not take these options: {error}") from error
-    return cls(model_path, **options)
+    return factory(model_path, **options)

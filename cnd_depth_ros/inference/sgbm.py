@@ -144,7 +144,7 @@ class SgbmMatcher:
         disparity = self.disparity(left, right)
         working = camera.resized(width, height)
         with np.errstate(divide="ignore", invalid="ignore"):
-            depth = (working.fx * camera.baseline / disparity).astype(np.float32)
+            depth: np.ndarray = (working.fx * camera.baseline / disparity).astype(np.float32)
         out_width, out_height = output_size or (camera.width, camera.height)
         if (out_width, out_height) != (width, height):
             depth = cv2.resize(depth, (out_width, out_height), interpolation=cv2.INTER_NEAREST)
