@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("cnd_depth_ros.commands.export", "export a model artifact to ONNX"),
     "build-engine": ("cnd_depth_ros.commands.build_engine", "build a TensorRT engine for this GPU"),
     "bench": ("cnd_depth_ros.commands.bench", "time inference backends next to StereoSGBM"),
+    "replay": ("cnd_depth_ros.commands.replay", "replay a rosbag2 through depth_node and score it"),
 }
 
 

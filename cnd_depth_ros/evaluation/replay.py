@@ -1,0 +1,476 @@
+"""Replay a rosbag2 into ``depth_node`` through real DDS and score what it publishes.
+
+The bag's camera topics are published as recorded (their CDR bytes, in log-time order) on the
+node's input topics; the node runs as a child process (or is already running), and its
+``depth/image`` outputs are matched by header stamp to ground truth (:mod:`.matching`) and scored
+(:mod:`.scoring`) as they arrive, so memory stays bounded by the frames in flight.
+
+Pacing: the recorded rate times ``rate``, or, with ``rate=None``, as fast as the node keeps up:
+each frame waits for the previous one's output (up to ``frame_timeout_s``). A frame is the left
+image and every message stamped within ``slop`` of it. The first frame is re-sent until the node
+answers it, which absorbs DDS discovery and the first inference; its latency is not counted.
+Latency is measured from publishing a left image to receiving its depth, both in this process.
+
+Threads: the main thread publishes, scores and records; one executor thread runs the output
+callbacks, which only time-stamp the raw messages into a queue (the recorder's sqlite3 connection
+belongs to the thread that opened it).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnd_depth_ros.errors import CndDepthError
+from cnd_depth_ros.evaluation.bag_io import (
+    CAMERA_INFO,
+    IMAGE,
+    POINT_CLOUD,
+    BagReader,
+    BagRecorder,
+    stamp_ns,
+)
+from cnd_depth_ros.evaluation.matching import decode_depth_message
+from cnd_depth_ros.evaluation.scoring import ReplayScorer
+from cnd_depth_ros.training.datasets.rosbag_dataset import DEFAULT_TOPICS, decode_rgb
+
+__all__ = [
+    "NodeProcess",
+    "Pacing",
+    "ReplayError",
+    "ReplayTopics",
+    "replay_bag",
+    "score_depth_topic",
+]
+
+#: Seconds between re-sends of the first frame while waiting for the node's first answer.
+_PRIME_INTERVAL_S = 1.0
+#: Unanswered frames kept for scoring; older ones count as dropped (bounds memory if the node
+#: stops answering).
+_MAX_PENDING = 32
+
+
+class ReplayError(CndDepthError, RuntimeError):
+    """The node could not be started, exited, or never subscribed; the message says which."""
+
+
+@dataclass(frozen=True)
+class ReplayTopics:
+    """The bag's camera topics; ``right`` and ``right_info`` are ``None`` for a mono replay."""
+
+    left: str = DEFAULT_TOPICS["left_topic"]
+    left_info: str = DEFAULT_TOPICS["left_info_topic"]
+    right: str | None = DEFAULT_TOPICS["right_topic"]
+    right_info: str | None = DEFAULT_TOPICS["right_info_topic"]
+
+    @property
+    def mono(self) -> bool:
+        return self.right is None
+
+    def inputs(self) -> dict[str, tuple[str, str]]:
+        """role -> (bag topic, message type); the role is also the node's relative topic."""
+        roles = {"left/image_rect": (self.left, IMAGE), "left/camera_info": (self.left_info,
+                                                                             CAMERA_INFO)}
+        if self.right is not None and self.right_info is not None:
+            roles["right/image_rect"] = (self.right, IMAGE)
+            roles["right/camera_info"] = (self.right_info, CAMERA_INFO)
+        return roles
+
+    def require(self, reader: BagReader) -> None:
+        """:raises BagError: a camera topic is missing, empty or of another type."""
+        for role, (topic, msgtype) in self.inputs().items():
+            reader.require(topic, msgtype, role.replace("/image_rect", " image"))
+
+
+@dataclass(frozen=True)
+class Pacing:
+    """``rate``: multiple of the recorded rate, or ``None`` for as fast as the node keeps up.
+    ``slop_s``: stamps this close belong to one frame. Timeouts in seconds."""
+
+    rate: float | None = 1.0
+    slop_s: float = 0.0
+    frame_timeout_s: float = 10.0
+    startup_timeout_s: float = 120.0
+
+
+class NodeProcess:
+    """``depth_node`` as a child process in ``namespace`` with ``parameters``, logging to
+    ``log``; Fast DDS large-data transports on (docs/node.md)."""
+
+    def __init__(self, namespace: str, parameters: dict[str, str], log: Path) -> None:
+        self.log = log
+        self.command = [
+            sys.executable, "-m", "cnd_depth_ros.ros.depth_node", "--ros-args",
+            "-r", f"__ns:={namespace or '/'}",
+            *(arg for name, value in parameters.items() for arg in ("-p", f"{name}:={value}")),
+        ]
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> NodeProcess:
+        env = {**os.environ}
+        env.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("wb") as stream:
+            self._process = subprocess.Popen(
+                self.command, stdout=stream, stderr=subprocess.STDOUT, env=env
+            )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        process = self._process
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+    def check(self) -> None:
+        """:raises ReplayError: the node has exited (with the end of its log)."""
+        if self._process is not None and self._process.poll() is not None:
+            tail = self.log.read_text(errors="replace").strip().splitlines()[-8:]
+            raise ReplayError(
+                f"depth_node exited with code {self._process.returncode}; the end of its log "
+                f"({self.log}):\n" + "\n".join(tail)
+            )
+
+
+@dataclass
+class _Sent:
+    """A frame published and not answered yet."""
+
+    index: int
+    sent: float | None = None
+    left: Any = None
+    right: Any = None
+
+
+@dataclass
+class _Counts:
+    frames_in: int = 0
+    frames_out: int = 0
+    interrupted: bool = False
+    pending: dict[int, _Sent] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Output:
+    """One message from the node: its resolved topic, CDR bytes and arrival times."""
+
+    topic: str
+    raw: bytes
+    received: float  # time.monotonic()
+    received_ns: int  # time.time_ns(), the log time of a recording
+
+
+class _Bridge:
+    """The rclpy side: input publishers, raw output subscriptions, an executor thread.
+
+    Output callbacks run on the executor thread and only put an :class:`_Output` into
+    ``outputs``; ``depth/camera_info`` and ``points`` are subscribed to only with ``record``.
+    """
+
+    def __init__(self, namespace: str, roles: Sequence[str], record: bool) -> None:
+        import rclpy
+        from rclpy.context import Context
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+
+        os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+        self.context = Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node("cnd_replay", namespace=namespace or "/",
+                                      context=self.context)
+        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        self.publishers = {
+            role: self.node.create_publisher(Image if role.endswith("image_rect") else CameraInfo,
+                                             role, reliable)
+            for role in roles
+        }
+        self.outputs: queue.SimpleQueue[_Output] = queue.SimpleQueue()
+        self.topics: dict[str, str] = {}  # resolved name -> message type
+        outputs = [(IMAGE, Image, "depth/image")]
+        if record:
+            outputs += [(CAMERA_INFO, CameraInfo, "depth/camera_info"),
+                        (POINT_CLOUD, PointCloud2, "points")]
+        for msgtype, msg_class, name in outputs:
+            resolved = self.node.resolve_topic_name(name)
+            self.topics[resolved] = msgtype
+            self.node.create_subscription(msg_class, name, self._queue(resolved), reliable,
+                                          raw=True)
+        self.depth_topic = self.node.resolve_topic_name("depth/image")
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self._thread = threading.Thread(target=self.executor.spin, name="replay_outputs",
+                                        daemon=True)
+        self._thread.start()
+
+    def _queue(self, topic: str) -> Callable[[bytes], None]:
+        return lambda raw: self.outputs.put(_Output(topic, raw, time.monotonic(), time.time_ns()))
+
+    def subscribed(self) -> bool:
+        return all(p.get_subscription_count() > 0 for p in self.publishers.values())
+
+    def close(self) -> None:
+        self.executor.shutdown(timeout_sec=5.0)
+        self._thread.join(timeout=5.0)
+        self.node.destroy_node()
+        self.context.try_shutdown()
+
+
+class _Player:
+    """Publishes the bag's frames with the chosen pacing and scores the outputs."""
+
+    def __init__(
+        self,
+        reader: BagReader,
+        topics: ReplayTopics,
+        bridge: _Bridge,
+        scorer: ReplayScorer,
+        pacing: Pacing,
+        alive: Callable[[], None],
+        recorder: BagRecorder | None,
+    ) -> None:
+        from rosbags.typesys import Stores, get_typestore
+
+        self.reader, self.bridge, self.scorer, self.pacing = reader, bridge, scorer, pacing
+        self.alive, self.recorder = alive, recorder
+        if recorder is not None:
+            for topic, msgtype in bridge.topics.items():
+                recorder.add_topic(topic, msgtype)
+        self.roles = {topic: role for role, (topic, _) in topics.inputs().items()}
+        self.slop_ns = round(pacing.slop_s * 1e9)
+        self.counts = _Counts()
+        self._typestore = get_typestore(Stores.LATEST)
+
+    # ---- outputs -----------------------------------------------------------------------------
+
+    def _take(self, output: _Output) -> int | None:
+        """Record one output and score it if it is a depth image; returns the depth's stamp."""
+        if self.recorder is not None:
+            self.recorder.write(output.topic, output.received_ns, output.raw)
+        if output.topic != self.bridge.depth_topic:
+            return None
+        message = self._typestore.deserialize_cdr(output.raw, IMAGE)
+        stamp = stamp_ns(message)
+        pending = self.counts.pending
+        sent = pending.pop(stamp, None)
+        if sent is None:  # a duplicate answer to a re-sent first frame, or a stranger's frame
+            return stamp
+        for older in [s for s in pending if s < stamp]:  # newest wins: these were dropped
+            del pending[older]
+        self.counts.frames_out += 1
+        self.scorer.add(
+            sent.index,
+            stamp,
+            decode_depth_message(message, "depth/image"),
+            left=decode_rgb(sent.left),
+            right=decode_rgb(sent.right) if sent.right is not None else None,
+            latency_s=None if sent.sent is None else output.received - sent.sent,
+        )
+        return stamp
+
+    def _serve(self, until: float, answered: int | None = None) -> bool:
+        """Score outputs until the monotonic time ``until``, or until the output stamped
+        ``answered`` (or a newer one) has come; ``True`` if it has."""
+        while True:
+            self.alive()
+            remaining = until - time.monotonic()
+            if remaining <= 0:
+                return False
+            try:
+                output = self.bridge.outputs.get(timeout=min(remaining, 0.2))
+            except queue.Empty:
+                continue
+            stamp = self._take(output)
+            if answered is not None and stamp is not None and stamp >= answered:
+                return True
+
+    def flush(self) -> None:
+        """Take the outputs still queued (after the executor stopped)."""
+        while True:
+            try:
+                self._take(self.bridge.outputs.get_nowait())
+            except queue.Empty:
+                return
+
+    # ---- inputs ------------------------------------------------------------------------------
+
+    def wait_subscribed(self) -> None:
+        deadline = time.monotonic() + self.pacing.startup_timeout_s
+        while not self.bridge.subscribed():
+            self.alive()
+            if time.monotonic() > deadline:
+                missing = [p.topic_name for p in self.bridge.publishers.values()
+                           if p.get_subscription_count() == 0]
+                raise ReplayError(
+                    f"no depth_node subscribed to {', '.join(missing)} within "
+                    f"{self.pacing.startup_timeout_s:.0f} s (is it running, in this namespace "
+                    "and ROS_DOMAIN_ID?)"
+                )
+            time.sleep(0.05)
+
+    def _prime(self, first: list[tuple[str, bytes]], stamp: int) -> None:
+        """Re-send the first frame until the node answers it."""
+        deadline = time.monotonic() + self.pacing.startup_timeout_s
+        self.counts.pending[stamp].sent = None
+        while True:
+            for role, raw in first:
+                self.bridge.publishers[role].publish(raw)
+            if self._serve(min(time.monotonic() + _PRIME_INTERVAL_S, deadline), stamp):
+                return
+            if time.monotonic() >= deadline:
+                raise ReplayError(
+                    f"depth_node did not answer the first frame within "
+                    f"{self.pacing.startup_timeout_s:.0f} s; see its log"
+                )
+
+    def play(self) -> None:
+        """Publish every frame, then wait for the last answers."""
+        counts, pacing = self.counts, self.pacing
+        first: list[tuple[str, bytes]] | None = []
+        waiting: int | None = None  # stamp of the newest frame sent
+        clock: tuple[float, int] | None = None  # (monotonic start, log time start)
+        for topic, log_time, raw in self.reader.messages(self.roles):
+            role = self.roles[topic]
+            message = self.reader.deserialize(topic, raw)
+            stamp = stamp_ns(message)
+            if waiting is not None and stamp > waiting + self.slop_ns:  # the next frame
+                if first is not None:
+                    self._prime(first, waiting)
+                    first = None
+                elif pacing.rate is None:
+                    self._serve(time.monotonic() + pacing.frame_timeout_s, waiting)
+                waiting = None
+            if first is None and pacing.rate is not None:
+                clock = clock or (time.monotonic(), log_time)
+                self._serve(clock[0] + (log_time - clock[1]) / 1e9 / pacing.rate)
+            self.alive()
+            self.bridge.publishers[role].publish(raw)
+            if first is not None:
+                first.append((role, raw))
+            if role.endswith("image_rect"):
+                sent = counts.pending.get(stamp)
+                if sent is None:
+                    sent = counts.pending[stamp] = _Sent(counts.frames_in)
+                    counts.frames_in += 1
+                    while len(counts.pending) > _MAX_PENDING:
+                        del counts.pending[min(counts.pending)]
+                if role.startswith("left"):
+                    sent.left, sent.sent, waiting = message, time.monotonic(), stamp
+                else:
+                    sent.right = message
+        if first and waiting is not None:
+            self._prime(first, waiting)
+        elif waiting is not None:
+            self._serve(time.monotonic() + pacing.frame_timeout_s, waiting)
+
+
+def replay_bag(
+    reader: BagReader,
+    topics: ReplayTopics,
+    scorer: ReplayScorer,
+    *,
+    pacing: Pacing,
+    namespace: str = "",
+    node: NodeProcess | None = None,
+    record: BagRecorder | None = None,
+) -> dict[str, Any]:
+    """Play ``reader``'s camera topics into a depth node and score its outputs.
+
+    ``node`` is started here (and stopped after), or ``None`` for a node already running in
+    ``namespace``. Ctrl-C stops the playback early and keeps what was scored
+    (``"interrupted": true``).
+
+    :raises BagError: the bag lacks a camera topic, or breaks while reading.
+    :raises ReplayError: the node exits, or never subscribes or answers.
+    :raises RecordError: recording failed (what was saved is said).
+    """
+    topics.require(reader)
+    try:
+        with node or _NoNode() as running:
+            bridge = _Bridge(namespace, list(topics.inputs()), record is not None)
+            try:
+                player = _Player(reader, topics, bridge, scorer, pacing, running.check, record)
+                try:
+                    player.wait_subscribed()
+                    player.play()
+                except KeyboardInterrupt:
+                    player.counts.interrupted = True
+            finally:
+                bridge.close()
+            player.flush()
+    finally:
+        if record is not None:
+            record.close()
+    counts = player.counts
+    result = scorer.result(counts.frames_in, counts.frames_out)
+    result["interrupted"] = counts.interrupted
+    return result
+
+
+class _NoNode:
+    """Stands in for :class:`NodeProcess` when the node is already running elsewhere."""
+
+    def __enter__(self) -> _NoNode:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def check(self) -> None:
+        return None
+
+
+def score_depth_topic(
+    reader: BagReader,
+    topic: str,
+    topics: ReplayTopics,
+    scorer: ReplayScorer,
+    *,
+    slop_s: float = 0.0,
+) -> dict[str, Any]:
+    """Score the depth images already in ``topic`` of the bag (no node), with the camera images
+    of ``topics`` stamped within ``slop_s`` of them for the report.
+
+    :raises BagError: a topic is missing, empty or of another type, or a message is broken.
+    """
+    from cnd_depth_ros.evaluation.matching import StampIndex
+
+    reader.require(topic, IMAGE, "predicted depth")
+    reader.require(topics.left, IMAGE, "left image")
+    views = {"left": StampIndex(reader, topics.left)}
+    if topics.right is not None and topics.right in reader.topics:
+        views["right"] = StampIndex(reader, topics.right)
+    frames = 0
+    for index, (_, _, raw) in enumerate(reader.messages([topic])):
+        frames += 1
+        message = reader.deserialize(topic, raw)
+        stamp = stamp_ns(message)
+        images: dict[str, np.ndarray] = {}
+        for view, stamps in views.items():
+            log_time = stamps.find(stamp, round(slop_s * 1e9))
+            if log_time is not None:
+                images[view] = decode_rgb(reader.at(stamps.topic, log_time))
+        if "left" not in images:
+            scorer.unmatched += 1
+            continue
+        scorer.add(index, stamp, decode_depth_message(message, topic),
+                   left=images["left"], right=images.get("right"))
+    result = scorer.result(frames, frames)
+    result["interrupted"] = False
+    return result
