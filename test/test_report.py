@@ -176,6 +176,17 @@ def test_report_is_deterministic_and_drops_stale_figures(tmp_path: Path) -> None
     assert "Latency" not in page
 
 
+def test_mono_panel_without_ground_truth(tmp_path: Path) -> None:
+    left, _, depth, _ = _frame(1)
+    path = write_report(tmp_path, title="mono", metrics={"rel": 0.3},
+                        panels=[Panel(left, depth)])
+    assert "&darr;</td><td>0.300</td>" in path.read_text(encoding="utf-8")
+    with Image.open(tmp_path / "panel_00.png") as panel:
+        # Two columns (left, prediction) of 64 x 40 images: each about 6 x 3.75 inches.
+        assert panel.width == 1200
+        assert 400 < panel.height < 600
+
+
 def test_bad_report_input_names_the_value(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="rel"):
         write_report(tmp_path, title="t", metrics={"accuracy": 1.0})

@@ -73,15 +73,21 @@ def panel_png(panel: Panel, *, baseline_name: str = "baseline") -> bytes:
     """A row of the panel's images: left, right, ground truth, prediction, baseline, and the
     prediction's absolute error, with shared colour bars in metres (missing inputs are left out).
     """
-    depth_maps = [("ground truth", panel.depth), ("prediction", panel.prediction),
-                  (baseline_name, panel.baseline)]
-    depth_maps = [(title, values) for title, values in depth_maps if values is not None]
+    depth_maps = [
+        (title, values)
+        for title, values in (("ground truth", panel.depth), ("prediction", panel.prediction),
+                              (baseline_name, panel.baseline))
+        if values is not None
+    ]
     error = None
     if panel.depth is not None:
         known = np.isfinite(panel.depth) & (panel.depth > 0)
         error = np.where(known, np.abs(panel.prediction - panel.depth), np.nan)
-    images = [("left", panel.left), ("right", panel.right)]
-    images = [(title, image) for title, image in images if image is not None]
+    images = [
+        (title, image)
+        for title, image in (("left", panel.left), ("right", panel.right))
+        if image is not None
+    ]
     columns = len(images) + len(depth_maps) + (error is not None)
     height, width = panel.left.shape[:2]
     image_inches = _WIDTH_INCHES / columns * height / width

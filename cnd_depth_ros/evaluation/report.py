@@ -68,7 +68,9 @@ body { font-family: system-ui, sans-serif; color: #222; max-width: 1240px; margi
        padding: 0 1em; }
 h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { font-size: 1.25em; margin-top: 1.6em; }
 table { border-collapse: collapse; margin: 0.6em 0; }
-th, td { padding: 0.25em 0.9em; border-bottom: 1px solid #ddd; text-align: right; }
+th, td { padding: 0.25em 0.9em; border-bottom: 1px solid #ddd; text-align: right;
+         white-space: nowrap; }
+th[colspan] { text-align: center; }
 th:first-child, td:first-child, table.details td { text-align: left; }
 thead th { border-bottom: 2px solid #888; }
 td.best { font-weight: bold; }
@@ -292,10 +294,8 @@ def _metrics_section(
 
 
 def _distance_table(series: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
-    header = "".join(
-        f"<th>{html.escape(name)} {column}</th>"
-        for name in series for column in ("abs rel", "RMSE [m]", "failed")
-    )
+    methods = "".join(f"<th colspan=\"3\">{html.escape(name)}</th>" for name in series)
+    columns = "<th>abs rel</th><th>RMSE [m]</th><th>failed</th>" * len(series)
     ranges = sorted({(row["min"], row["max"]) for rows in series.values() for row in rows})
     lookups = [{(row["min"], row["max"]): row for row in rows} for rows in series.values()]
     total = sum(row["pixels"] for row in next(iter(series.values())))
@@ -310,7 +310,8 @@ def _distance_table(series: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
         low, high = key
         label = f"{low:g} m and beyond" if math.isinf(high) else f"{low:g} - {high:g} m"
         body.append(f"<tr><td>{label}</td><td>{_percent(share)}</td>{cells}</tr>")
-    return (f"<table><thead><tr><th>range</th><th>pixels</th>{header}</tr></thead>"
+    return (f"<table><thead><tr><th></th><th></th>{methods}</tr>"
+            f"<tr><th>range</th><th>pixels</th>{columns}</tr></thead>"
             f"<tbody>{''.join(body)}</tbody></table>")
 
 
