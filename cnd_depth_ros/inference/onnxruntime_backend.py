@@ -50,19 +50,7 @@ _PRECISIONS = ("fp32", "fp16", "int8")
 def quantize_int8(model: onnx.ModelProto, calibration: CalibrationSet) -> onnx.ModelProto:
     """A statically quantised INT8 copy of ``model`` for ONNX Runtime on the CPU, calibrated on
     ``calibration`` (min/max of every activation over the set)."""
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-
-    class _Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._batches = calibration.batches()
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self._batches, None)
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     _LOGGER.info("quantising to INT8, calibrating on %d frame(s)", len(calibration))
     with tempfile.TemporaryDirectory(prefix="cnd-int8-") as folder:
@@ -71,7 +59,7 @@ def quantize_int8(model: onnx.ModelProto, calibration: CalibrationSet) -> onnx.M
         quantize_static(
             str(source),
             str(target),
-            _Reader(),
+            calibration.data_reader(),
             quant_format=QuantFormat.QDQ,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
