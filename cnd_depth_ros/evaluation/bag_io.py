@@ -13,6 +13,7 @@ import contextlib
 import logging
 import shutil
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,13 +175,15 @@ class BagRecorder:
 
     The bag is written in a hidden folder next to ``path`` and moved there by :meth:`close`,
     which always
-    finalises it (index and ``metadata.yaml``), also after an interruption or a failed write: a
-    bag at ``path`` holds every message written before. When the storage itself fails (disk
-    full), :meth:`write` raises :class:`RecordError` saying whether the messages before it were
-    saved.
+    finalises it (index and ``metadata.yaml``), also after an interruption or a failed write.
+    sqlite3 bags are committed every ``commit_every_s`` seconds, so a write that fails (disk
+    full) loses at most that much; :meth:`write` then raises :class:`RecordError` saying how many
+    messages the finalised bag holds, counted by reading it back, or that none could be kept.
     """
 
-    def __init__(self, path: str | Path, storage: str = "sqlite3") -> None:
+    def __init__(
+        self, path: str | Path, storage: str = "sqlite3", commit_every_s: float = 1.0
+    ) -> None:
         from rosbags.rosbag2 import StoragePlugin, Writer, WriterError
         from rosbags.typesys import Stores, get_typestore
 
@@ -201,6 +204,8 @@ class BagRecorder:
         except (OSError, WriterError) as error:
             raise RecordError(f"cannot record to {self.path}: {error}") from error
         self._open = True
+        self._commit_every_s = commit_every_s
+        self._committed = time.monotonic()
 
     def add_topic(self, topic: str, msgtype: str) -> None:
         """Declare ``topic`` before writing to it."""
@@ -215,12 +220,21 @@ class BagRecorder:
         """
         try:
             self._writer.write(self._connections[topic], log_time, raw)
+            self._commit()
         except (OSError, sqlite3.Error) as error:
-            kept = self._finish()
+            kept = self._finish(after_failure=True)
             raise RecordError(
                 f"recording to {self.path} failed after {self.count} messages: {error}; {kept}"
             ) from error
         self.count += 1
+
+    def _commit(self) -> None:
+        """Commit the sqlite3 transaction that rosbags keeps open until it closes the bag."""
+        connection = getattr(self._writer.storage, "conn", None)
+        now = time.monotonic()
+        if connection is not None and now - self._committed >= self._commit_every_s:
+            connection.commit()
+            self._committed = now
 
     def close(self) -> None:
         """Finalise the bag and move it to ``path``.
@@ -229,12 +243,13 @@ class BagRecorder:
         """
         if not self._open:
             return
-        outcome = self._finish()
+        outcome = self._finish(after_failure=False)
         if not self.path.exists():
             raise RecordError(f"recording to {self.path} failed: {outcome}")
 
-    def _finish(self) -> str:
-        """Close the writer; say where the messages are (or that they are lost)."""
+    def _finish(self, after_failure: bool) -> str:
+        """Close the writer; say where the messages are (or that they are lost). After a failed
+        write the bag is read back, since the storage may have dropped what it had not saved."""
         self._open = False
         try:
             self._writer.close()
@@ -246,4 +261,12 @@ class BagRecorder:
             shutil.rmtree(self.scratch, ignore_errors=True)
             _LOG.error("cannot finalise the bag %s: %s", self.path, error)
             return f"the bag could not be finalised ({error}) and was removed"
-        return f"the {self.count} messages before are in {self.path}"
+        if not after_failure:
+            return f"the {self.count} messages are in {self.path}"
+        try:
+            with BagReader(self.path) as reader:
+                kept = sum(1 for _ in reader.messages(reader.topics))
+        except BagError as error:
+            shutil.rmtree(self.path, ignore_errors=True)
+            return f"the bag could not be read back ({error}) and was removed"
+        return f"{self.path} holds {kept} of the {self.count} messages written"

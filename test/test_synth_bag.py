@@ -1,0 +1,125 @@
+"""``cnd-depth synth --bag``: a synthetic drive as a real rosbag2 (sqlite3 and MCAP), read back
+with ``rosbags`` and the rosbag dataset loader; deterministic, never half written."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from rosbags.rosbag2 import Reader
+from rosbags.typesys import Stores, get_typestore
+
+from cnd_depth_ros import cli
+from cnd_depth_ros.synthetic import bag_writer
+from cnd_depth_ros.synthetic.bag_writer import BagWriteError, write_sequence_bag
+from cnd_depth_ros.synthetic.dataset_writer import kitti_like_camera
+from cnd_depth_ros.synthetic.primitives import Boxes, GroundPlane
+from cnd_depth_ros.synthetic.scene import street_scene
+from cnd_depth_ros.synthetic.sequence import free_distance, street_sequence
+from cnd_depth_ros.synthetic.textures import default_bank
+from cnd_depth_ros.training.datasets.registry import open_dataset
+
+CAMERA = kitti_like_camera(48, 32)
+TYPESTORE = get_typestore(Stores.LATEST)
+
+
+def _messages(path: Path) -> dict[str, list[object]]:
+    with Reader(path) as reader:
+        found: dict[str, list[object]] = {c.topic: [] for c in reader.connections}
+        for connection, _, raw in reader.messages():
+            found[connection.topic].append(TYPESTORE.deserialize_cdr(raw, connection.msgtype))
+    return found
+
+
+@pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
+def test_synth_bag_holds_the_drive_with_exact_depth(tmp_path: Path, storage: str) -> None:
+    bag = tmp_path / "drive"
+    code = cli.main([
+        "synth", "--bag", str(bag), "--frames", "3", "--width", "48", "--height", "32",
+        "--seed", "4", "--storage", storage, "--no-progress",
+    ])
+    assert code == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["drive"]  # no scratch folder left
+
+    messages = _messages(bag)
+    assert {topic: len(found) for topic, found in messages.items()} == {
+        "/left/image_rect": 3, "/left/camera_info": 3, "/right/image_rect": 3,
+        "/right/camera_info": 3, "/ground_truth/depth": 3, "/tf_static": 1,
+    }
+    right_info = messages["/right/camera_info"][0]
+    assert right_info.p[3] == pytest.approx(-CAMERA.fx * 0.54)  # type: ignore[attr-defined]
+    left_image = messages["/left/image_rect"][1]
+    assert left_image.encoding == "rgb8"  # type: ignore[attr-defined]
+    assert left_image.header.frame_id == "left_camera_optical_frame"  # type: ignore[attr-defined]
+    transforms = messages["/tf_static"][0].transforms  # type: ignore[attr-defined]
+    right = next(t for t in transforms if t.child_frame_id == "right_camera_optical_frame")
+    assert right.transform.translation.x == pytest.approx(0.54)
+
+    # The ground truth is the renderer's depth of the same poses, and the loader reads it.
+    frames = list(street_sequence(CAMERA, 3, seed=4))
+    dataset = open_dataset("rosbag", bag)
+    assert len(dataset) == 3
+    for frame, rendered in zip(dataset, frames, strict=True):
+        expected = np.where(np.isfinite(rendered.rendering.depth), rendered.rendering.depth, np.nan)
+        np.testing.assert_array_equal(frame.depth, expected)
+        np.testing.assert_array_equal(frame.left, rendered.rendering.left)
+        assert frame.camera == CAMERA
+    assert frames[2].pose.position[2] > frames[0].pose.position[2]  # the rig moves forward
+
+
+def test_synth_bag_is_deterministic_and_humble_gets_version_8(tmp_path: Path) -> None:
+    paths = [tmp_path / "a", tmp_path / "b"]
+    for path in paths:
+        write_sequence_bag(path, CAMERA, 2, seed=7, storage="mcap", distro="humble",
+                           progress=False)
+    first, second = (_messages(path) for path in paths)
+    for topic, found in first.items():
+        for one, other in zip(found, second[topic], strict=True):
+            assert TYPESTORE.serialize_cdr(one, one.__msgtype__) == TYPESTORE.serialize_cdr(  # type: ignore[attr-defined]
+                other, other.__msgtype__  # type: ignore[attr-defined]
+            )
+    metadata = yaml.safe_load((paths[0] / "metadata.yaml").read_text())
+    assert metadata["rosbag2_bagfile_information"]["version"] == 8
+
+
+def test_synth_bag_refuses_an_existing_path_and_leaves_nothing_on_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    existing = tmp_path / "taken"
+    existing.mkdir()
+    assert cli.main(["synth", "--bag", str(existing), "--frames", "1", "--no-progress"]) == 2
+    assert "exists already" in capsys.readouterr().err
+
+    def broken_sequence(*args: object, **kwargs: object) -> object:
+        yield from street_sequence(CAMERA, 1, seed=0)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(bag_writer, "street_sequence", broken_sequence)
+    target = tmp_path / "full"
+    with pytest.raises(BagWriteError, match="No space left"):
+        write_sequence_bag(target, CAMERA, 2, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+
+
+def test_the_rig_stops_short_of_an_obstacle_in_its_lane() -> None:
+    scene, pose = street_scene(np.random.default_rng(0), default_bank())
+    x, _, z = pose.position
+    lane_box = Boxes(
+        centres=np.array([[x, -1.0, z + 12.0]]),
+        half_sizes=np.array([[1.0, 1.0, 2.0]]),
+        yaws=np.zeros(1),
+        material_ids=np.zeros(1, np.int64),
+    )
+    aside = Boxes(  # beside the lane: not in the way
+        centres=np.array([[x + 5.0, -1.0, z + 4.0]]),
+        half_sizes=np.array([[1.0, 1.0, 1.0]]),
+        yaws=np.zeros(1),
+        material_ids=np.zeros(1, np.int64),
+    )
+    blocked = dataclasses.replace(scene, primitives=(GroundPlane(material=0), lane_box, aside))
+    assert free_distance(blocked, pose) == pytest.approx(10.0)
+    assert free_distance(dataclasses.replace(scene, primitives=(GroundPlane(0), aside)), pose) \
+        == np.inf
