@@ -176,7 +176,8 @@ def write_report(
     details: Mapping[str, Any] | None = None,
     model_name: str = "model",
 ) -> Path:
-    """Write ``out_dir/report.html`` and its PNG figures; return the page's path.
+    """Write ``out_dir/report.html`` and its PNG figures; return the page's path. Figures an
+    earlier report left in ``out_dir`` that this one does not have are removed.
 
     :param metrics: the overall metrics (:data:`~cnd_depth_ros.training.metrics.METRIC_NAMES`
         keys; missing ones show as blank).
