@@ -208,10 +208,13 @@ def val_loader(
 
 
 def batch_to(batch: dict[str, Any], device: torch.device, *, channels_last: bool) -> dict[str, Any]:
-    """Move a collated batch's tensors to ``device`` (images in channels-last if asked)."""
+    """Move a collated batch's tensors to ``device`` (images in channels-last if asked), nested
+    batches (a fine-tuning batch carries a labeled one) included."""
     moved: dict[str, Any] = {}
     for key, value in batch.items():
-        if isinstance(value, torch.Tensor):
+        if isinstance(value, dict):
+            value = batch_to(value, device, channels_last=channels_last)
+        elif isinstance(value, torch.Tensor):
             value = value.to(device, non_blocking=True)
             if channels_last and key in ("left", "right"):
                 value = value.contiguous(memory_format=torch.channels_last)

@@ -100,7 +100,7 @@ class _Item:
     stamp: int
     left: _Message
     right: _Message | None
-    depth: _Message
+    depth: _Message | None
     camera: PinholeCamera
 
 
@@ -110,8 +110,9 @@ class RosbagDataset(FrameDataset[_Item]):
     Each left image becomes a frame when the depth image (and, for stereo, the right image) has
     a stamp within ``slop`` seconds (0: exact match). Camera intrinsics come from the left
     camera_info nearest in time, scaled to the image size; the baseline from the right one
-    (``P[0, 3] = -fx * B``). ``right_topic=None`` reads a mono bag. Missing topics are an error
-    that names them.
+    (``P[0, 3] = -fx * B``). ``right_topic=None`` reads a mono bag; ``depth_topic=None`` an
+    unlabeled one (frames without depth, for self-supervised fine-tuning). Missing topics are an
+    error that names them.
     """
 
     def __init__(
@@ -122,7 +123,7 @@ class RosbagDataset(FrameDataset[_Item]):
         left_info_topic: str = DEFAULT_TOPICS["left_info_topic"],
         right_topic: str | None = DEFAULT_TOPICS["right_topic"],
         right_info_topic: str | None = DEFAULT_TOPICS["right_info_topic"],
-        depth_topic: str = DEFAULT_TOPICS["depth_topic"],
+        depth_topic: str | None = DEFAULT_TOPICS["depth_topic"],
         slop: float = 0.0,
     ) -> None:
         from rosbags.rosbag2 import Reader, ReaderError
@@ -131,7 +132,9 @@ class RosbagDataset(FrameDataset[_Item]):
         if not slop >= 0:
             raise ValueError(f"slop must be >= 0 seconds, got {slop}")
         self.path = Path(path)
-        self.topics = {"left": left_topic, "left_info": left_info_topic, "depth": depth_topic}
+        self.topics = {"left": left_topic, "left_info": left_info_topic}
+        if depth_topic is not None:
+            self.topics["depth"] = depth_topic
         if right_topic is not None:
             self.topics["right"] = right_topic
             self.topics["right_info"] = right_info_topic or DEFAULT_TOPICS["right_info_topic"]
@@ -186,14 +189,16 @@ class RosbagDataset(FrameDataset[_Item]):
         stamps = {role: [message.stamp for message in found] for role, found in messages.items()}
         items = []
         for left in messages["left"]:
-            depth = self._nearest(messages["depth"], stamps["depth"], left.stamp, slop)
+            depth = None
+            if "depth" in messages:
+                depth = self._nearest(messages["depth"], stamps["depth"], left.stamp, slop)
+                if depth is None:
+                    continue
             right = None
             if "right" in messages:
                 right = self._nearest(messages["right"], stamps["right"], left.stamp, slop)
                 if right is None:
                     continue
-            if depth is None:
-                continue
             items.append(_Item(left.stamp, left, right, depth, self._camera(infos, left.stamp)))
         return items
 
@@ -223,9 +228,11 @@ class RosbagDataset(FrameDataset[_Item]):
         from rosbags.typesys import Stores, get_typestore
 
         typestore = get_typestore(Stores.LATEST)
-        wanted = {"left": item.left, "depth": item.depth}
+        wanted = {"left": item.left}
         if item.right is not None:
             wanted["right"] = item.right
+        if item.depth is not None:
+            wanted["depth"] = item.depth
         decoded: dict[str, Any] = {}
         with Reader(self.path) as reader:
             for role, message in wanted.items():
@@ -247,6 +254,6 @@ class RosbagDataset(FrameDataset[_Item]):
             left=left,
             right=decode_rgb(decoded["right"]) if "right" in decoded else None,
             camera=camera,
-            depth=decode_depth(decoded["depth"]),
+            depth=decode_depth(decoded["depth"]) if "depth" in decoded else None,
             name=f"{self.path.name}/{item.stamp}",
         )
