@@ -5,7 +5,7 @@ Pyramid Pooling and Residual Decoder Modules": a MobileNetV2 encoder at output s
 extended ASPP, and a light transpose-convolution decoder with a 1/4-resolution skip connection.
 CNDmono adds extended residual blocks to the decoder; CNDstereo runs one shared-weight encoder on
 both images and feeds both encodings to the ASPP. Every net ends in a :class:`PositiveHead`: mono
-nets predict depth in metres, the stereo net disparity in pixels (docs/decisions.md, 1 and 5).
+nets predict depth in metres, the stereo net disparity in pixels (docs/decisions.md, 1 and 10).
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ class CNDConfig:
 class CorrelationVolume(nn.Module):
     """Zero-parameter stereo cost volume: for each disparity ``d < levels``, the channel mean of
     ``left(x) * right(x - d)``, zero where ``x - d`` falls off the image (an extension to the
-    paper, see docs/decisions.md).
+    paper, docs/decisions.md, 10).
 
     Built from static slices, channel sums and concatenation only, so it exports to ONNX at
     opset 17 and to TensorRT: opset 18's ``ReduceMean`` and ``Pad`` do not convert down to 17
@@ -209,6 +209,6 @@ def cnd_stereo(**overrides: Any) -> CNDStereo:
     """CNDstereo (Pisoni, Table 2: 11.1M parameters, 27.5 ms): CNDmono's decoder on a
     shared-weight encoder for both images, whose concatenated encodings feed a 320-wide ASPP,
     plus a 24-level correlation volume at 1/4 resolution (this package's extension;
-    docs/decisions.md, 5)."""
+    docs/decisions.md, 10)."""
     defaults = {"residual_after": (0, 1), "aspp_channels": 320, "cost_volume_levels": 24}
     return CNDStereo(CNDConfig(**{**defaults, **overrides}))
