@@ -15,9 +15,9 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from cnd_depth_ros import __version__
+from cnd_depth_ros.atomic_file import write_text_atomically
 from cnd_depth_ros.errors import CndDepthError
 
 __all__ = ["COMMANDS", "main"]
@@ -33,14 +33,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("cnd_depth_ros.commands.bench", "time inference backends next to StereoSGBM"),
     "replay": ("cnd_depth_ros.commands.replay", "replay a rosbag2 through depth_node and score it"),
 }
-
-
-def _write_json(path: Path, result: dict[str, Any]) -> None:
-    """Atomic: a reader never sees half a results file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(result, indent=2, sort_keys=True, default=str) + "\n")
-    partial.replace(path)
 
 
 def _top_level_parser() -> argparse.ArgumentParser:
@@ -88,7 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cnd-depth {name}: interrupted", file=sys.stderr)
         return 130
     if args.json is not None:
-        _write_json(args.json, result)
+        text = json.dumps(result, indent=2, sort_keys=True, default=str) + "\n"
+        write_text_atomically(args.json, text)
     return 0
 
 

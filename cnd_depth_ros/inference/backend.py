@@ -68,11 +68,12 @@ class DepthBackend(abc.ABC):
         """
         self._check_image("left", left, camera)
         if self.metadata.stereo:
+            variant = self.metadata.variant
             if right is None:
-                raise ValueError(f"{self.metadata.variant} is a stereo model: a right image is needed")
+                raise ValueError(f"{variant} is a stereo model: a right image is needed")
             self._check_image("right", right, camera)
             if camera.baseline is None:
-                raise ValueError(f"{self.metadata.variant} is a stereo model: camera has no baseline")
+                raise ValueError(f"{variant} is a stereo model: camera has no baseline")
         width, height = self.input_size
         raw = self.run(
             to_network_input(left, width, height),
@@ -102,7 +103,7 @@ class DepthBackend(abc.ABC):
             "output": self.metadata.output,
         }
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: backends without resources keep it
         """Release sessions, engines and device memory. Safe to call twice."""
 
     def _check_image(self, which: str, image: np.ndarray, camera: PinholeCamera) -> None:

@@ -25,9 +25,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from cnd_depth_ros.atomic_file import write_atomically
 from cnd_depth_ros.errors import ArtifactError
 from cnd_depth_ros.inference.backend import to_network_input
-from cnd_depth_ros.models.artifact import ModelMetadata, _write_atomically
+from cnd_depth_ros.models.artifact import ModelMetadata
 
 if TYPE_CHECKING:
     from onnxruntime.quantization import CalibrationDataReader
@@ -149,7 +150,7 @@ class CalibrationCache:
     def write(self, data: bytes | memoryview) -> None:
         """Store the table atomically."""
         table = bytes(data)
-        _write_atomically(self.path, lambda temporary: temporary.write_bytes(table))
+        write_atomically(self.path, lambda temporary: temporary.write_bytes(table))
         LOGGER.info("wrote INT8 calibration cache %s", self.path)
 
 

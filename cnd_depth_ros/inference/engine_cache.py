@@ -26,8 +26,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from cnd_depth_ros.atomic_file import write_atomically
 from cnd_depth_ros.errors import ArtifactError
-from cnd_depth_ros.models.artifact import ModelMetadata, _write_atomically
+from cnd_depth_ros.models.artifact import ModelMetadata
 
 __all__ = [
     "CACHE_ENV",
@@ -230,9 +231,9 @@ def save_engine_file(
         built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         source=source,
     )
-    _write_atomically(path, lambda tmp: tmp.write_bytes(engine))
+    write_atomically(path, lambda tmp: tmp.write_bytes(engine))
     text = json.dumps(record.to_json(), indent=2, sort_keys=True) + "\n"
-    _write_atomically(_sidecar(path), lambda tmp: tmp.write_text(text))
+    write_atomically(_sidecar(path), lambda tmp: tmp.write_text(text))
     return record
 
 
@@ -291,8 +292,8 @@ def copy_engine_file(path: Path, target: Path) -> Path:
     if target.suffix != ENGINE_SUFFIX:
         raise ValueError(f"engine file names end in {ENGINE_SUFFIX}, got {target}")
     engine, sidecar = path.read_bytes(), _sidecar(path).read_text()
-    _write_atomically(target, lambda tmp: tmp.write_bytes(engine))
-    _write_atomically(_sidecar(target), lambda tmp: tmp.write_text(sidecar))
+    write_atomically(target, lambda tmp: tmp.write_bytes(engine))
+    write_atomically(_sidecar(target), lambda tmp: tmp.write_text(sidecar))
     return target
 
 

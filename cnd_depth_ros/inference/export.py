@@ -33,11 +33,11 @@ import torch
 from google.protobuf.message import DecodeError
 from torch import Tensor, nn
 
+from cnd_depth_ros.atomic_file import write_atomically
 from cnd_depth_ros.errors import ArtifactError
 from cnd_depth_ros.inference.onnx_checks import check_tensorrt_compatible
 from cnd_depth_ros.models.artifact import (
     ModelMetadata,
-    _write_atomically,
     load_artifact,
     weights_sha256,
 )
@@ -277,7 +277,7 @@ def export_onnx(
     """
     proto = export_onnx_model(model_path, height=height, width=width, fp16=fp16, opset=opset)
     target = Path(onnx_path)
-    _write_atomically(target, lambda temporary: onnx.save_model(proto, str(temporary)))
+    write_atomically(target, lambda temporary: onnx.save_model(proto, str(temporary)))
     return target
 
 

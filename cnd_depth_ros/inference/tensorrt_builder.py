@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import tensorrt as trt
 import torch
 
+from cnd_depth_ros.atomic_file import write_atomically
 from cnd_depth_ros.errors import ArtifactError, BackendError
 from cnd_depth_ros.inference.calibration import CalibrationCache, CalibrationSet
 from cnd_depth_ros.inference.engine_cache import BuildTarget, EngineCache, EngineKey, EngineRecord
@@ -32,7 +33,6 @@ from cnd_depth_ros.inference.engine_plan import (
     plan_precision,
     prepare_onnx,
 )
-from cnd_depth_ros.models.artifact import _write_atomically
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
@@ -217,7 +217,7 @@ def _attach_timing_cache(config: trt.IBuilderConfig, path: Path) -> trt.ITimingC
 
 def _save_timing_cache(config: trt.IBuilderConfig, path: Path) -> None:
     data = bytes(config.get_timing_cache().serialize())
-    _write_atomically(path, lambda temporary: temporary.write_bytes(data))
+    write_atomically(path, lambda temporary: temporary.write_bytes(data))
 
 
 def build_serialized_engine(

@@ -21,8 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -34,6 +32,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from cnd_depth_ros import __version__
+from cnd_depth_ros.atomic_file import write_atomically
 from cnd_depth_ros.camera import PinholeCamera
 from cnd_depth_ros.errors import ArtifactError
 
@@ -151,7 +150,7 @@ class ModelMetadata:
                     "training_camera": dict, "stereo": bool}
         optional = {"model_config": dict, "normalisation": dict, "training": dict,
                     "code_version": str, "format": int}
-        for key, kind in required.items():
+        for key in required:
             if key not in data:
                 raise ArtifactError(f"{source}: missing field {key!r}")
         for key, value in data.items():
@@ -184,10 +183,7 @@ def resolve_artifact(name_or_path: str | os.PathLike[str]) -> Path:
     :raises ArtifactError: neither a shipped name nor an existing artifact.
     """
     text = str(name_or_path)
-    if text in SHIPPED_MODELS:
-        base = WEIGHTS_DIR / text
-    else:
-        base = artifact_paths(text)[0].with_suffix("")
+    base = WEIGHTS_DIR / text if text in SHIPPED_MODELS else artifact_paths(text)[0].with_suffix("")
     weights, sidecar = artifact_paths(base)
     for needed in (weights, sidecar):
         if not needed.is_file():
@@ -217,19 +213,6 @@ def weights_sha256(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def _write_atomically(target: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary file in the same folder, then rename: never a half file."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    os.close(handle)
-    try:
-        write(Path(temporary))
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def save_artifact(
     model: nn.Module,
     metadata: ModelMetadata,
@@ -250,8 +233,8 @@ def save_artifact(
         .contiguous()
         for name, tensor in model.state_dict().items()
     }
-    _write_atomically(weights, lambda tmp: save_file(state, str(tmp)))
-    _write_atomically(
+    write_atomically(weights, lambda tmp: save_file(state, str(tmp)))
+    write_atomically(
         sidecar,
         lambda tmp: tmp.write_text(json.dumps(metadata.to_json(), indent=2, sort_keys=True) + "\n"),
     )

@@ -1,1 +1,4 @@
-"""Losses, metrics, datasets and the trainer. Never imports rclpy: training runs on GPU boxes without ROS."""
+"""Losses, metrics, datasets and the trainer.
+
+Never imports rclpy: training runs on GPU boxes without ROS.
+"""

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from cnd_depth_ros.atomic_file import write_atomically
 from cnd_depth_ros.errors import ArtifactError
 
 __all__ = ["CHECKPOINT_KEYS", "load_checkpoint", "save_checkpoint"]
@@ -30,17 +30,7 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> Path
     missing = [key for key in CHECKPOINT_KEYS if key not in state]
     if missing:
         raise ValueError(f"checkpoint state is missing {missing}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(handle)
-    try:
-        torch.save(state, temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomically(path, lambda temporary: torch.save(state, temporary))
 
 
 def load_checkpoint(

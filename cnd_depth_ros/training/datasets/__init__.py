@@ -1,1 +1,1 @@
-"""Dataset loaders: every one yields :class:`~cnd_depth_ros.training.datasets.frame.Frame` objects."""
+"""Dataset loaders: every one yields :class:`~.frame.Frame` objects."""
