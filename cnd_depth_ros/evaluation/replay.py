@@ -56,6 +56,9 @@ __all__ = [
 
 #: Seconds between re-sends of the first frame while waiting for the node's first answer.
 _PRIME_INTERVAL_S = 1.0
+#: With a recording, the playback ends once no output has come for this long after the last
+#: answer, so the last frame's camera_info and points, published after its depth, are kept.
+_LINGER_S = 0.5
 #: Unanswered frames kept for scoring; older ones count as dropped (bounds memory if the node
 #: stops answering).
 _MAX_PENDING = 32
@@ -139,12 +142,14 @@ class NodeProcess:
             process.wait(timeout=10)
 
     def check(self) -> None:
-        """:raises ReplayError: the node has exited (with the end of its log)."""
+        """:raises ReplayError: the node has exited, with its fatal and error log lines (or
+        the end of its log when it has none)."""
         if self._process is not None and self._process.poll() is not None:
-            tail = self.log.read_text(errors="replace").strip().splitlines()[-8:]
+            lines = self.log.read_text(errors="replace").strip().splitlines()
+            reasons = [line for line in lines if line.startswith(("[FATAL]", "[ERROR]"))]
             raise ReplayError(
-                f"depth_node exited with code {self._process.returncode}; the end of its log "
-                f"({self.log}):\n" + "\n".join(tail)
+                f"depth_node exited with code {self._process.returncode}; from its log "
+                f"({self.log}):\n" + "\n".join(reasons[-4:] or lines[-8:])
             )
 
 
@@ -378,6 +383,18 @@ class _Player:
             self._prime(first, waiting)
         elif waiting is not None:
             self._serve(time.monotonic() + pacing.frame_timeout_s, waiting)
+        if self.recorder is not None:
+            self._linger()
+
+    def _linger(self) -> None:
+        """Take outputs until none has come for ``_LINGER_S`` (at most ten times that)."""
+        deadline = time.monotonic() + 10 * _LINGER_S
+        while time.monotonic() < deadline:
+            self.alive()
+            try:
+                self._take(self.bridge.outputs.get(timeout=_LINGER_S))
+            except queue.Empty:
+                return
 
 
 def replay_bag(

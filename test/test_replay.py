@@ -1,0 +1,383 @@
+"""``cnd-depth replay``: real rosbag2 files (sqlite3 and MCAP), a real depth_node subprocess over
+Fast DDS, exact stamp matching and scaling (``--pred-topic``), LiDAR ground truth through
+``/tf_static``, ``--record`` read back, and one clear message per kind of bad bag."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fixtures.artifacts import SMALL, make_artifact
+from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+from rosbags.typesys import Stores, get_typestore
+from scipy.spatial.transform import Rotation
+
+from cnd_depth_ros import cli
+from cnd_depth_ros.evaluation.bag_io import BagRecorder, RecordError
+from cnd_depth_ros.evaluation.tf_static import transform_matrix
+from cnd_depth_ros.synthetic.bag_writer import write_sequence_bag
+from cnd_depth_ros.synthetic.dataset_writer import kitti_like_camera
+from cnd_depth_ros.training.metrics import METRIC_NAMES
+
+CAMERA = kitti_like_camera(64, 48)
+FRAMES = 4
+TYPESTORE = get_typestore(Stores.LATEST)
+TYPES = TYPESTORE.types
+#: Pose of the LiDAR in the left optical frame: x y z, then quaternion x y z w.
+LIDAR_POSE = (0.1, -0.3, -0.2, *Rotation.from_euler("xyz", [0.1, -0.2, 0.3]).as_quat())
+
+
+@pytest.fixture(scope="module", name="drive")
+def drive_fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 4-frame synthetic drive at 64 x 48 (sqlite3)."""
+    path = tmp_path_factory.mktemp("bags") / "drive"
+    write_sequence_bag(path, CAMERA, FRAMES, seed=3, progress=False)
+    return path
+
+
+@pytest.fixture(scope="module", name="artifact")
+def artifact_fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-initialised stereo network at 64 x 48."""
+    return make_artifact(tmp_path_factory.mktemp("models"), "cnd_stereo", **SMALL)
+
+
+Extra = Callable[[str, Any], list[tuple[str, str, Any]]]
+
+
+def copy_bag(
+    source: Path,
+    target: Path,
+    *,
+    storage: str = "sqlite3",
+    extra: Extra | None = None,
+    drop: tuple[str, ...] = (),
+) -> Path:
+    """``source`` rewritten to ``target`` without the ``drop`` topics; ``extra(topic, message)``
+    gives ``(topic, msgtype, message)`` rows to add at the same log time."""
+    with Reader(source) as reader, Writer(
+        target, version=9, storage_plugin=StoragePlugin[storage.upper()]
+    ) as writer:
+        connections: dict[str, Any] = {}
+
+        def write(topic: str, msgtype: str, log_time: int, message: Any) -> None:
+            if topic not in connections:
+                connections[topic] = writer.add_connection(topic, msgtype, typestore=TYPESTORE)
+            writer.write(connections[topic], log_time, TYPESTORE.serialize_cdr(message, msgtype))
+
+        for connection, log_time, raw in reader.messages():
+            if connection.topic in drop:
+                continue
+            message = TYPESTORE.deserialize_cdr(raw, connection.msgtype)
+            write(connection.topic, connection.msgtype, log_time, message)
+            for topic, msgtype, added in (extra(connection.topic, message) if extra else []):
+                write(topic, msgtype, log_time, added)
+    return target
+
+
+def depth_image(header: Any, depth: np.ndarray) -> Any:
+    data = np.ascontiguousarray(depth, dtype=np.float32).reshape(-1).view(np.uint8)
+    return TYPES["sensor_msgs/msg/Image"](
+        header=header, height=depth.shape[0], width=depth.shape[1], encoding="32FC1",
+        is_bigendian=0, step=4 * depth.shape[1], data=data,
+    )
+
+
+def lidar_cloud(header: Any, depth: np.ndarray) -> Any:
+    """Every other pixel's point as an unorganised cloud in the ``lidar`` frame."""
+    v, u = np.mgrid[0 : depth.shape[0] : 2, 0 : depth.shape[1] : 2]
+    z = depth[v, u].astype(np.float64)
+    keep = np.isfinite(z)
+    z, u, v = z[keep], u[keep], v[keep]
+    camera_points = np.stack(
+        [(u - CAMERA.cx) / CAMERA.fx * z, (v - CAMERA.cy) / CAMERA.fy * z, z, np.ones_like(z)]
+    )
+    lidar_from_camera = np.linalg.inv(transform_matrix(LIDAR_POSE[:3], LIDAR_POSE[3:]))
+    points = (lidar_from_camera @ camera_points)[:3].T.astype(np.float32)
+    field = TYPES["sensor_msgs/msg/PointField"]
+    return TYPES["sensor_msgs/msg/PointCloud2"](
+        header=TYPES["std_msgs/msg/Header"](stamp=header.stamp, frame_id="lidar"),
+        height=1, width=len(points),
+        fields=[field(name=n, offset=4 * i, datatype=7, count=1) for i, n in enumerate("xyz")],
+        is_bigendian=False, point_step=12, row_step=12 * len(points),
+        data=points.reshape(-1).view(np.uint8), is_dense=True,
+    )
+
+
+def lidar_tf(base_from_left: np.ndarray, header: Any) -> Any:
+    base_from_lidar = base_from_left @ transform_matrix(LIDAR_POSE[:3], LIDAR_POSE[3:])
+    x, y, z, w = Rotation.from_matrix(base_from_lidar[:3, :3]).as_quat()
+    transform = TYPES["geometry_msgs/msg/TransformStamped"](
+        header=TYPES["std_msgs/msg/Header"](stamp=header.stamp, frame_id="base_link"),
+        child_frame_id="lidar",
+        transform=TYPES["geometry_msgs/msg/Transform"](
+            translation=TYPES["geometry_msgs/msg/Vector3"](*base_from_lidar[:3, 3]),
+            rotation=TYPES["geometry_msgs/msg/Quaternion"](x=x, y=y, z=z, w=w),
+        ),
+    )
+    return TYPES["tf2_msgs/msg/TFMessage"](transforms=[transform])
+
+
+def predictions(topic: str, message: Any) -> list[tuple[str, str, Any]]:
+    """Exact and 1.1 x scaled copies of the ground truth, a LiDAR cloud from it, and the
+    LiDAR's static transform next to the bag's."""
+    image = "sensor_msgs/msg/Image"
+    if topic == "/ground_truth/depth":
+        depth = message.data.view(np.float32).reshape(message.height, message.width)
+        return [
+            ("/pred/exact", image, depth_image(message.header, depth)),
+            ("/pred/scaled", image, depth_image(message.header, 1.1 * depth)),
+            ("/lidar/points", "sensor_msgs/msg/PointCloud2", lidar_cloud(message.header, depth)),
+        ]
+    if topic == "/tf_static":
+        left = next(t for t in message.transforms if t.header.frame_id == "base_link")
+        t, q = left.transform.translation, left.transform.rotation
+        base_from_left = transform_matrix((t.x, t.y, t.z), (q.x, q.y, q.z, q.w))
+        return [("/tf_static", "tf2_msgs/msg/TFMessage", lidar_tf(base_from_left, left.header))]
+    return []
+
+
+def replay(*arguments: str) -> int:
+    return cli.main(["replay", *arguments])
+
+
+def metrics_of(out: Path) -> dict[str, Any]:
+    return json.loads((out / "metrics.json").read_text())
+
+
+def test_pred_topic_scores_are_exact(drive: Path, tmp_path: Path) -> None:
+    bag = copy_bag(drive, tmp_path / "with_predictions", storage="mcap", extra=predictions)
+    same, scaled = tmp_path / "same", tmp_path / "scaled"
+    assert replay(str(bag), "--pred-topic", "/pred/exact", "--out", str(same)) == 0
+    assert replay(str(bag), "--pred-topic", "/pred/scaled", "--out", str(scaled)) == 0
+
+    exact = metrics_of(same)
+    assert exact["frames"] == {"in": FRAMES, "out": FRAMES, "dropped": 0, "unmatched": 0,
+                               "scored": FRAMES}
+    assert exact["overall"]["rel"] == 0.0 and exact["overall"]["rmse"] == 0.0
+    assert exact["overall"]["delta1"] == 1.0 and exact["overall"]["invalid"] == 0.0
+    assert [row["index"] for row in exact["per_frame"]] == list(range(FRAMES))
+    assert (same / "report.html").is_file()
+
+    wider = metrics_of(scaled)["overall"]
+    assert wider["rel"] == pytest.approx(0.1, rel=1e-6)
+    assert wider["log10"] == pytest.approx(np.log10(1.1), rel=1e-6)
+    assert wider["delta1"] == 1.0
+
+
+@pytest.mark.parametrize("transform", ["tf_static", "given"])
+def test_lidar_ground_truth_is_projected_exactly(
+    drive: Path, tmp_path: Path, transform: str
+) -> None:
+    bag = copy_bag(drive, tmp_path / "lidar", extra=predictions)
+    out = tmp_path / "out"
+    given = ["--lidar-transform", *map(str, LIDAR_POSE)] if transform == "given" else []
+    code = replay(str(bag), "--pred-topic", "/pred/scaled", "--gt-points-topic",
+                  "/lidar/points", "--out", str(out), *given)
+    assert code == 0
+    result = metrics_of(out)
+    assert result["frames"]["scored"] == FRAMES
+    assert result["overall"]["rel"] == pytest.approx(0.1, rel=1e-5)
+    # Every other pixel in each direction carries a point: about a quarter of the image.
+    pixels = result["per_frame"][0]["pixels"]
+    assert 0 < pixels <= (CAMERA.width // 2) * (CAMERA.height // 2)
+
+
+def _node_arguments(artifact: Path, out: Path) -> list[str]:
+    return ["--out", str(out), "--model", str(artifact), "--backend", "torch",
+            "--param", "threads:=1", "--startup-timeout", "120", "--frame-timeout", "30",
+            "--max-depth", "1000"]
+
+
+@pytest.mark.timeout(300)
+def test_replay_through_the_node_as_fast_as_it_answers_and_record(
+    drive: Path, artifact: Path, tmp_path: Path
+) -> None:
+    out, record = tmp_path / "out", tmp_path / "outputs"
+    code = replay(str(drive), *_node_arguments(artifact, out), "--max-rate",
+                  "--record", str(record))
+    assert code == 0
+    result = metrics_of(out)
+    assert result["frames"] == {"in": FRAMES, "out": FRAMES, "dropped": 0, "unmatched": 0,
+                                "scored": FRAMES}
+    assert set(result["overall"]) == set(METRIC_NAMES)
+    assert all(v is None or v >= 0 for v in result["overall"].values())
+    assert len(result["per_frame"]) == FRAMES
+    assert 0 < result["latency_ms"]["p50"] <= result["latency_ms"]["p95"]
+    assert (out / "report.html").is_file() and (out / "depth_node.log").is_file()
+
+    with Reader(drive) as reader:
+        left = [c for c in reader.connections if c.topic == "/left/image_rect"]
+        stamps = {TYPESTORE.deserialize_cdr(raw, c.msgtype).header.stamp.sec * 10**9
+                  + TYPESTORE.deserialize_cdr(raw, c.msgtype).header.stamp.nanosec
+                  for c, _, raw in reader.messages(left)}
+    with Reader(record) as reader:
+        counts = {c.topic: c.msgcount for c in reader.connections}
+        recorded = [TYPESTORE.deserialize_cdr(raw, c.msgtype)
+                    for c, _, raw in reader.messages([c for c in reader.connections
+                                                      if c.topic == "/depth/image"])]
+    assert counts["/depth/image"] >= FRAMES and counts["/depth/camera_info"] >= FRAMES
+    assert counts["/points"] >= 1
+    assert {m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in recorded} == stamps
+    assert all(m.encoding == "32FC1" and (m.width, m.height) == (64, 48) for m in recorded)
+
+
+@pytest.mark.timeout(300)
+def test_replay_an_mcap_bag_at_twice_the_recorded_rate(
+    drive: Path, artifact: Path, tmp_path: Path
+) -> None:
+    bag = copy_bag(drive, tmp_path / "drive_mcap", storage="mcap")
+    out = tmp_path / "out"
+    assert replay(str(bag), *_node_arguments(artifact, out), "--rate", "2") == 0
+    frames = metrics_of(out)["frames"]
+    # At the recorded rate a busy node may drop frames (newest wins); every one is accounted for.
+    assert frames["in"] == FRAMES and 1 <= frames["out"] <= FRAMES
+    assert frames["dropped"] == FRAMES - frames["out"]
+    assert frames["scored"] == frames["out"] and frames["unmatched"] == 0
+
+
+def test_list_shows_topics_types_and_counts(
+    drive: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert replay(str(drive), "--list") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.split() == ["/ground_truth/depth", str(FRAMES), "sensor_msgs/msg/Image"]
+               for line in lines)
+    assert any(line.split() == ["/tf_static", "1", "tf2_msgs/msg/TFMessage"] for line in lines)
+
+
+def _bag_with_unknown_type(drive: Path, target: Path) -> Path:
+    """The drive with its ground truth replaced by a topic of a type no type store knows."""
+    copy_bag(drive, target, drop=("/ground_truth/depth",))
+    renamed = target.with_name(target.name + "_custom")
+    with Reader(target) as reader, Writer(renamed, version=9) as writer:
+        for connection in reader.connections:
+            writer.add_connection(connection.topic, connection.msgtype, typestore=TYPESTORE)
+        custom = writer.add_connection("/ground_truth/depth", "my_msgs/msg/Depth",
+                                       msgdef="float32[] data", rihs01="RIHS01_" + "0" * 64)
+        writer.write(custom, 1, b"\x00\x01\x00\x00\x00\x00\x00\x00")
+    return renamed
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("missing topic", "has no ground-truth depth topic /nope"),
+        ("no camera_info", "has no left/camera_info topic /left/camera_info"),
+        ("truncated file", "cannot read the bag"),
+        ("unknown message type", "has message type my_msgs/msg/Depth; expected "
+                                 "sensor_msgs/msg/Image"),
+        ("not a bag", "cannot read the bag"),
+    ],
+)
+def test_bad_bags_give_one_clear_message(
+    drive: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str, expected: str
+) -> None:
+    bag, extra = drive, list[str]()
+    if case == "missing topic":
+        extra = ["--gt-topic", "/nope"]
+    elif case == "no camera_info":
+        bag = copy_bag(drive, tmp_path / "no_info", drop=("/left/camera_info",))
+    elif case == "truncated file":
+        bag = copy_bag(drive, tmp_path / "truncated")
+        database = next(bag.glob("*.db3"))
+        os.truncate(database, database.stat().st_size // 2)
+    elif case == "unknown message type":
+        bag = _bag_with_unknown_type(drive, tmp_path / "custom")
+    else:
+        bag = tmp_path / "empty"
+        bag.mkdir()
+    # The node would never be reached: every check runs before it is started.
+    code = replay(str(bag), "--out", str(tmp_path / "out"), "--model", "/no/such/model", *extra)
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert expected in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+_FULL_DISK = """
+import resource, signal, sys
+from pathlib import Path
+from cnd_depth_ros.evaluation.bag_io import BagRecorder, RecordError
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG instead
+resource.setrlimit(resource.RLIMIT_FSIZE, (1_500_000, 1_500_000))
+recorder = BagRecorder(Path(sys.argv[1]), sys.argv[2], commit_every_s=0.0)
+recorder.add_topic("/depth/image", "sensor_msgs/msg/Image")
+raw = Path(sys.argv[3]).read_bytes()
+try:
+    for stamp in range(100):
+        recorder.write("/depth/image", stamp, raw)
+    recorder.close()
+except RecordError as error:
+    print(error)
+"""
+
+
+@pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
+def test_recording_on_a_full_disk_keeps_a_readable_bag_or_says_so(
+    tmp_path: Path, storage: str
+) -> None:
+    """A file-size limit (RLIMIT_FSIZE) stands in for a full disk."""
+    header = TYPES["std_msgs/msg/Header"](
+        stamp=TYPES["builtin_interfaces/msg/Time"](sec=1, nanosec=0), frame_id="left"
+    )
+    noise = np.random.default_rng(0).random((100, 250), dtype=np.float32)
+    raw = tmp_path / "message.cdr"
+    raw.write_bytes(bytes(TYPESTORE.serialize_cdr(depth_image(header, noise),
+                                                  "sensor_msgs/msg/Image")))
+    bag = tmp_path / "record"
+    done = subprocess.run(
+        [sys.executable, "-c", _FULL_DISK, str(bag), storage, str(raw)],
+        capture_output=True, text=True, timeout=120, check=True,
+    )
+    message = done.stdout.strip()
+    assert message.startswith(f"recording to {bag} failed after ")
+    assert not (tmp_path / ".record.partial").exists()
+    if bag.exists():
+        with Reader(bag) as reader:
+            kept = sum(1 for _ in reader.messages())
+        assert f"{bag} holds {kept} of the" in message and kept > 0
+    else:
+        assert "could not be" in message and "removed" in message
+
+
+def test_an_interrupted_recording_is_a_complete_bag(tmp_path: Path) -> None:
+    bag = tmp_path / "record"
+    recorder = BagRecorder(bag, "mcap")
+    recorder.add_topic("/depth/camera_info", "sensor_msgs/msg/CameraInfo")
+    info = TYPESTORE.serialize_cdr(TYPES["sensor_msgs/msg/CameraInfo"](
+        header=TYPES["std_msgs/msg/Header"](
+            stamp=TYPES["builtin_interfaces/msg/Time"](sec=1, nanosec=0), frame_id="left"),
+        height=48, width=64, distortion_model="plumb_bob", d=np.zeros(5), k=np.zeros(9),
+        r=np.zeros(9), p=np.zeros(12), binning_x=0, binning_y=0,
+        roi=TYPES["sensor_msgs/msg/RegionOfInterest"](
+            x_offset=0, y_offset=0, height=0, width=0, do_rectify=False),
+    ), "sensor_msgs/msg/CameraInfo")
+    with pytest.raises(KeyboardInterrupt):
+        try:
+            for stamp in range(3):
+                recorder.write("/depth/camera_info", stamp, bytes(info))
+            raise KeyboardInterrupt
+        finally:
+            recorder.close()
+    with Reader(bag) as reader:
+        assert reader.message_count == 3
+    with pytest.raises(RecordError, match="exists already"):
+        BagRecorder(bag)
+
+
+@pytest.mark.timeout(120)
+def test_a_node_that_exits_is_reported_with_its_log(
+    drive: Path, artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    code = replay(str(drive), *_node_arguments(artifact, out), "--param",
+                  "output_encoding:=bgr8")
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "depth_node exited with code 1" in err and "output_encoding must be one of" in err
