@@ -51,6 +51,8 @@ __all__ = [
 
 ARTIFACT_FORMAT = 1
 OutputKind = Literal["disparity", "depth"]
+WeightStorage = Literal["fp32", "fp16", "int8"]
+_SCALE_SUFFIX = ".__int8_scale"
 SHIPPED_MODELS = ("cnd_micro", "cnd_mono", "cnd_stereo")
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 IMAGENET_NORMALISATION = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
@@ -213,27 +215,66 @@ def weights_sha256(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
+def _quantize_per_channel(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 with one scale per output channel (dim 0): ``weight ~ q * scale``."""
+    flat = weight.detach().float().reshape(weight.shape[0], -1)
+    scale = (flat.abs().amax(dim=1) / 127.0).clamp_min(torch.finfo(torch.float32).tiny)
+    quantized = torch.round(flat / scale[:, None]).clamp_(-127, 127).to(torch.int8)
+    return quantized.reshape(weight.shape), scale
+
+
+def _storage_state(model: nn.Module, storage: WeightStorage) -> dict[str, torch.Tensor]:
+    """The tensors written to disk for ``storage``; :func:`_restore_state` inverts it."""
+    state: dict[str, torch.Tensor] = {}
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().cpu()
+        if storage != "fp32" and tensor.is_floating_point():
+            if storage == "int8" and tensor.ndim >= 2:  # conv / linear weights, not BN or biases
+                tensor, scale = _quantize_per_channel(tensor)
+                state[name + _SCALE_SUFFIX] = scale.contiguous()
+            else:
+                tensor = tensor.half()
+        state[name] = tensor.contiguous()
+    return state
+
+
+def _restore_state(
+    stored: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Stored tensors back in the model's own dtypes (dequantising int8 weights)."""
+    state = {}
+    for name, tensor in stored.items():
+        if name.endswith(_SCALE_SUFFIX):
+            continue
+        scale = stored.get(name + _SCALE_SUFFIX)
+        if scale is not None:
+            tensor = tensor.float() * scale.reshape(-1, *([1] * (tensor.ndim - 1)))
+        state[name] = tensor.to(reference[name].dtype) if name in reference else tensor
+    return state
+
+
 def save_artifact(
     model: nn.Module,
     metadata: ModelMetadata,
     path: str | os.PathLike[str],
     *,
-    half: bool = False,
+    storage: WeightStorage = "fp32",
 ) -> Path:
-    """Write ``model``'s weights (FP16 if ``half``) and ``metadata`` as the artifact ``path``.
+    """Write ``model``'s weights and ``metadata`` as the artifact ``path``.
 
+    ``storage`` trades file size for fidelity: ``fp32``; ``fp16`` (half the size); ``int8``
+    (convolution weights as symmetric per-output-channel int8, everything else FP16: a quarter of
+    the size, for the models shipped inside the package). Loading always gives an FP32 network.
     Both files are written atomically; the sidecar last, so a reader never sees metadata without
     its weights.
     """
+    if storage not in ("fp32", "fp16", "int8"):
+        raise ValueError(f"storage must be fp32, fp16 or int8, got {storage!r}")
     weights, sidecar = artifact_paths(path)
-    state = {
-        name: (tensor.half() if half and tensor.is_floating_point() else tensor)
-        .detach()
-        .cpu()
-        .contiguous()
-        for name, tensor in model.state_dict().items()
-    }
-    write_atomically(weights, lambda tmp: save_file(state, str(tmp)))
+    state = _storage_state(model, storage)
+    write_atomically(
+        weights, lambda tmp: save_file(state, str(tmp), metadata={"storage": storage})
+    )
     write_atomically(
         sidecar,
         lambda tmp: tmp.write_text(json.dumps(metadata.to_json(), indent=2, sort_keys=True) + "\n"),
@@ -260,11 +301,7 @@ def load_artifact(
         model = build_model(metadata.variant, **metadata.model_config)
     except (TypeError, ValueError) as error:
         raise ArtifactError(f"{weights}: cannot build {metadata.variant!r}: {error}") from error
-    reference = model.state_dict()
-    state = {
-        name: tensor.to(reference[name].dtype) if name in reference else tensor
-        for name, tensor in state.items()
-    }
+    state = _restore_state(state, model.state_dict())
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:

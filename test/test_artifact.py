@@ -1,0 +1,81 @@
+"""The model artifact: weight storage precisions, sidecar validation, shipped-name resolution."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from fixtures.artifacts import SMALL, make_artifact
+from safetensors import safe_open
+
+from cnd_depth_ros.errors import ArtifactError
+from cnd_depth_ros.models.artifact import (
+    _restore_state,
+    _storage_state,
+    artifact_paths,
+    load_artifact,
+    read_metadata,
+    resolve_artifact,
+    save_artifact,
+)
+
+
+@pytest.fixture(scope="module")
+def stereo_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_artifact(tmp_path_factory.mktemp("artifact"), "cnd_stereo", **SMALL)
+
+
+@pytest.mark.parametrize(("storage", "size_ratio", "tolerance"),
+                         [("fp16", 0.5, 1e-2), ("int8", 0.25, 5e-2)])
+def test_smaller_storage_loads_as_fp32_close_to_the_original(
+    stereo_artifact: Path, tmp_path: Path, storage: str, size_ratio: float, tolerance: float
+) -> None:
+    model, metadata = load_artifact(stereo_artifact)
+    saved = save_artifact(model, metadata, tmp_path / storage, storage=storage)
+    full_size = artifact_paths(stereo_artifact)[0].stat().st_size
+    assert artifact_paths(saved)[0].stat().st_size < 1.15 * size_ratio * full_size
+    with safe_open(str(artifact_paths(saved)[0]), framework="pt") as stored:
+        assert stored.metadata() == {"storage": storage}
+    loaded, _ = load_artifact(saved)
+    assert all(p.dtype == torch.float32 for p in loaded.state_dict().values()
+               if p.is_floating_point())
+    left, right = torch.rand(2, 1, 3, 48, 64)
+    with torch.no_grad():
+        expected, actual = model(left, right), loaded(left, right)
+    assert torch.allclose(actual, expected, rtol=tolerance)
+
+
+def test_int8_quantises_each_output_channel_to_its_own_scale(tmp_path: Path) -> None:
+    conv = torch.nn.Conv2d(2, 2, 1, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([[1.0, -0.5], [100.0, 25.0]]).reshape(2, 2, 1, 1))
+    model = torch.nn.Sequential(conv)
+    stored_state = _storage_state(model, "int8")
+    assert stored_state["0.weight"].dtype == torch.int8
+    restored = _restore_state(stored_state, model.state_dict())["0.weight"]
+    # One scale per channel keeps the small channel exact although the other is 100x larger.
+    assert torch.allclose(restored, conv.weight, rtol=1e-2, atol=0)
+
+
+def test_unknown_storage_is_rejected(stereo_artifact: Path, tmp_path: Path) -> None:
+    model, metadata = load_artifact(stereo_artifact)
+    with pytest.raises(ValueError, match="bf16"):
+        save_artifact(model, metadata, tmp_path / "x", storage="bf16")  # type: ignore[arg-type]
+
+
+def test_missing_and_corrupt_files_name_the_file(stereo_artifact: Path, tmp_path: Path) -> None:
+    with pytest.raises(ArtifactError, match=r"nope\.safetensors"):
+        resolve_artifact(tmp_path / "nope")
+    weights, sidecar = artifact_paths(stereo_artifact)
+    broken = tmp_path / "broken"
+    (tmp_path / "broken.json").write_text(sidecar.read_text())
+    (tmp_path / "broken.safetensors").write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(ArtifactError, match=r"broken\.safetensors"):
+        load_artifact(broken)
+    data = json.loads(sidecar.read_text())
+    data["variant"] = 3
+    (tmp_path / "broken.json").write_text(json.dumps(data))
+    with pytest.raises(ArtifactError, match="'variant' must be str"):
+        read_metadata(broken)
