@@ -20,7 +20,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from scipy.spatial.transform import Rotation
@@ -44,7 +44,7 @@ __all__ = [
 _LOG = logging.getLogger(__name__)
 
 #: ROS 2 distro -> (rosbags type store, rosbag2 metadata version).
-DISTROS: dict[str, tuple[str, int]] = {
+DISTROS: dict[str, tuple[str, Literal[8, 9]]] = {
     "humble": ("ros2_humble", 8),
     "jazzy": ("ros2_jazzy", 9),
     "kilted": ("ros2_kilted", 9),
