@@ -18,15 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnd_depth_ros.camera import PinholeCamera
 from cnd_depth_ros.cli import main as cli_main
-from cnd_depth_ros.models import (
-    MODEL_NAMES,
-    ModelMetadata,
-    build_model,
-    load_artifact,
-    save_artifact,
-)
+from cnd_depth_ros.models import MODEL_NAMES, build_model
 from cnd_depth_ros.models.cnd import CorrelationVolume
 from cnd_depth_ros.models.decoder import PositiveHead
 from cnd_depth_ros.models.fcrn import FastUpConv
@@ -219,24 +212,7 @@ def test_config_survives_json(name: str) -> None:
     assert rebuilt.state_dict().keys() == model.state_dict().keys()
 
 
-def test_artifact_round_trip_rebuilds_the_same_function(tmp_path: Path) -> None:
-    model = build_model("cnd_micro", width_mult=0.5).eval()
-    camera = PinholeCamera(width=WIDTH, height=HEIGHT, fx=50.0, fy=50.0, cx=32.0, cy=24.0)
-    metadata = ModelMetadata(
-        variant="cnd_micro",
-        input_height=HEIGHT,
-        input_width=WIDTH,
-        output=model.output_kind,
-        training_camera=camera,
-        stereo=model.is_stereo,
-        model_config=asdict(model.config),
-    )
-    loaded, _ = load_artifact(save_artifact(model, metadata, tmp_path / "micro"))
-    image = torch.rand(1, 3, HEIGHT, WIDTH)
-    with torch.no_grad():
-        assert torch.equal(loaded(image), model(image))
-
-
+@pytest.mark.filterwarnings("ignore:.*LeafSpec.*:FutureWarning")  # inside torch.export
 @pytest.mark.parametrize(
     ("name", "overrides"),
     [("cnd_micro", {}), ("cnd_stereo", {"width_mult": 0.5, "cost_volume_levels": 4})],

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     from cnd_depth_ros.models.registry import MODEL_NAMES, build_model, model_entry
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in args.names or MODEL_NAMES:
         entry = model_entry(name)
         # Shapes only: the meta device allocates no memory and runs no initialisers.

@@ -51,6 +51,9 @@ class ImageNormalization(nn.Module):
     """RGB in [0, 1] -> ImageNet mean/std normalised: the first layer of every network, so the
     ONNX graph and engines take camera images with one scaling only (docs/decisions.md, 2)."""
 
+    mean: Tensor
+    std: Tensor
+
     def __init__(
         self,
         mean: tuple[float, float, float] = IMAGENET_MEAN,

@@ -100,10 +100,8 @@ class CNDDecoder(nn.Module):
                 self.residuals[str(index)] = ExtendedResidualBlock(width, residual_m, residual_n)
             if index == self.skip_after:
                 previous += skip_channels
-        self.final = nn.Sequential(
-            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-            nn.Conv2d(previous, 1, 7, stride=2, padding=3),
-        )
+        self.upsample = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
+        self.predict = nn.Conv2d(previous, 1, 7, stride=2, padding=3)
 
     def forward(self, x: Tensor, skip: Tensor) -> Tensor:
         for index, block in enumerate(self.blocks):
@@ -112,7 +110,7 @@ class CNDDecoder(nn.Module):
                 x = self.residuals[str(index)](x)
             if index == self.skip_after:
                 x = torch.cat([x, self.skip(skip)], dim=1)
-        return self.final(x)
+        return self.predict(self.upsample(x))
 
 
 class PositiveHead(nn.Module):
