@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("cnd_depth_ros.commands.models", "list the networks with their parameter counts"),
     "synth": ("cnd_depth_ros.commands.synth", "render a synthetic stereo dataset with exact depth"),
     "train": ("cnd_depth_ros.commands.train", "train a network (one process, torchrun DDP)"),
+    "finetune": ("cnd_depth_ros.commands.finetune", "adapt a model to unlabeled stereo recordings"),
     "eval": ("cnd_depth_ros.commands.eval", "score a model or SGBM on a dataset"),
     "export": ("cnd_depth_ros.commands.export", "export a model artifact to ONNX"),
     "build-engine": ("cnd_depth_ros.commands.build_engine", "build a TensorRT engine for this GPU"),

@@ -11,14 +11,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cnd_depth_ros.errors import CndDepthError
 
-__all__ = ["add_arguments", "run"]
+if TYPE_CHECKING:
+    from cnd_depth_ros.training.trainer import RunConfig
+
+ConfigT = TypeVar("ConfigT", bound="RunConfig")
+
+__all__ = ["add_arguments", "add_run_arguments", "data_spec", "run", "run_config"]
 
 
-def _data_spec(text: str) -> str:
+def data_spec(text: str) -> str:
+    """argparse type of ``--data``-like options: ``KIND:ROOT``."""
     kind, separator, root = text.partition(":")
     if not separator or not kind.strip() or not root.strip():
         raise argparse.ArgumentTypeError(f"{text!r} is not KIND:ROOT (e.g. synthetic:data/synth)")
@@ -38,15 +45,14 @@ def _json_object(text: str) -> dict[str, Any]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     unset = argparse.SUPPRESS  # so TrainConfig's defaults stay the only ones
     data = parser.add_argument_group("data")
-    data.add_argument("--data", action="append", required=True, type=_data_spec,
+    data.add_argument("--data", action="append", required=True, type=data_spec,
                       metavar="KIND:ROOT", help="training data; repeat to mix sources")
-    data.add_argument("--val-data", action="append", type=_data_spec, metavar="KIND:ROOT",
+    data.add_argument("--val-data", action="append", type=data_spec, metavar="KIND:ROOT",
                       default=unset, help="validation data (default: hold out --val-fraction)")
     data.add_argument("--val-fraction", type=float, default=unset,
                       help="share of --data held out for validation when no --val-data")
     data.add_argument("--width", type=int, default=unset, help="network input width")
     data.add_argument("--height", type=int, default=unset, help="network input height")
-    data.add_argument("--workers", type=int, default=unset, help="DataLoader workers per process")
 
     model = parser.add_argument_group("model and loss")
     model.add_argument("--variant", default="cnd_mono",
@@ -54,7 +60,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--model-config", dest="model", type=_json_object, default=unset,
                        metavar="JSON", help='build_model overrides, e.g. \'{"width_mult": 0.5}\'')
     model.add_argument("--phi", type=float, default=unset, help="exponent of the extended loss")
+    add_run_arguments(parser)
 
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of :class:`~cnd_depth_ros.training.trainer.RunConfig` (optimisation and
+    run), shared with ``cnd-depth finetune``; unset ones keep the config's defaults."""
+    unset = argparse.SUPPRESS
     schedule = parser.add_argument_group("optimisation")
     length = schedule.add_mutually_exclusive_group(required=True)
     length.add_argument("--steps", type=int, help="optimizer steps in all")
@@ -81,6 +93,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            help="continue a run from its OUT/checkpoint.pt (same settings)")
     run_group.add_argument("--checkpoint-every", type=int, default=unset, metavar="STEPS")
     run_group.add_argument("--log-every", type=int, default=unset, metavar="STEPS")
+    run_group.add_argument("--workers", type=int, default=unset,
+                           help="DataLoader workers per process")
     run_group.add_argument("--device", default=unset, help="auto, cpu, cuda or cuda:N")
     run_group.add_argument("--nproc", type=int, default=1,
                            help="DDP processes on this machine (relaunches through torchrun)")
@@ -89,20 +103,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from cnd_depth_ros.training.trainer import TrainConfig, launch, main
+    from cnd_depth_ros.training import trainer
+
+    return run_config(args, trainer.TrainConfig, trainer.main, entry=trainer.__name__)
+
+
+def run_config(
+    args: argparse.Namespace,
+    config_type: type[ConfigT],
+    main: Callable[[ConfigT], dict[str, Any]],
+    *,
+    entry: str,
+) -> dict[str, Any]:
+    """Build ``config_type`` from the parsed options and run it: here, or as ``--nproc`` DDP
+    processes that run the ``__main__`` of the module ``entry``.
+
+    :raises CndDepthError: bad settings, or a failed run.
+    """
+    from cnd_depth_ros.training.trainer import launch
 
     cli_only = ("nproc", "json", "verbose")
     settings = {key: value for key, value in vars(args).items() if key not in cli_only}
     if args.nproc < 1:
         raise CndDepthError(f"--nproc must be at least 1, got {args.nproc}")
     try:
-        config = TrainConfig(**settings)
+        config = config_type(**settings)
     except ValueError as error:
         raise CndDepthError(str(error)) from error
     if args.nproc > 1:
         if "WORLD_SIZE" in os.environ:
             raise CndDepthError("--nproc cannot be used inside torchrun; launch one or the other")
-        return launch(config, args.nproc)
+        return launch(config, args.nproc, entry=entry)
     if int(os.environ.get("RANK", "0")) != 0:
         args.json = None  # under torchrun, only rank 0 writes --json
     try:

@@ -61,8 +61,12 @@ class DataSpec:
         return f"{self.kind}:{self.root}"
 
 
-def open_frames(specs: Sequence[DataSpec], *, stereo: bool) -> Sequence[Frame]:
-    """The frames of all ``specs`` in order, as one lazy sequence.
+def open_frames(
+    specs: Sequence[DataSpec], *, stereo: bool, labeled: bool = True
+) -> Sequence[Frame]:
+    """The frames of all ``specs`` in order, as one lazy sequence. ``labeled=False`` opens
+    recordings without ground truth too (a rosbag without a depth topic); frames keep whatever
+    ground truth a source has, for the caller to ignore.
 
     :raises ValueError: no specs, an empty source, or a mono source where ``stereo`` is needed.
     """
@@ -70,7 +74,8 @@ def open_frames(specs: Sequence[DataSpec], *, stereo: bool) -> Sequence[Frame]:
         raise ValueError("no data source given")
     sources = []
     for spec in specs:
-        frames = open_dataset(spec.kind, spec.root)
+        options = {"depth_topic": None} if spec.kind == "rosbag" and not labeled else {}
+        frames = open_dataset(spec.kind, spec.root, **options)
         if len(frames) == 0:
             raise ValueError(f"data source {spec} has no frames")
         if stereo and frames[0].right is None:

@@ -14,6 +14,10 @@ The loss is computed on metric depth obtained from the raw output by the artifac
 optimised is exactly what the deployed model reports. A run is resumable after a kill at any
 moment: checkpoints are atomic, the data order and augmentation are functions of (seed, epoch,
 index), and the random state of each step is a function of (seed, rank, step).
+
+:func:`fit` is the loop itself, shared with self-supervised fine-tuning
+(:mod:`~cnd_depth_ros.training.finetune`): a :class:`TrainingJob` says what is trained and
+how it is scored (an :class:`Objective`), :class:`RunConfig` how it is optimised.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal, Protocol, TypeVar, cast
 
 import numpy as np
 import torch
@@ -50,14 +54,20 @@ from cnd_depth_ros.training.checkpoint import load_checkpoint, save_checkpoint
 
 __all__ = [
     "DistributedEnv",
+    "Objective",
+    "RunConfig",
+    "SupervisedObjective",
     "TrainConfig",
+    "TrainingJob",
     "build_criterion",
     "build_scheduler",
     "evaluate",
+    "fit",
     "init_distributed",
     "launch",
     "main",
     "predict_depth",
+    "seed_everything",
     "train_one_epoch",
 ]
 
@@ -72,23 +82,19 @@ ARTIFACT_NAME = "model"
 REPORT_NAME = "train_report.json"
 CONFIG_NAME = "train_config.json"
 
+ConfigT = TypeVar("ConfigT", bound="RunConfig")
 
-@dataclass
-class TrainConfig:
-    """Everything that defines a training run; stored in checkpoints and the artifact.
 
-    ``data`` / ``val_data`` are ``KIND:ROOT`` specs. Exactly one of ``steps`` and ``epochs`` is
-    set. ``batch_size`` is per process (the global batch is ``batch_size * world_size``).
-    ``model`` holds keyword overrides for ``build_model``.
+@dataclass(kw_only=True)
+class RunConfig:
+    """How a run optimises, checkpoints and reports: the settings ``cnd-depth train`` and
+    ``cnd-depth finetune`` share; stored in checkpoints and the artifact.
+
+    Exactly one of ``steps`` and ``epochs`` is set. ``batch_size`` is per process (the global
+    batch is ``batch_size * world_size``).
     """
 
-    variant: str
-    data: list[str]
     out: str
-    val_data: list[str] = field(default_factory=list)
-    val_fraction: float = 0.05
-    width: int = 256
-    height: int = 160
     steps: int | None = None
     epochs: int | None = None
     batch_size: int = 8
@@ -96,7 +102,6 @@ class TrainConfig:
     weight_decay: float = 1e-4
     schedule: Literal["cosine", "poly"] = "cosine"
     warmup_steps: int = 100
-    phi: float = 2.0
     clip_grad: float = 1.0
     amp: bool = True
     channels_last: bool = True
@@ -108,28 +113,20 @@ class TrainConfig:
     device: str = "auto"
     resume: str | None = None
     progress: bool = True
-    model: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for spec in [*self.data, *self.val_data]:
-            D.DataSpec.parse(spec)
         if (self.steps is None) == (self.epochs is None):
             raise ValueError("give exactly one of steps and epochs")
-        positive = {"width": self.width, "height": self.height, "batch_size": self.batch_size,
-                    "checkpoint_every": self.checkpoint_every, "log_every": self.log_every,
-                    "steps": self.steps or 1, "epochs": self.epochs or 1}
+        positive = {"batch_size": self.batch_size, "checkpoint_every": self.checkpoint_every,
+                    "log_every": self.log_every, "steps": self.steps or 1,
+                    "epochs": self.epochs or 1}
         for name, value in positive.items():
             if value <= 0:
                 raise ValueError(f"{name} must be positive, got {value}")
-        if self.width % 16 or self.height % 16:
-            raise ValueError(
-                f"network input must be multiples of 16, got {self.width}x{self.height}"
-            )
         if self.schedule not in ("cosine", "poly"):
             raise ValueError(f"schedule must be 'cosine' or 'poly', got {self.schedule!r}")
-        for name in ("lr", "phi"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
         for name in ("weight_decay", "clip_grad", "warmup_steps", "workers"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
@@ -140,12 +137,44 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+    def from_dict(cls: type[ConfigT], values: dict[str, Any]) -> ConfigT:
         """Build from :meth:`to_dict` output; unknown keys are rejected by name."""
         unknown = set(values) - {item.name for item in fields(cls)}
         if unknown:
             raise ValueError(f"unknown training settings: {sorted(unknown)}")
         return cls(**values)
+
+
+@dataclass(kw_only=True)
+class TrainConfig(RunConfig):
+    """Everything that defines a training run from scratch.
+
+    ``data`` / ``val_data`` are ``KIND:ROOT`` specs. ``model`` holds keyword overrides for
+    ``build_model``.
+    """
+
+    variant: str
+    data: list[str]
+    val_data: list[str] = field(default_factory=list)
+    val_fraction: float = 0.05
+    width: int = 256
+    height: int = 160
+    phi: float = 2.0
+    model: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for spec in [*self.data, *self.val_data]:
+            D.DataSpec.parse(spec)
+        super().__post_init__()
+        for name in ("width", "height"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.width % 16 or self.height % 16:
+            raise ValueError(
+                f"network input must be multiples of 16, got {self.width}x{self.height}"
+            )
+        if not self.phi > 0:
+            raise ValueError(f"phi must be positive, got {self.phi}")
 
 
 @dataclass(frozen=True)
@@ -180,7 +209,8 @@ def init_distributed(device: str) -> DistributedEnv:
     return DistributedEnv(rank, local_rank, world_size, target)
 
 
-def _seed_everything(seed: int, *, deterministic: bool) -> None:
+def seed_everything(seed: int, *, deterministic: bool) -> None:
+    """Seed numpy and torch; cuDNN autotuning off and deterministic kernels on if asked."""
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.backends.cudnn.benchmark = not deterministic
@@ -195,7 +225,7 @@ def _step_seed(seed: int, rank: int, step: int) -> int:
 
 
 def build_scheduler(
-    optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int
+    optimizer: torch.optim.Optimizer, config: RunConfig, total_steps: int
 ) -> torch.optim.lr_scheduler.LRScheduler:
     """Linear warm-up, then cosine to zero or polynomial (power 0.9) decay, stepped per step.
 
@@ -243,9 +273,42 @@ def predict_depth(
     )
 
 
+class Objective(Protocol):
+    """What a run minimises. ``predict`` runs the network (under autocast when AMP is on);
+    ``loss`` scores its outputs in float32 and returns named terms, ``"loss"`` the one to
+    minimise (the others are logged)."""
+
+    def predict(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Tensor]: ...
+
+    def loss(
+        self, prediction: dict[str, Tensor], batch: dict[str, Any]
+    ) -> dict[str, Tensor]: ...
+
+
+class SupervisedObjective:
+    """The depth loss ``criterion`` against ground truth, on metric depth from the output rule."""
+
+    def __init__(self, criterion: nn.Module, *, output: OutputKind, reference_fx: float) -> None:
+        self.criterion = criterion
+        self.output: OutputKind = output
+        self.reference_fx = reference_fx
+
+    def predict(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, Tensor]:
+        return {
+            "depth": predict_depth(model, batch, output=self.output, reference_fx=self.reference_fx)
+        }
+
+    def loss(self, prediction: dict[str, Tensor], batch: dict[str, Any]) -> dict[str, Tensor]:
+        loss = self.criterion(
+            prediction["depth"].float(), batch["depth"], batch["normals"], batch["valid"],
+            camera=batch["camera"],
+        )
+        return {"loss": loss}
+
+
 def train_one_epoch(
     model: nn.Module,
-    criterion: nn.Module,
+    objective: Objective,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     scaler: torch.amp.GradScaler,
@@ -253,15 +316,14 @@ def train_one_epoch(
     *,
     first_step: int,
     num_steps: int,
-    output: OutputKind,
-    reference_fx: float,
-    config: TrainConfig,
+    config: RunConfig,
     env: DistributedEnv,
-) -> Iterator[tuple[int, Tensor]]:
+) -> Iterator[tuple[int, dict[str, Tensor]]]:
     """Run ``num_steps`` optimizer steps from ``loader``.
 
-    Yields ``(step, loss)`` after each step (``step`` counts finished steps), so the caller can
-    log and checkpoint between steps without this loop knowing about either.
+    Yields ``(step, terms)`` after each step (``step`` counts finished steps, ``terms`` are the
+    objective's detached loss terms), so the caller can log and checkpoint between steps
+    without this loop knowing about either.
     """
     model.train()
     use_amp = config.amp and env.device.type == "cuda"
@@ -275,12 +337,10 @@ def train_one_epoch(
             torch.autocast("cuda", dtype=torch.float16) if use_amp else contextlib.nullcontext()
         )
         with autocast:
-            depth = predict_depth(model, batch, output=output, reference_fx=reference_fx)
-        loss = criterion(
-            depth.float(), batch["depth"], batch["normals"], batch["valid"], camera=batch["camera"]
-        )
+            prediction = objective.predict(model, batch)
+        terms = objective.loss({k: v.float() for k, v in prediction.items()}, batch)
         optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+        scaler.scale(terms["loss"]).backward()
         if config.clip_grad > 0:
             scaler.unscale_(optimizer)
             nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad)
@@ -288,7 +348,7 @@ def train_one_epoch(
         scaler.update()
         scheduler.step()
         step += 1
-        yield step, loss.detach()
+        yield step, {name: value.detach() for name, value in terms.items()}
 
 
 @torch.no_grad()
@@ -340,7 +400,7 @@ def _depth_panel(
     return torch.cat([left, colour(inverse_gt), colour(1.0 / depth.clamp_min(1e-6))], dim=3)
 
 
-def _check_resumable(saved: dict[str, Any], config: TrainConfig, path: str) -> None:
+def _check_resumable(saved: dict[str, Any], config: RunConfig, path: str) -> None:
     current = config.to_dict()
     changed = sorted(
         key for key in set(saved) | set(current)
@@ -355,7 +415,7 @@ def _check_resumable(saved: dict[str, Any], config: TrainConfig, path: str) -> N
 
 def _restore(
     path: str,
-    config: TrainConfig,
+    config: RunConfig,
     env: DistributedEnv,
     parts: dict[str, Any],
 ) -> tuple[int, int, list[dict[str, Any]]]:
@@ -371,7 +431,7 @@ def _restore(
 
 def _log_validation(
     writer: Any, model: nn.Module, loader: DataLoader[dict[str, Any]], step: int, *,
-    output: OutputKind, reference_fx: float, config: TrainConfig, env: DistributedEnv,
+    output: OutputKind, reference_fx: float, config: RunConfig, env: DistributedEnv,
 ) -> dict[str, float]:
     """:func:`evaluate`, then the metrics and a few depth images to TensorBoard."""
     metrics = evaluate(
@@ -386,26 +446,40 @@ def _log_validation(
     return metrics
 
 
+@dataclass
+class TrainingJob:
+    """What a run trains and how it scores it; :func:`fit` does the rest (DDP, AMP, schedule,
+    checkpoints, resume, validation, TensorBoard, progress, the artifact and the report).
+
+    ``metadata`` is the artifact's sidecar; its ``training`` becomes ``record`` plus the run's
+    progress (steps, epochs, complete, global batch, validation metrics). ``report`` adds fields
+    to the run's report.
+    """
+
+    model: nn.Module
+    objective: Objective
+    data: D.TrainingData
+    metadata: ModelMetadata
+    record: dict[str, Any]
+    report: dict[str, Any] = field(default_factory=dict)
+
+
 def main(config: TrainConfig) -> dict[str, Any]:
     """Train as ``config`` says; every process of a DDP job calls this. Returns the report
     (complete on rank 0, which also writes the artifact and ``train_report.json``)."""
     env = init_distributed(config.device)
     try:
-        return _train(config, env)
+        seed_everything(config.seed, deterministic=config.deterministic)
+        return fit(_training_job(config, env), config, env)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
 
 
-def _train(config: TrainConfig, env: DistributedEnv) -> dict[str, Any]:
-    from torch.utils.tensorboard import SummaryWriter
-    from tqdm import tqdm
-
+def _training_job(config: TrainConfig, env: DistributedEnv) -> TrainingJob:
+    """Training from scratch: a new ``config.variant`` on labeled data, the paper's loss."""
     from cnd_depth_ros.models import build_model
 
-    started = time.monotonic()
-    out = Path(config.out)
-    _seed_everything(config.seed, deterministic=config.deterministic)
     model = build_model(config.variant, **config.model)
     output = cast(OutputKind, model.output_kind)
     stereo = bool(model.is_stereo)
@@ -420,7 +494,26 @@ def _train(config: TrainConfig, env: DistributedEnv) -> dict[str, Any]:
         output=output, training_camera=data.camera, stereo=stereo,
         model_config=dict(config.model),
     )
-    reference_fx = data.camera.fx
+    criterion = build_criterion(config.variant, config.phi)
+    record = {
+        "data": config.data,
+        "val_data": config.val_data or f"last {config.val_fraction:.0%} of data",
+        "loss": type(criterion).__name__,
+        "config": config.to_dict(),
+    }
+    objective = SupervisedObjective(criterion, output=output, reference_fx=data.camera.fx)
+    return TrainingJob(model, objective, data, metadata, record)
+
+
+def fit(job: TrainingJob, config: RunConfig, env: DistributedEnv) -> dict[str, Any]:
+    """Optimise ``job`` as ``config`` says, in this process of the DDP group ``env``."""
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm import tqdm
+
+    started = time.monotonic()
+    out = Path(config.out)
+    model, data, metadata = job.model, job.data, job.metadata
+    output, reference_fx = metadata.output, metadata.training_camera.fx
     steps_per_epoch = len(data.loader)
     total_steps = config.steps or steps_per_epoch * (config.epochs or 0)
     epochs = math.ceil(total_steps / steps_per_epoch)
@@ -432,7 +525,6 @@ def _train(config: TrainConfig, env: DistributedEnv) -> dict[str, Any]:
     if env.world_size > 1:
         device_ids = [env.device.index] if env.device.type == "cuda" else None
         model = DistributedDataParallel(model, device_ids=device_ids)
-    criterion = build_criterion(config.variant, config.phi)
     optimizer = torch.optim.AdamW(
         model_without_ddp.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
@@ -444,6 +536,7 @@ def _train(config: TrainConfig, env: DistributedEnv) -> dict[str, Any]:
     step, epoch, history = (
         _restore(config.resume, config, env, parts) if config.resume else (0, 0, [])
     )
+    latest: dict[str, float] = {}  # the last logged loss terms
 
     def checkpoint() -> None:
         if env.is_main:
@@ -456,15 +549,13 @@ def _train(config: TrainConfig, env: DistributedEnv) -> dict[str, Any]:
         """The latest weights as a usable artifact: long runs have a model after every epoch."""
         if env.is_main:
             training = {
-                "data": config.data,
-                "val_data": config.val_data or f"last {config.val_fraction:.0%} of data",
+                **job.record,
                 "steps": step,
                 "epochs": epoch,
                 "complete": step >= total_steps,
                 "global_batch": config.batch_size * env.world_size,
-                "loss": type(criterion).__name__,
                 "val_metrics": history[-1].get("metrics", {}) if history else {},
-                "config": config.to_dict(),
+                "train_loss": latest,
             }
             save_artifact(
                 model_without_ddp, replace(metadata, training=training), out / ARTIFACT_NAME
@@ -472,12 +563,12 @@ def _train(config: TrainConfig, env: DistributedEnv) -> dict[str, Any]:
 
     writer = SummaryWriter(str(out / "tensorboard"), purge_step=step) if env.is_main else None
     progress = tqdm(
-        total=total_steps, initial=step, unit="step", desc=f"train {config.variant}",
+        total=total_steps, initial=step, unit="step", desc=f"train {metadata.variant}",
         disable=not (env.is_main and config.progress),
     )
     _LOGGER.info(
         "training %s: %d frames (%d for validation), %d steps of %d x %d process(es) on %s",
-        config.variant, len(data.train), data.held_out, total_steps, config.batch_size,
+        metadata.variant, len(data.train), data.held_out, total_steps, config.batch_size,
         env.world_size, env.device,
     )
     try:
@@ -485,20 +576,21 @@ def _train(config: TrainConfig, env: DistributedEnv) -> dict[str, Any]:
             done = step - epoch * steps_per_epoch
             in_epoch = min(steps_per_epoch, total_steps - epoch * steps_per_epoch)
             data.set_epoch(epoch, skip_batches=done)
-            for finished, loss in train_one_epoch(
-                model, criterion, optimizer, scheduler, scaler, data.loader,
-                first_step=step, num_steps=in_epoch - done, output=output,
-                reference_fx=reference_fx, config=config, env=env,
+            for finished, terms in train_one_epoch(
+                model, job.objective, optimizer, scheduler, scaler, data.loader,
+                first_step=step, num_steps=in_epoch - done, config=config, env=env,
             ):
                 step = finished
                 progress.update(1)
                 if step % config.log_every == 0 or step == total_steps:
-                    value = loss.item()  # the loop's only host sync
-                    if not math.isfinite(value):
-                        raise CndDepthError(f"loss is {value} at step {step}; lower --lr")
-                    progress.set_postfix(loss=f"{value:.4f}")
+                    stacked = torch.stack(list(terms.values())).tolist()  # the only host sync
+                    latest = dict(zip(terms, stacked, strict=True))
+                    if not math.isfinite(latest["loss"]):
+                        raise CndDepthError(f"loss is {latest['loss']} at step {step}; lower --lr")
+                    progress.set_postfix(loss=f"{latest['loss']:.4f}")
                     if writer is not None:
-                        writer.add_scalar("train/loss", value, step)
+                        for name, value in latest.items():
+                            writer.add_scalar(f"train/{name}", value, step)
                         writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
                 if step % config.checkpoint_every == 0:
                     checkpoint()
@@ -521,7 +613,7 @@ def _train(config: TrainConfig, env: DistributedEnv) -> dict[str, Any]:
             writer.close()
 
     report = {
-        "variant": config.variant,
+        "variant": metadata.variant,
         "steps": step,
         "epochs": epoch,
         "world_size": env.world_size,
@@ -533,16 +625,19 @@ def _train(config: TrainConfig, env: DistributedEnv) -> dict[str, Any]:
         "artifact": str(out / ARTIFACT_NAME),
         "checkpoint": str(out / CHECKPOINT_NAME),
         "tensorboard": str(out / "tensorboard"),
+        **job.report,
     }
     if env.is_main:
         (out / REPORT_NAME).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     return report
 
 
-def launch(config: TrainConfig, nproc: int) -> dict[str, Any]:
+def launch(config: RunConfig, nproc: int, *, entry: str = __name__) -> dict[str, Any]:
     """Run ``config`` as ``nproc`` DDP processes on this machine through ``torch.distributed.run``.
 
-    The config travels as ``OUT/train_config.json``; each process runs this module's ``__main__``.
+    The config travels as ``OUT/train_config.json``; each process runs the ``__main__`` of the
+    module ``entry`` (this one for training, :mod:`~cnd_depth_ros.training.finetune` for
+    fine-tuning), which reads it back.
 
     :raises CndDepthError: a training process failed.
     """
@@ -552,7 +647,7 @@ def launch(config: TrainConfig, nproc: int) -> dict[str, Any]:
     config_path.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone",
-        f"--nproc-per-node={nproc}", "-m", __name__, str(config_path),
+        f"--nproc-per-node={nproc}", "-m", entry, str(config_path),
     ]
     _LOGGER.info("launching: %s", " ".join(command))
     completed = subprocess.run(command, check=False)
