@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from cnd_depth_ros.models.artifact import IMAGENET_NORMALISATION
+
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -23,8 +25,9 @@ __all__ = [
     "make_divisible",
 ]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+# The values every artifact's sidecar records as its (in-graph) normalisation.
+IMAGENET_MEAN: tuple[float, ...] = tuple(IMAGENET_NORMALISATION["mean"])
+IMAGENET_STD: tuple[float, ...] = tuple(IMAGENET_NORMALISATION["std"])
 
 # (expansion t, output channels c, repeats n, first stride s): Table 2 of Sandler et al.
 _INVERTED_RESIDUAL_SETTING = (
@@ -56,8 +59,8 @@ class ImageNormalization(nn.Module):
 
     def __init__(
         self,
-        mean: tuple[float, float, float] = IMAGENET_MEAN,
-        std: tuple[float, float, float] = IMAGENET_STD,
+        mean: tuple[float, ...] = IMAGENET_MEAN,
+        std: tuple[float, ...] = IMAGENET_STD,
     ) -> None:
         super().__init__()
         # Constants, not weights: kept out of the state dict and so out of artifacts.
@@ -68,7 +71,7 @@ class ImageNormalization(nn.Module):
         return (x - self.mean) / self.std
 
 
-def _as_channels(values: tuple[float, float, float]) -> Tensor:
+def _as_channels(values: tuple[float, ...]) -> Tensor:
     return torch.tensor(values, dtype=torch.float32).view(1, 3, 1, 1)
 
 

@@ -174,7 +174,7 @@ class CNDStereo(CND):
         levels = config.cost_volume_levels
         self.correlation = CorrelationVolume(levels) if levels else None
 
-    def forward(self, left: Tensor, right: Tensor | None = None) -> Tensor:  # type: ignore[override]
+    def forward(self, left: Tensor, right: Tensor | None = None) -> Tensor:
         if right is None:
             raise ValueError(
                 "CNDStereo is a stereo net: forward(left, right) needs the right image"
