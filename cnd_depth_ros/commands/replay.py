@@ -102,6 +102,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     score.add_argument("--record", type=Path, metavar="PATH",
                        help="record the node's depth, camera_info and points into this bag")
     score.add_argument("--record-storage", choices=("sqlite3", "mcap"), default="sqlite3")
+    score.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def _list(args: argparse.Namespace) -> dict[str, Any]:
@@ -199,7 +200,7 @@ def _replay(
     recorder = BagRecorder(args.record, args.record_storage) if args.record else None
     result = replay_bag(
         reader, topics, scorer, pacing=pacing, namespace=args.namespace, node=node,
-        record=recorder,
+        record=recorder, progress=not args.no_progress,
     )
     if recorder is not None:
         result["record"] = {"path": str(args.record), "messages": recorder.count}

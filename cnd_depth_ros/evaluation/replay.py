@@ -249,8 +249,10 @@ class _Player:
         pacing: Pacing,
         alive: Callable[[], None],
         recorder: BagRecorder | None,
+        progress: bool = False,
     ) -> None:
         from rosbags.typesys import Stores, get_typestore
+        from tqdm import tqdm
 
         self.reader, self.bridge, self.scorer, self.pacing = reader, bridge, scorer, pacing
         self.alive, self.recorder = alive, recorder
@@ -261,6 +263,8 @@ class _Player:
         self.slop_ns = round(pacing.slop_s * 1e9)
         self.counts = _Counts()
         self._typestore = get_typestore(Stores.LATEST)
+        self.bar = tqdm(total=reader.topics[topics.left].count, unit="frame",
+                        desc="replay", disable=not progress)
 
     # ---- outputs -----------------------------------------------------------------------------
 
@@ -373,6 +377,7 @@ class _Player:
                 if sent is None:
                     sent = counts.pending[stamp] = _Sent(counts.frames_in)
                     counts.frames_in += 1
+                    self.bar.update()
                     while len(counts.pending) > _MAX_PENDING:
                         del counts.pending[min(counts.pending)]
                 if role.startswith("left"):
@@ -406,12 +411,13 @@ def replay_bag(
     namespace: str = "",
     node: NodeProcess | None = None,
     record: BagRecorder | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Play ``reader``'s camera topics into a depth node and score its outputs.
 
     ``node`` is started here (and stopped after), or ``None`` for a node already running in
     ``namespace``. Ctrl-C stops the playback early and keeps what was scored
-    (``"interrupted": true``).
+    (``"interrupted": true``). ``progress`` shows a bar of the frames sent.
 
     :raises BagError: the bag lacks a camera topic, or breaks while reading.
     :raises ReplayError: the node exits, or never subscribes or answers.
@@ -422,7 +428,8 @@ def replay_bag(
         with node or _NoNode() as running:
             bridge = _Bridge(namespace, list(topics.inputs()), record is not None)
             try:
-                player = _Player(reader, topics, bridge, scorer, pacing, running.check, record)
+                player = _Player(reader, topics, bridge, scorer, pacing, running.check, record,
+                                 progress)
                 try:
                     player.wait_subscribed()
                     player.play()
@@ -430,6 +437,7 @@ def replay_bag(
                     player.counts.interrupted = True
             finally:
                 bridge.close()
+            player.bar.close()
             player.flush()
     finally:
         if record is not None:

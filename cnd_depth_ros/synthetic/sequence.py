@@ -1,11 +1,13 @@
 """A camera driving down one synthetic street: the frames of a synthetic recording.
 
-The scene and the first pose come from :func:`~cnd_depth_ros.synthetic.scene.street_scene` with
-``default_rng(seed)``; the rig then moves along the street (world +z) at a constant speed, its
-orientation fixed, one stereo pair every ``1 / rate`` seconds. A street drawn for single frames
-may have a vehicle or clutter in the camera's lane, so the speed is lowered where needed for the
-rig to stop short of the first obstacle in its path. Frame ``i``'s sensor noise comes from
-``default_rng([seed, i])``: a sequence is a pure function of its arguments.
+The scene and the first pose come from :func:`~cnd_depth_ros.synthetic.scene.street_scene`; the
+rig then moves along the street (world +z) at a constant speed, its orientation fixed, one stereo
+pair every ``1 / rate`` seconds. A street drawn for single frames may have a vehicle or clutter
+in the camera's lane, so streets are drawn from ``default_rng([seed, 1, attempt])`` until one
+leaves room for the whole drive (the roomiest of ``_ATTEMPTS`` otherwise), and the speed is
+lowered where needed for the rig to stop short of the first obstacle in its path. Frame ``i``'s
+sensor noise comes from ``default_rng([seed, 0, i])``: a sequence is a pure function of its
+arguments.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from cnd_depth_ros.synthetic.textures import default_bank
 __all__ = ["SequenceFrame", "free_distance", "street_sequence"]
 
 #: Half width (metres) of the corridor the rig sweeps: a car around the camera.
-_HALF_WIDTH = 1.2
+_HALF_WIDTH = 1.0
 #: Distance (metres) the rig keeps from the first obstacle in its corridor.
 _MARGIN = 2.0
+#: Streets drawn at most while looking for one with room for the drive.
+_ATTEMPTS = 20
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,8 @@ def free_distance(scene: Scene, pose: CameraPose, half_width: float = _HALF_WIDT
 
     The corridor is ``half_width`` either side of the camera and spans from just above the road
     to a little above the camera; objects are taken by their axis-aligned bounds, so the answer
-    errs on the short side.
+    errs on the short side. Objects that begin behind the camera (parked cars beside it) are
+    not in the way: the scene places the camera clear of them and it moves straight ahead.
     """
     x, y, z = pose.position
     low = np.array([x - half_width, y - 0.3])
@@ -55,7 +60,7 @@ def free_distance(scene: Scene, pose: CameraPose, half_width: float = _HALF_WIDT
             continue
         lower, upper = group.bounds()
         across = np.all((lower[:, :2] < high) & (upper[:, :2] > low), axis=1)
-        ahead = across & (upper[:, 2] > z)
+        ahead = across & (lower[:, 2] > z)
         if ahead.any():
             nearest = min(nearest, float(lower[ahead, 2].min()) - z)
     return max(nearest, 0.0)
@@ -88,10 +93,20 @@ def street_sequence(
     if seed < 0:
         raise ValueError(f"seed must be non-negative, got {seed}")
     bank = default_bank()
-    scene, start = street_scene(np.random.default_rng(seed), bank, style)
     duration = (frames - 1) / rate
+    drive = speed * duration + _MARGIN
+    roomiest: tuple[float, Scene, CameraPose] | None = None
+    for attempt in range(_ATTEMPTS):
+        scene, start = street_scene(np.random.default_rng([seed, 1, attempt]), bank, style)
+        room = free_distance(scene, start)
+        if roomiest is None or room > roomiest[0]:
+            roomiest = (room, scene, start)
+        if room >= drive:
+            break
+    assert roomiest is not None
+    room, scene, start = roomiest
     if duration > 0:
-        speed = min(speed, max(free_distance(scene, start) - _MARGIN, 0.0) / duration)
+        speed = min(speed, max(room - _MARGIN, 0.0) / duration)
     return _render(scene, start, camera, frames, seed, rate, speed)
 
 
@@ -108,5 +123,5 @@ def _render(
     for index in range(frames):
         time_s = index / rate
         pose = CameraPose(start.position + np.array([0.0, 0.0, speed * time_s]), start.rotation)
-        noise = np.random.default_rng([seed, index])
+        noise = np.random.default_rng([seed, 0, index])
         yield SequenceFrame(index, time_s, pose, render_stereo(scene, bank, camera, pose, noise))
