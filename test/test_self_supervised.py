@@ -7,7 +7,7 @@ disparity must rebuild the left view exactly). Nothing is mocked.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pytest
@@ -15,7 +15,7 @@ import torch
 
 from cnd_depth_ros.camera import PinholeCamera
 from cnd_depth_ros.synthetic.dataset_writer import kitti_like_camera, render_frame
-from cnd_depth_ros.synthetic.scene import StreetStyle
+from cnd_depth_ros.synthetic.scene import STREET_STYLES, StreetStyle
 from cnd_depth_ros.training.self_supervised import (
     SelfSupervisedLoss,
     edge_aware_smoothness,
@@ -96,6 +96,20 @@ def test_true_disparity_reconstructs_a_rendered_pair_and_wrong_ones_do_not(rende
     wrong = [error(rendered.disparity * scale) for scale in (1.1, 1.3, 1.6)]
     assert 1.5 * truth < wrong[0] < wrong[1] < wrong[2]
     assert error(rendered.disparity + 1.0) > 3 * truth
+
+
+def test_the_foggy_domain_shift_keeps_the_stereo_geometry_exact() -> None:
+    """Fog fades by depth along the optical axis, which both views share: the true disparity
+    still rebuilds the left view, so the shifted domain is fair ground for self-supervision."""
+    camera = kitti_like_camera(WIDTH, HEIGHT)
+    foggy = replace(STREET_STYLES["foggy_dusk"], sensor_noise=(0.0, 0.0))
+    frame = render_frame(5, 0, camera, foggy)
+    clear = render_frame(5, 0, camera, StreetStyle(sensor_noise=(0.0, 0.0)))
+    assert np.abs(frame.left.astype(int) - clear.left.astype(int)).mean() > 20
+    disparity = _disparity(frame.depth, camera)
+    warped, _ = sample_horizontally(_image(frame.right), disparity)
+    error = photometric_error(warped, _image(frame.left))[reconstruction_mask(disparity)]
+    assert error.mean().item() < 0.04
 
 
 def test_masks_exclude_occluded_and_out_of_view_pixels_exactly() -> None:

@@ -49,6 +49,8 @@ def _seed(text: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from cnd_depth_ros.synthetic.scene import STREET_STYLES
+
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--out", type=Path, metavar="DIR", help="dataset folder")
     target.add_argument(
@@ -69,6 +71,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--baseline", type=_positive_float, default=0.54, help="stereo baseline in metres"
+    )
+    parser.add_argument(
+        "--style",
+        choices=sorted(STREET_STYLES),
+        default="default",
+        help="the look of the streets (foggy_dusk: other textures, low sun, fog, noisier sensor, "
+        "lower camera; a domain shift for cnd-depth finetune)",
     )
     parser.add_argument(
         "--workers",
@@ -94,6 +103,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from cnd_depth_ros.synthetic.dataset_writer import kitti_like_camera, write_dataset
+    from cnd_depth_ros.synthetic.scene import STREET_STYLES
 
     camera = kitti_like_camera(args.width, args.height, args.fx, args.baseline)
     if args.bag is not None:
@@ -105,6 +115,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         seed=args.seed,
         workers=args.workers,
         resume=args.resume,
+        style=STREET_STYLES[args.style],
         progress=not args.no_progress,
     )
     print(
@@ -119,12 +130,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "seconds": round(summary.seconds, 3),
         "frames_per_second": round(summary.frames_per_second, 3),
         "seed": args.seed,
+        "style": args.style,
         "camera": camera.to_dict(),
     }
 
 
 def _write_bag(args: argparse.Namespace, camera: PinholeCamera) -> dict[str, Any]:
     from cnd_depth_ros.synthetic.bag_writer import write_sequence_bag
+    from cnd_depth_ros.synthetic.scene import STREET_STYLES
 
     if args.resume:
         raise CndDepthError("--resume completes a dataset folder (--out); a bag is written whole")
@@ -137,6 +150,7 @@ def _write_bag(args: argparse.Namespace, camera: PinholeCamera) -> dict[str, Any
         speed=args.speed,
         storage=args.storage,
         distro=args.distro,
+        style=STREET_STYLES[args.style],
         progress=not args.no_progress,
     )
     print(
@@ -152,5 +166,6 @@ def _write_bag(args: argparse.Namespace, camera: PinholeCamera) -> dict[str, Any
         "rate": args.rate,
         "seconds": round(summary.seconds, 3),
         "seed": args.seed,
+        "style": args.style,
         "camera": camera.to_dict(),
     }

@@ -3,7 +3,8 @@
 Each view casts its own rays from its own optical centre (one per pixel centre), so occlusions,
 depth and normals are exact for both views; nothing is warped. Shading is Lambertian (sun with
 cast shadows, plus sky light), a function of the surface point alone, so a point looks the same
-from both cameras.
+from both cameras. Fog fades radiance towards the sky light by depth along the optical axis,
+which the two views of a rectified rig share, so it keeps that true.
 """
 
 from __future__ import annotations
@@ -114,6 +115,11 @@ def render_view(
     radiance[rows] = albedo * irradiance
     sky = np.flatnonzero(~hits.hit.reshape(-1))
     radiance[sky] = _sky_radiance(scene, bank, flat_directions[sky])
+    if lighting.fog_density > 0:
+        # Beer-Lambert extinction; the sky (depth inf) is all fog.
+        transmittance = np.exp(-lighting.fog_density * depth)[:, None]
+        airlight = lighting.ambient_colour + 0.2 * lighting.sun_colour
+        radiance = radiance * transmittance + airlight * (1.0 - transmittance)
 
     camera_normals = np.full(flat_directions.shape, np.nan)
     camera_normals[rows] = normals @ pose.rotation

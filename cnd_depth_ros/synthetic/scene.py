@@ -16,7 +16,16 @@ import numpy as np
 from cnd_depth_ros.synthetic.primitives import Boxes, Cylinders, GroundPlane, Primitives, Spheres
 from cnd_depth_ros.synthetic.textures import TextureBank
 
-__all__ = ["CameraPose", "Lighting", "Materials", "Scene", "Sky", "StreetStyle", "street_scene"]
+__all__ = [
+    "STREET_STYLES",
+    "CameraPose",
+    "Lighting",
+    "Materials",
+    "Scene",
+    "Sky",
+    "StreetStyle",
+    "street_scene",
+]
 
 
 @dataclass(frozen=True)
@@ -69,7 +78,8 @@ class Lighting:
 
     ``to_sun`` is a unit world vector (y down, so the sun above has negative y); colours are
     linear RGB; ``exposure`` multiplies radiance before the sRGB curve and ``sensor_noise`` is the
-    standard deviation of Gaussian noise on [0, 1] pixel values.
+    standard deviation of Gaussian noise on [0, 1] pixel values. ``fog_density`` (per metre)
+    fades surfaces towards the sky light with depth (0: clear air).
     """
 
     to_sun: np.ndarray
@@ -78,6 +88,7 @@ class Lighting:
     exposure: float
     sensor_noise: float
     shadows: bool = True
+    fog_density: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -145,6 +156,36 @@ class StreetStyle:
     exposure: tuple[float, float] = (0.7, 1.4)
     sensor_noise: tuple[float, float] = (0.0, 0.01)
     camera_height: tuple[float, float] = (1.45, 1.85)
+    #: Fog extinction per metre; (0, 0) draws nothing, so clear styles keep their frames.
+    fog_density: tuple[float, float] = (0.0, 0.0)
+
+
+#: Named looks for ``cnd-depth synth --style``. ``foggy_dusk`` is a domain shift for adaptation
+#: (``cnd-depth finetune``): every surface role takes other textures, the sun is low and weak,
+#: the air foggy, the sensor noisier, more surfaces nearly textureless, the camera lower.
+STREET_STYLES: dict[str, StreetStyle] = {
+    "default": StreetStyle(),
+    "foggy_dusk": StreetStyle(
+        road_textures=("coins.png", "noise-6", "cell.png"),
+        sidewalk_textures=("hubble_deep_field.jpg", "noise-7", "page.png"),
+        facade_textures=(
+            "retina.jpg", "grass.png", "moon.png", "gravel.png", "coins.png", "noise-0",
+            "noise-1", "noise-6", "noise-7",
+        ),
+        vehicle_textures=("brick.png", "text.png", "camera.png", "noise-3"),
+        vegetation_textures=("coffee.png", "noise-1"),
+        pole_textures=("color.png", "noise-0"),
+        cloud_texture="noise-1",
+        low_texture_fraction=0.3,
+        sun_elevation_deg=(3.0, 20.0),
+        sun_intensity=(0.3, 1.0),
+        ambient_intensity=(0.1, 0.35),
+        exposure=(0.5, 1.0),
+        sensor_noise=(0.01, 0.03),
+        camera_height=(1.1, 1.3),
+        fog_density=(0.01, 0.04),
+    ),
+}
 
 
 @dataclass
@@ -246,12 +287,16 @@ def _lighting(rng: np.random.Generator, style: StreetStyle) -> Lighting:
     warmth = rng.uniform(0.0, 0.25)
     sun = rng.uniform(*style.sun_intensity) * np.array([1.0, 1.0 - warmth / 2, 1.0 - warmth])
     ambient = rng.uniform(*style.ambient_intensity) * np.array([0.85, 0.95, 1.1])
+    exposure = rng.uniform(*style.exposure)
+    sensor_noise = rng.uniform(*style.sensor_noise)
+    fog = rng.uniform(*style.fog_density) if style.fog_density[1] > 0 else 0.0
     return Lighting(
         to_sun=to_sun,
         sun_colour=sun,
         ambient_colour=ambient,
-        exposure=rng.uniform(*style.exposure),
-        sensor_noise=rng.uniform(*style.sensor_noise),
+        exposure=exposure,
+        sensor_noise=sensor_noise,
+        fog_density=fog,
     )
 
 
