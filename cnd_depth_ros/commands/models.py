@@ -14,7 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="*",
         type=_model_name,
         metavar="NAME",
-        help="networks to list (default: all registered networks)",
+        help="networks to list (all when none is named)",
     )
 
 

@@ -18,6 +18,9 @@ from cnd_depth_ros.models.aspp import SeparableConv
 
 __all__ = ["CNDDecoder", "ExtendedResidualBlock", "PositiveHead", "UpBlock", "reset_head_conv"]
 
+# Blocks 0 and 1 take the 1/16 context to 1/4, the resolution of the encoder's skip features.
+_SKIP_AFTER_BLOCK = 1
+
 
 def _transpose_conv_bn_relu(in_channels: int, out_channels: int) -> list[nn.Module]:
     return [
@@ -68,8 +71,6 @@ class CNDDecoder(nn.Module):
     block; the skip features join after block 1, where the decoder reaches 1/4 resolution.
     """
 
-    skip_after = 1
-
     def __init__(
         self,
         in_channels: int,
@@ -98,7 +99,7 @@ class CNDDecoder(nn.Module):
             previous = width
             if index in residual_after:
                 self.residuals[str(index)] = ExtendedResidualBlock(width, residual_m, residual_n)
-            if index == self.skip_after:
+            if index == _SKIP_AFTER_BLOCK:
                 previous += skip_channels
         self.upsample = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
         self.predict = nn.Conv2d(previous, 1, 7, stride=2, padding=3)
@@ -108,7 +109,7 @@ class CNDDecoder(nn.Module):
             x = block(x)
             if str(index) in self.residuals:
                 x = self.residuals[str(index)](x)
-            if index == self.skip_after:
+            if index == _SKIP_AFTER_BLOCK:
                 x = torch.cat([x, self.skip(skip)], dim=1)
         return self.predict(self.upsample(x))
 
