@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
+import traceback
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -34,7 +35,6 @@ from rclpy.lifecycle import LifecycleNode, LifecyclePublisher, LifecycleState
 from rclpy.lifecycle import TransitionCallbackReturn as Result
 from rclpy.parameter import Parameter
 from rclpy.publisher import Publisher
-from rclpy.time import Time
 from rclpy.timer import Timer
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
@@ -47,6 +47,8 @@ from cnd_depth_ros.ros import qos
 from cnd_depth_ros.ros.camera_info import camera_from_info, camera_info_for, check_image_size
 from cnd_depth_ros.ros.diagnostics import PipelineDiagnostics
 from cnd_depth_ros.ros.image_codec import array_to_image, image_to_rgb
+from cnd_depth_ros.ros.log_throttle import KindThrottle, raise_site
+from cnd_depth_ros.ros.malloc_tuning import keep_freed_buffers
 from cnd_depth_ros.ros.pointcloud import depth_to_pointcloud2
 from cnd_depth_ros.ros.synchronizer import IMPLEMENTATION, filters, make_synchronizer
 
@@ -55,11 +57,24 @@ __all__ = ["PARAMETERS", "DepthNode", "main"]
 _CHOICES: dict[str, tuple[str, ...]] = {
     "mode": ("stereo", "mono"),
     "backend": ("auto", "torch", "onnxruntime", "tensorrt"),
+    "fallback_backend": ("", "torch", "onnxruntime"),
     "precision": ("", "fp32", "fp16", "int8"),
     "output_encoding": ("32FC1", "16UC1"),
     "output_resolution": ("input", "network"),
 }
 _SHIPPED = {"stereo": "cnd_stereo", "mono": "cnd_mono"}
+# The stages of a frame, in order, each timed and reported in /diagnostics as "<stage> p50 (ms)":
+# input: left stamp -> synchronised set here (driver, transport, deserialisation, synchroniser);
+# queue: waiting for the worker; decode: camera_info and image conversion; inference: the
+# backend's infer (resize, network, metric depth, resize back); depth (with the depth limits),
+# points, colored, disparity: building and publishing that output.
+_STAGES = ("input", "queue", "decode", "inference", "depth", "points", "colored", "disparity")
+# Each kind of bad input (the check that rejected it) is logged at most once per period.
+_LOG_PERIOD_S = 5.0
+# Stamps further ahead of this node's clock are reported: camera and node clocks disagree.
+_FUTURE_STAMP_NS = 1_000_000_000
+# How long stopping waits for the frame in inference (a hung GPU must not hang shutdown).
+_WORKER_JOIN_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -102,6 +117,9 @@ PARAMETERS: dict[str, _Spec] = {
                             "mode (cnd_stereo / cnd_mono)", read_only=True),
     "backend": _Spec("auto", "inference backend; auto picks the fastest this machine runs",
                      read_only=True),
+    "fallback_backend": _Spec("", "CPU backend (torch or onnxruntime), loaded at configure, "
+                                  "that takes over for good when the backend fails at run time; "
+                                  "empty: none", read_only=True),
     "device": _Spec("", "cpu, cuda or cuda:N; empty: the backend's default", read_only=True),
     "precision": _Spec("", "fp32, fp16 or int8; empty: the backend's default", read_only=True),
     "threads": _Spec(0, "CPU threads for the inference runtime; 0: the runtime's default",
@@ -253,6 +271,7 @@ class DepthNode(LifecycleNode):
 
         self.mode: str = values["mode"]
         self.backend: DepthBackend | None = None
+        self.fallback: DepthBackend | None = None
         self._output_publishers: dict[str, LifecyclePublisher[Any]] = {}
         self._subscribers: list[Any] = []
         self._synchronizer: Any = None
@@ -260,7 +279,11 @@ class DepthNode(LifecycleNode):
         self._active = False
         self._slot: _NewestSlot | None = None
         self._worker: threading.Thread | None = None
-        self._inference_s: collections.deque[float] = collections.deque(maxlen=200)
+        self._stage_s: dict[str, collections.deque[float]] = {
+            stage: collections.deque(maxlen=200) for stage in _STAGES
+        }
+        self._log_throttle = KindThrottle(_LOG_PERIOD_S)
+        self._last_stamp_ns: int | None = None
 
         self.diagnostics = PipelineDiagnostics(f"{self.get_fully_qualified_name()}: depth")
         self.diagnostics.set_info("mode", self.mode)
@@ -304,20 +327,41 @@ class DepthNode(LifecycleNode):
     # ---- lifecycle ---------------------------------------------------------------------------
 
     def on_configure(self, state: LifecycleState) -> Result:
-        """Load the model (and warm it up) and create the output publishers."""
-        from cnd_depth_ros.inference.registry import create_backend
-
+        """Load the model (and the fallback backend's copy), warm up, create the publishers."""
         values = self._values()
-        model = values["model_path"] or _SHIPPED[self.mode]
         options: dict[str, Any] = {
             key: values[key] for key in ("device", "precision", "threads") if values[key]
         }
+        backend = self._load_backend(values["backend"], options)
+        if backend is None:
+            return Result.FAILURE
+        if values["fallback_backend"]:
+            # Loaded now, not when the GPU fails: a fallback that cannot work is a configuration
+            # error to report at start-up, and it runs the very file the backend loaded.
+            threads = {"threads": values["threads"]} if values["threads"] else {}
+            self.fallback = self._load_backend(values["fallback_backend"], threads, "fallback ")
+            if self.fallback is None:
+                backend.close()
+                return Result.FAILURE
+        self.backend = backend
+        self._report_backend(backend)
+        self._create_publishers(values["use_system_default_qos"])
+        self.diagnostics.set_info("state", "inactive")
+        return super().on_configure(state)
+
+    def _load_backend(
+        self, name: str, options: dict[str, Any], role: str = ""
+    ) -> DepthBackend | None:
+        """Backend ``name`` with the model loaded and warmed up; ``None`` after logging why not."""
+        from cnd_depth_ros.inference.registry import create_backend
+
+        model = self._values()["model_path"] or _SHIPPED[self.mode]
         started = time.monotonic()
         try:
-            backend = create_backend(values["backend"], model, **options)
+            backend = create_backend(name, model, **options)
         except (CndDepthError, ValueError) as error:
-            self.get_logger().error(f"cannot load model {model!r}: {error}")
-            return Result.FAILURE
+            self.get_logger().error(f"{role}backend {name!r} cannot load model {model!r}: {error}")
+            return None
         if backend.metadata.stereo != (self.mode == "stereo"):
             kind = "stereo" if backend.metadata.stereo else "mono"
             self.get_logger().error(
@@ -325,24 +369,24 @@ class DepthNode(LifecycleNode):
                 f"{self.mode!r}"
             )
             backend.close()
-            return Result.FAILURE
+            return None
         try:
             backend.warmup()
         except (CndDepthError, RuntimeError) as error:
-            self.get_logger().error(f"model {model!r} failed its warm-up run: {error}")
+            self.get_logger().error(f"model {model!r} failed its warm-up run on {role}backend "
+                                    f"{backend.name!r}: {error}")
             backend.close()
-            return Result.FAILURE
-        self.backend = backend
+            return None
         info = backend.info()
-        for key, value in info.items():
-            self.diagnostics.set_info(key, value)
         self.get_logger().info(
-            f"loaded {info['model']} ({info['variant']}, {info['input']}) on {info['backend']} "
-            f"in {time.monotonic() - started:.1f} s"
+            f"loaded {info['model']} ({info['variant']}, {info['input']}) on {role}backend "
+            f"{info['backend']} in {time.monotonic() - started:.1f} s"
         )
-        self._create_publishers(values["use_system_default_qos"])
-        self.diagnostics.set_info("state", "inactive")
-        return super().on_configure(state)
+        return backend
+
+    def _report_backend(self, backend: DepthBackend) -> None:
+        for key, value in backend.info().items():
+            self.diagnostics.set_info(key, value)
 
     def on_activate(self, state: LifecycleState) -> Result:
         """Start the worker, then subscribe to the cameras if an output is listened to."""
@@ -386,7 +430,11 @@ class DepthNode(LifecycleNode):
         if self._slot is not None:
             self._slot.close()
         if self._worker is not None:
-            self._worker.join()
+            self._worker.join(timeout=_WORKER_JOIN_S)
+            if self._worker.is_alive():  # a daemon thread: it cannot keep the process alive
+                self.get_logger().error(
+                    f"inference did not finish within {_WORKER_JOIN_S} s; stopping without it"
+                )
         self._slot = self._worker = None
 
     def _release(self) -> None:
@@ -394,9 +442,10 @@ class DepthNode(LifecycleNode):
         for publisher in self._output_publishers.values():
             self.destroy_lifecycle_publisher(publisher)
         self._output_publishers = {}
-        if self.backend is not None:
-            self.backend.close()
-            self.backend = None
+        for backend in (self.backend, self.fallback):
+            if backend is not None:
+                backend.close()
+        self.backend = self.fallback = None
 
     # ---- topics ------------------------------------------------------------------------------
 
@@ -464,20 +513,63 @@ class DepthNode(LifecycleNode):
     def _on_synchronised(self, *msgs: Any) -> None:
         """Executor thread: hand the set to the worker; a set still waiting there is dropped."""
         self.diagnostics.record_input()
+        self._check_stamp(msgs[0].header.stamp)
+        stamp = msgs[0].header.stamp
+        age_ns = self.get_clock().now().nanoseconds - stamp.sec * 1_000_000_000 - stamp.nanosec
+        self._stage_s["input"].append(age_ns * 1e-9)
         slot = self._slot
-        if slot is not None and slot.put(msgs):
+        if slot is not None and slot.put((time.perf_counter(), msgs)):
             self.diagnostics.record_drop("busy")
+
+    def _check_stamp(self, stamp: Any) -> None:
+        """Report stamps that suggest a clock problem. The set is still used: depth does not
+        depend on time, a replayed bag legitimately jumps back, and outputs keep the stamp."""
+        stamp_ns = int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+        ahead_ns = stamp_ns - self.get_clock().now().nanoseconds
+        last, self._last_stamp_ns = self._last_stamp_ns, stamp_ns
+        if ahead_ns > _FUTURE_STAMP_NS:
+            reason = "stamp in the future"
+            detail = f"{ahead_ns * 1e-9:.3f} s ahead of this node's clock"
+        elif last is not None and stamp_ns < last:
+            reason = "stamp went backwards"
+            detail = f"{(last - stamp_ns) * 1e-9:.3f} s before the previous set (bag loop?)"
+        elif stamp_ns == last:
+            reason = "stamp repeated"
+            detail = "the same as the previous set's"
+        else:
+            return
+        self.diagnostics.record_warning(reason)
+        self._warn(reason, f"input {reason}: {stamp.sec}.{stamp.nanosec:09d} is {detail}")
+
+    def _warn(self, kind: str, message: str, *, error: bool = False) -> None:
+        """Log ``message`` once per period for each ``kind``, with the count it stands for."""
+        count = self._log_throttle.due(kind)
+        if count == 0:
+            return
+        if count > 1:
+            message += f" ({count} like it in the last {_LOG_PERIOD_S:g} s)"
+        (self.get_logger().error if error else self.get_logger().warning)(message)
 
     # ---- inference worker --------------------------------------------------------------------
 
     def _work(self, slot: _NewestSlot) -> None:
-        while (msgs := slot.take()) is not None:
+        while (item := slot.take()) is not None:
+            synchronised, msgs = item
+            self._lap("queue", synchronised)
             try:
                 self._process(*msgs)
             except _rclpy.RCLError:
-                if self.context.ok():
-                    raise
-                return  # Ctrl-C shut the context down while this frame was being published
+                if not self.context.ok():
+                    return  # Ctrl-C shut the context down while this frame was being published
+                self._internal_error()
+            except Exception:  # a bug must cost one frame, not the worker thread
+                self._internal_error()
+
+    def _internal_error(self) -> None:
+        """An error no check anticipated: logged with its traceback, counted, the frame skipped."""
+        self.diagnostics.record_drop("internal error")
+        self._warn("internal error", f"internal error, frame skipped:\n{traceback.format_exc()}",
+                   error=True)
 
     def _process(
         self,
@@ -489,6 +581,7 @@ class DepthNode(LifecycleNode):
         backend, outputs = self.backend, self._outputs
         if backend is None:
             return
+        lap = time.perf_counter()
         try:
             camera = camera_from_info(left_info, right_info)
             check_image_size(camera, left_image)
@@ -498,8 +591,8 @@ class DepthNode(LifecycleNode):
                 check_image_size(camera, right_image)
                 right = image_to_rgb(right_image)
         except (CndDepthError, ValueError) as error:
-            self.get_logger().warning(f"skipping input: {error}", throttle_duration_sec=5.0)
             self.diagnostics.record_drop("bad input")
+            self._warn(raise_site(error), f"skipping input: {error}")
             return
 
         if outputs.output_resolution == "network":
@@ -507,22 +600,40 @@ class DepthNode(LifecycleNode):
             colors = cv2.resize(left, backend.input_size, interpolation=cv2.INTER_AREA)
         else:
             camera_out, colors = camera, left
-        started = time.perf_counter()
+        started = self._lap("decode", lap)
         try:
             depth = backend.infer(
                 left, right, camera=camera, output_size=(camera_out.width, camera_out.height)
             )
         except (CndDepthError, RuntimeError) as error:
-            self.get_logger().error(f"inference failed: {error}", throttle_duration_sec=5.0)
             self.diagnostics.record_drop("inference error")
+            self._warn(raise_site(error), f"inference failed on {backend.name}: {error}",
+                       error=True)
+            self._fall_back(backend, error)
             return
-        self._inference_s.append(time.perf_counter() - started)
-        depth[~((depth >= outputs.min_depth) & (depth <= outputs.max_depth))] = np.nan
-
+        lap = self._lap("inference", started)
         header = Header(stamp=left_image.header.stamp, frame_id=left_image.header.frame_id)
-        self._publish(depth, colors, camera_out, header, outputs)
-        latency = self.get_clock().now() - Time.from_msg(header.stamp)
-        self.diagnostics.record_output(latency.nanoseconds * 1e-9)
+        self._publish(depth, colors, camera_out, header, outputs, lap)
+        stamp_ns = int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+        self.diagnostics.record_output((self.get_clock().now().nanoseconds - stamp_ns) * 1e-9)
+
+    def _fall_back(self, failed: DepthBackend, error: Exception) -> None:
+        """Worker thread: replace a backend that failed at run time by the fallback, for good (a
+        GPU error usually leaves the device unusable until the process restarts)."""
+        fallback = self.fallback
+        if fallback is None:
+            return
+        self.backend, self.fallback = fallback, None
+        try:
+            failed.close()
+        except (CndDepthError, RuntimeError) as close_error:
+            self.get_logger().warning(f"closing the failed backend: {close_error}")
+        self._report_backend(fallback)
+        self.diagnostics.set_info("fell back from", f"{failed.name}: {error}")
+        self.get_logger().error(
+            f"backend {failed.name!r} failed at run time ({error}); "
+            f"switched to the fallback backend {fallback.name!r}"
+        )
 
     def _publish(
         self,
@@ -531,16 +642,22 @@ class DepthNode(LifecycleNode):
         camera: PinholeCamera,
         header: Header,
         outputs: _Outputs,
+        lap: float,
     ) -> None:
-        """Every output that is enabled and has a subscriber, depth and camera_info always."""
+        """Every output that is enabled and has a subscriber, depth and camera_info always.
+
+        ``lap`` is when the network's depth came out (``time.perf_counter()``).
+        """
         publishers = self._output_publishers
 
         def wanted(key: str) -> bool:
             return key in publishers and publishers[key].get_subscription_count() > 0
 
+        depth[~((depth >= outputs.min_depth) & (depth <= outputs.max_depth))] = np.nan
         image = depth if outputs.output_encoding == "32FC1" else _millimetres(depth)
         publishers["depth"].publish(array_to_image(image, outputs.output_encoding, header))
         publishers["info"].publish(camera_info_for(camera, header))
+        lap = self._lap("depth", lap)
         if outputs.publish_points and wanted("points"):
             publishers["points"].publish(
                 depth_to_pointcloud2(
@@ -551,10 +668,19 @@ class DepthNode(LifecycleNode):
                     stride=outputs.points_stride,
                 )
             )
+            lap = self._lap("points", lap)
         if outputs.publish_colored and wanted("colored"):
             publishers["colored"].publish(array_to_image(_colorize(depth), "rgb8", header))
+            lap = self._lap("colored", lap)
         if outputs.publish_disparity and wanted("disparity") and camera.baseline is not None:
             publishers["disparity"].publish(self._disparity(depth, camera, header, outputs))
+            self._lap("disparity", lap)
+
+    def _lap(self, stage: str, since: float) -> float:
+        """Record ``since`` -> now as one ``stage`` duration; return now, the next lap's start."""
+        now = time.perf_counter()
+        self._stage_s[stage].append(now - since)
+        return now
 
     @staticmethod
     def _disparity(
@@ -582,9 +708,9 @@ class DepthNode(LifecycleNode):
     # ---- diagnostics -------------------------------------------------------------------------
 
     def _publish_diagnostics(self) -> None:
-        times = list(self._inference_s)
-        if times:
-            self.diagnostics.set_info("inference p50 (ms)", f"{1e3 * np.median(times):.2f}")
+        for stage, durations in self._stage_s.items():
+            if times := list(durations):
+                self.diagnostics.set_info(f"{stage} p50 (ms)", f"{1e3 * np.median(times):.2f}")
         self._diagnostics_publisher.publish(
             self.diagnostics.to_message(self.get_clock().now().to_msg())
         )
@@ -592,6 +718,7 @@ class DepthNode(LifecycleNode):
 
 def main(args: list[str] | None = None) -> int:
     """``ros2 run cnd_depth_ros depth_node [--ros-args -p mode:=mono ...]``."""
+    keep_freed_buffers()  # every frame's message buffers, without page faults
     try:
         rclpy.init(args=args)
     except _rclpy.RCLError as error:  # malformed --ros-args; rcl has logged which

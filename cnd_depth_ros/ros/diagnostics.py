@@ -63,6 +63,7 @@ class PipelineDiagnostics:
         self._outputs: deque[tuple[float, float]] = deque(maxlen=_MAX_EVENTS)  # (time, latency)
         self._drops: deque[float] = deque(maxlen=_MAX_EVENTS)
         self._drops_by_reason: Counter[str] = Counter()
+        self._warnings: Counter[str] = Counter()
         self._info: dict[str, str] = {}
 
     def set_info(self, key: str, value: object) -> None:
@@ -87,6 +88,12 @@ class PipelineDiagnostics:
             self._drops.append(self._clock())
             self._drops_by_reason[reason] += 1
 
+    def record_warning(self, reason: str) -> None:
+        """One input was used although something about it looked wrong, e.g. ``"stamp in the
+        future"``; counted per reason, not a drop."""
+        with self._lock:
+            self._warnings[reason] += 1
+
     def status(self) -> DiagnosticStatus:
         """The current status with its reasons and key values."""
         now = self._clock()
@@ -98,6 +105,7 @@ class PipelineDiagnostics:
             last_input = self._inputs[-1] if self._inputs else None
             last_output = self._outputs[-1][0] if self._outputs else None
             drops_by_reason = dict(self._drops_by_reason)
+            warnings = dict(self._warnings)
             info = dict(self._info)
 
         span = min(self._window_s, max(now - self._started, 1e-9))
@@ -112,6 +120,7 @@ class PipelineDiagnostics:
             "drop ratio (%)": f"{100.0 * drop_ratio:.1f}",
             "drops (total)": str(sum(drops_by_reason.values())),
             **{f"drops: {reason}": str(n) for reason, n in sorted(drops_by_reason.items())},
+            **{f"warnings: {reason}": str(n) for reason, n in sorted(warnings.items())},
             **info,
         }
         return DiagnosticStatus(
