@@ -129,15 +129,16 @@ class _Driver:
             self.info_publishers[side].publish(self.infos[side])
         return now_ns
 
-    def wait_both(self, stamp: int, timeout_s: float) -> float | None:
-        """Seconds from ``stamp`` until depth and points both arrived; None on timeout."""
+    def wait_both(self, stamp: int, timeout_s: float) -> dict[str, float] | None:
+        """Seconds from ``stamp`` until each output arrived; None on timeout."""
         with self.lock:
             done = self.lock.wait_for(
                 lambda: all(stamp in arrivals for arrivals in self.arrivals.values()), timeout_s
             )
             if not done:
                 return None
-            return max(arrivals[stamp] for arrivals in self.arrivals.values()) - stamp * 1e-9
+            return {output: arrivals[stamp] - stamp * 1e-9
+                    for output, arrivals in self.arrivals.items()}
 
     def close(self) -> None:
         self.executor.shutdown(timeout_sec=2.0)
@@ -163,6 +164,8 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=30.0, help="open-loop camera rate, Hz")
     parser.add_argument("--seconds", type=float, default=10.0, help="open-loop duration")
     parser.add_argument("--points-stride", type=int, default=1)
+    parser.add_argument("--page-faulting-listener", action="store_true",
+                        help="glibc's malloc defaults in the listener: fresh pages per cloud")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
 
@@ -170,6 +173,11 @@ def main() -> None:
     os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
     os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
     import rclpy
+
+    from cnd_depth_ros.ros.malloc_tuning import keep_freed_buffers
+
+    if not args.page_faulting_listener:
+        keep_freed_buffers()  # as the node does: receiving the cloud without page faults
 
     with tempfile.TemporaryDirectory() as folder:
         model = args.model or _random_artifact(Path(folder), 256, 160)
@@ -190,14 +198,13 @@ def main() -> None:
                 if time.monotonic() > deadline or node_process.poll() is not None:
                     raise SystemExit("depth_node did not subscribe to the cameras")
                 time.sleep(0.1)
-            latencies = []
+            arrivals = []
             for index in range(args.warmup + args.frames):
-                latency = driver.wait_both(driver.publish(), timeout_s=10.0)
-                if latency is not None and index >= args.warmup:
-                    latencies.append(latency)
-            time.sleep(1.2)  # two diagnostics periods: inference p50 over the lock-step frames
-            inference_ms = float(driver.diagnostics.get("inference p50 (ms)", "nan"))
-            published_ms = float(driver.diagnostics.get("latency p50 (ms)", "nan"))
+                arrival = driver.wait_both(driver.publish(), timeout_s=10.0)
+                if arrival is not None and index >= args.warmup:
+                    arrivals.append(arrival)
+            time.sleep(1.2)  # two diagnostics periods: stage p50s over the lock-step frames
+            lock_step = dict(driver.diagnostics)
 
             sent = []
             start = time.monotonic()
@@ -214,17 +221,25 @@ def main() -> None:
             node_process.terminate()
             node_process.wait(timeout=30)
 
-    end_to_end = _percentiles(latencies)
+    end_to_end = _percentiles([max(arrival.values()) for arrival in arrivals])
+    inference_ms = float(lock_step.get("inference p50 (ms)", "nan"))
     result = {
         "input": f"{args.width}x{args.height} rgb8 stereo",
         "backend": diagnostics.get("backend"),
         "model": f"{diagnostics.get('variant')} {diagnostics.get('input')}",
-        "frames_timed": len(latencies),
-        "frames_lost": args.frames - len(latencies),
+        "frames_timed": len(arrivals),
+        "frames_lost": args.frames - len(arrivals),
         "end_to_end": end_to_end,
         "inference_p50_ms": inference_ms,
-        "stamp_to_published_p50_ms": published_ms,
         "overhead_p50_ms": end_to_end["p50_ms"] - inference_ms,
+        "received_p50_ms": {
+            output: _percentiles([arrival[output] for arrival in arrivals])["p50_ms"]
+            for output in ("depth", "points")
+        },
+        "node_p50_ms": {
+            key.removesuffix(" p50 (ms)"): float(value)
+            for key, value in lock_step.items() if key.endswith(" p50 (ms)")
+        },
         "open_loop": {
             "camera_rate_hz": args.rate,
             "output_rate_hz": answered / args.seconds,

@@ -239,6 +239,29 @@ def test_outputs_carry_the_left_stamp_frame_and_size(stereo: DepthNode, harness:
     np.testing.assert_array_equal(pointcloud2_to_rgb(points), pattern(CAMERA))
 
 
+def test_diagnostics_time_every_stage(stereo: DepthNode, harness: Harness) -> None:
+    """The per-frame breakdown that benchmarks/node_latency.py reports (docs/benchmarks.md)."""
+    harness.wait_for(harness.points, harness.send())
+    stages = ("input", "queue", "decode", "inference", "depth", "points", "colored")
+
+    def timed() -> dict[str, float] | None:
+        for msg in reversed(harness.diagnostics.messages):
+            for status in msg.status:
+                values = {kv.key: kv.value for kv in status.values}
+                if status.name == stereo.diagnostics.name and all(
+                    f"{stage} p50 (ms)" in values for stage in stages
+                ):
+                    return {stage: float(values[f"{stage} p50 (ms)"]) for stage in stages}
+        return None
+
+    if not spin_until(harness.executor, lambda: timed() is not None, WAIT_S):
+        pytest.fail("/diagnostics did not report every stage")
+    p50_ms = timed()
+    assert p50_ms is not None and p50_ms["inference"] > 0
+    # "input" is the age of the stamp, which the fixture sets in 1970: left out here.
+    assert all(0 <= p50_ms[stage] < 1e3 * WAIT_S for stage in stages[1:]), p50_ms
+
+
 @pytest.mark.parametrize("scale", ["baseline", "focal_length"])
 def test_depth_scales_with_the_live_camera_info(harness: Harness, scale: str) -> None:
     """A disparity model's depth is fx * B / d: doubling either in camera_info doubles depth."""
