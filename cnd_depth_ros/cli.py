@@ -15,12 +15,14 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 from cnd_depth_ros import __version__
 from cnd_depth_ros.atomic_file import write_text_atomically
 from cnd_depth_ros.errors import CndDepthError
 
-__all__ = ["COMMANDS", "main"]
+__all__ = ["COMMANDS", "main", "run_command"]
 
 #: name -> (module, one-line help). Keep in the order a user meets them.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -33,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "build-engine": ("cnd_depth_ros.commands.build_engine", "build a TensorRT engine for this GPU"),
     "bench": ("cnd_depth_ros.commands.bench", "time inference backends next to StereoSGBM"),
     "replay": ("cnd_depth_ros.commands.replay", "replay a rosbag2 through depth_node and score it"),
+    "demo": ("cnd_depth_ros.commands.demo", "synthetic drive -> depth_node -> report, end to end"),
 }
 
 
@@ -50,12 +53,7 @@ def _top_level_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in COMMANDS:
-        _top_level_parser().parse_args(argv[:1] or ["--help"])
-        return 2
-    name, rest = argv[0], argv[1:]
+def _command_parser(name: str) -> tuple[ModuleType, argparse.ArgumentParser]:
     module_name, summary = COMMANDS[name]
     module = importlib.import_module(module_name)
     parser = argparse.ArgumentParser(
@@ -66,23 +64,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     module.add_arguments(parser)
     parser.add_argument("--json", type=Path, metavar="PATH", help="write the results as JSON here")
     parser.add_argument("--verbose", action="store_true", help="debug logging")
-    args = parser.parse_args(rest)
+    return module, parser
+
+
+def run_command(name: str, argv: Sequence[str]) -> dict[str, Any]:
+    """Run the sub-command ``name`` with command-line ``argv`` and return its results; for
+    commands made of other commands (``demo``). Errors propagate as :class:`CndDepthError`."""
+    module, parser = _command_parser(name)
+    args = parser.parse_args(list(argv))
+    result: dict[str, Any] = module.run(args)
+    if args.json is not None:
+        text = json.dumps(result, indent=2, sort_keys=True, default=str) + "\n"
+        write_text_atomically(args.json, text)
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        _top_level_parser().parse_args(argv[:1] or ["--help"])
+        return 2
+    name, rest = argv[0], argv[1:]
+    _, parser = _command_parser(name)
+    verbose = parser.parse_args(rest).verbose  # exits on bad arguments, with usage
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
     try:
-        result = module.run(args)
+        run_command(name, rest)
     except CndDepthError as error:
         print(f"cnd-depth {name}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"cnd-depth {name}: interrupted", file=sys.stderr)
         return 130
-    if args.json is not None:
-        text = json.dumps(result, indent=2, sort_keys=True, default=str) + "\n"
-        write_text_atomically(args.json, text)
     return 0
 
 
