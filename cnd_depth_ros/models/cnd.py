@@ -145,7 +145,7 @@ class CND(nn.Module):
             init = config.output_init
         self.head = PositiveHead(low, high, init, per_width=self.output_kind == "disparity")
         init_weights(self)
-        reset_head_conv(self.decoder.predict)
+        reset_head_conv(self.decoder.final[-1])
 
     def forward(self, left: Tensor) -> Tensor:
         check_images(left)

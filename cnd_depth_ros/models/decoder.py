@@ -101,8 +101,11 @@ class CNDDecoder(nn.Module):
                 self.residuals[str(index)] = ExtendedResidualBlock(width, residual_m, residual_n)
             if index == _SKIP_AFTER_BLOCK:
                 previous += skip_channels
-        self.upsample = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
-        self.predict = nn.Conv2d(previous, 1, 7, stride=2, padding=3)
+        # Parameter names (``final.1``) are part of the artifact format: keep them stable.
+        self.final = nn.Sequential(
+            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+            nn.Conv2d(previous, 1, 7, stride=2, padding=3),
+        )
 
     def forward(self, x: Tensor, skip: Tensor) -> Tensor:
         for index, block in enumerate(self.blocks):
@@ -111,7 +114,7 @@ class CNDDecoder(nn.Module):
                 x = self.residuals[str(index)](x)
             if index == _SKIP_AFTER_BLOCK:
                 x = torch.cat([x, self.skip(skip)], dim=1)
-        return self.predict(self.upsample(x))
+        return self.final(x)
 
 
 class PositiveHead(nn.Module):
