@@ -13,19 +13,13 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from cnd_depth_ros.commands.arguments import positive_int
 from cnd_depth_ros.errors import CndDepthError
 
 if TYPE_CHECKING:
     from cnd_depth_ros.training.datasets.frame import Frame
 
 __all__ = ["add_arguments", "run"]
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,23 +33,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="torch,onnxruntime,sgbm",
         help="comma-separated NAME[:PRECISION] (torch, onnxruntime, tensorrt, auto, sgbm)",
     )
-    parser.add_argument("--height", type=_positive, default=160, help="network input height")
-    parser.add_argument("--width", type=_positive, default=256, help="network input width")
+    parser.add_argument("--height", type=positive_int, default=160, help="network input height")
+    parser.add_argument("--width", type=positive_int, default=256, help="network input width")
     parser.add_argument(
         "--input-height",
-        type=_positive,
+        type=positive_int,
         help="camera image height fed to every backend (default: --height)",
     )
     parser.add_argument(
         "--input-width",
-        type=_positive,
+        type=positive_int,
         help="camera image width fed to every backend (default: --width)",
     )
-    parser.add_argument("--iters", type=_positive, default=50, help="timed iterations")
+    parser.add_argument("--iters", type=positive_int, default=50, help="timed iterations")
     parser.add_argument("--warmup", type=int, default=5, help="untimed iterations first")
     parser.add_argument(
         "--threads",
-        type=_positive,
+        type=positive_int,
         help="CPU threads for every backend and SGBM (default: runtime's own)",
     )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")

@@ -15,16 +15,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cnd_depth_ros.commands.arguments import positive_int
 from cnd_depth_ros.errors import BackendError, CndDepthError
 
 __all__ = ["add_arguments", "run"]
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
 
 
 def _engine_file(text: str) -> Path:
@@ -54,9 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=("fp16", "fp32", "int8"), default="fp16")
     parser.add_argument("--calib-data", metavar="KIND:ROOT",
                         help="INT8 calibration images: a dataset of any kind")
-    parser.add_argument("--calib-frames", type=_positive, default=256,
+    parser.add_argument("--calib-frames", type=positive_int, default=256,
                         help="at most this many calibration frames, spread over the dataset")
-    parser.add_argument("--workspace-mb", type=_positive, default=1024,
+    parser.add_argument("--workspace-mb", type=positive_int, default=1024,
                         help="TensorRT builder workspace limit")
     parser.add_argument("--device", type=_cuda_index, default="cuda", help="cuda or cuda:N")
     parser.add_argument("--rebuild", action="store_true",

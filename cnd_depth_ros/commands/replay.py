@@ -12,10 +12,10 @@ shows the bag's topics. Details: docs/replay.md.
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 from typing import Any
 
+from cnd_depth_ros.commands.arguments import non_negative_float, positive_float
 from cnd_depth_ros.errors import CndDepthError
 
 __all__ = ["add_arguments", "run"]
@@ -27,20 +27,6 @@ _DEFAULTS = {
     "right_info": "/right/camera_info",
     "gt": "/ground_truth/depth",
 }
-
-
-def _positive(text: str) -> float:
-    value = float(text)
-    if not 0 < value < math.inf:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
-def _non_negative(text: str) -> float:
-    value = float(text)
-    if not 0 <= value < math.inf:
-        raise argparse.ArgumentTypeError(f"must be a non-negative number, got {text}")
-    return value
 
 
 def _parameter(text: str) -> tuple[str, str]:
@@ -69,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="pose of the LiDAR frame in the left optical frame (default: "
                              "looked up in --tf-topic)")
     topics.add_argument("--tf-topic", default="/tf_static", help="static transforms")
-    topics.add_argument("--gt-slop", type=_non_negative, default=0.0, metavar="S",
+    topics.add_argument("--gt-slop", type=non_negative_float, default=0.0, metavar="S",
                         help="largest stamp difference to ground truth (seconds; LiDAR: ~0.05)")
     topics.add_argument("--pred-topic", help="score this depth topic of the bag; no node runs")
     node = parser.add_argument_group("depth_node")
@@ -82,20 +68,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     node.add_argument("--namespace", default="", help="the node's namespace")
     pacing = parser.add_argument_group("pacing")
     speed = pacing.add_mutually_exclusive_group()
-    speed.add_argument("--rate", type=_positive, default=1.0,
+    speed.add_argument("--rate", type=positive_float, default=1.0,
                        help="multiple of the recorded rate")
     speed.add_argument("--max-rate", action="store_true",
                        help="as fast as the node keeps up: send each frame after the last answer")
-    pacing.add_argument("--slop", type=_non_negative, default=0.0, metavar="S",
+    pacing.add_argument("--slop", type=non_negative_float, default=0.0, metavar="S",
                         help="camera stamps this close (seconds) form one frame")
-    pacing.add_argument("--frame-timeout", type=_positive, default=10.0, metavar="S",
+    pacing.add_argument("--frame-timeout", type=positive_float, default=10.0, metavar="S",
                         help="--max-rate: longest wait for one answer")
-    pacing.add_argument("--startup-timeout", type=_positive, default=120.0, metavar="S",
+    pacing.add_argument("--startup-timeout", type=positive_float, default=120.0, metavar="S",
                         help="longest wait for the node to subscribe and answer a first frame")
     score = parser.add_argument_group("scoring and output")
-    score.add_argument("--min-depth", type=_non_negative, default=1e-3,
+    score.add_argument("--min-depth", type=non_negative_float, default=1e-3,
                        help="ground truth nearer than this (m) is not scored")
-    score.add_argument("--max-depth", type=_positive, default=80.0,
+    score.add_argument("--max-depth", type=positive_float, default=80.0,
                        help="ground truth farther than this (m) is not scored")
     score.add_argument("--panels", type=int, default=4, help="frames shown as images in the "
                        "report")

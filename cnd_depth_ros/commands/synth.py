@@ -12,40 +12,18 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cnd_depth_ros.commands.arguments import (
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 from cnd_depth_ros.errors import CndDepthError
 
 if TYPE_CHECKING:
     from cnd_depth_ros.camera import PinholeCamera
 
 __all__ = ["add_arguments", "run"]
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0.0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a non-negative number, got {text}")
-    return value
-
-
-def _seed(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,20 +35,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--bag", type=Path, metavar="PATH", help="write a rosbag2 of one drive here instead"
     )
     parser.add_argument(
-        "--frames", type=_positive_int, default=None, help="number of frames (default: 2000, "
+        "--frames", type=positive_int, default=None, help="number of frames (default: 2000, "
         "--bag: 100)"
     )
-    parser.add_argument("--seed", type=_seed, default=0, help="seed of the whole set")
-    parser.add_argument("--width", type=_positive_int, default=256, help="image width (px)")
-    parser.add_argument("--height", type=_positive_int, default=160, help="image height (px)")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the whole set")
+    parser.add_argument("--width", type=positive_int, default=256, help="image width (px)")
+    parser.add_argument("--height", type=positive_int, default=160, help="image height (px)")
     parser.add_argument(
         "--fx",
-        type=_positive_float,
+        type=positive_float,
         default=None,
         help="focal length in pixels, fx = fy (default: KITTI's, 0.581 * width)",
     )
     parser.add_argument(
-        "--baseline", type=_positive_float, default=0.54, help="stereo baseline in metres"
+        "--baseline", type=positive_float, default=0.54, help="stereo baseline in metres"
     )
     parser.add_argument(
         "--style",
@@ -81,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--workers",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="rendering processes (default: one per CPU)",
     )
@@ -92,8 +70,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     bag = parser.add_argument_group("--bag options")
-    bag.add_argument("--rate", type=_positive_float, default=10.0, help="frames per second")
-    bag.add_argument("--speed", type=_non_negative_float, default=8.0,
+    bag.add_argument("--rate", type=positive_float, default=10.0, help="frames per second")
+    bag.add_argument("--speed", type=non_negative_float, default=8.0,
                      help="driving speed in m/s (lowered to stop short of an obstacle in the lane)")
     bag.add_argument("--storage", choices=("sqlite3", "mcap"), default="sqlite3",
                      help="rosbag2 storage format")
