@@ -76,8 +76,10 @@ def test_bad_input_is_rejected() -> None:
         SgbmMatcher().infer(frame.left, camera=frame.camera)
     with pytest.raises(ValueError, match="baseline"):
         SgbmMatcher().infer(frame.left, frame.right, camera=replace(frame.camera, baseline=None))
-    with pytest.raises(ValueError, match="right image must be 500x741x3 uint8"):
+    with pytest.raises(ValueError, match="right image must be HxWx3 uint8"):
         SgbmMatcher().infer(frame.left, frame.right[:, :, 0], camera=frame.camera)
+    with pytest.raises(ValueError, match="right image is 741x400 but the camera is 741x500"):
+        SgbmMatcher().infer(frame.left, frame.right[:400], camera=frame.camera)
     with pytest.raises(ValueError, match="block_size"):
         SgbmMatcher(block_size=4)
     with pytest.raises(ValueError, match="max_disparity"):

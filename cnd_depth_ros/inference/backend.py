@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from cnd_depth_ros.camera import PinholeCamera
+from cnd_depth_ros.inference.camera_images import check_camera_images
 from cnd_depth_ros.models.artifact import ModelMetadata
 
 __all__ = ["DepthBackend", "to_network_input"]
@@ -66,14 +67,9 @@ class DepthBackend(abc.ABC):
         :raises ValueError: wrong image shapes or dtype, a missing right image for a stereo model,
             or a stereo model without a baseline in ``camera``.
         """
-        self._check_image("left", left, camera)
-        if self.metadata.stereo:
-            variant = self.metadata.variant
-            if right is None:
-                raise ValueError(f"{variant} is a stereo model: a right image is needed")
-            self._check_image("right", right, camera)
-            if camera.baseline is None:
-                raise ValueError(f"{variant} is a stereo model: camera has no baseline")
+        check_camera_images(
+            left, right, camera, stereo=self.metadata.stereo, name=self.metadata.variant
+        )
         width, height = self.input_size
         raw = self.run(
             to_network_input(left, width, height),
@@ -105,15 +101,3 @@ class DepthBackend(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook: backends without resources keep it
         """Release sessions, engines and device memory. Safe to call twice."""
-
-    def _check_image(self, which: str, image: np.ndarray, camera: PinholeCamera) -> None:
-        if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 \
-                or image.shape[2] != 3:
-            shape = getattr(image, "shape", None)
-            dtype = getattr(image, "dtype", type(image).__name__)
-            raise ValueError(f"{which} image must be HxWx3 uint8 RGB, got {shape} {dtype}")
-        if image.shape[:2] != (camera.height, camera.width):
-            raise ValueError(
-                f"{which} image is {image.shape[1]}x{image.shape[0]} but the camera is "
-                f"{camera.width}x{camera.height}"
-            )

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from cnd_depth_ros.camera import PinholeCamera
+from cnd_depth_ros.inference.camera_images import check_camera_images
 
 __all__ = ["SgbmMatcher", "fill_disparity_holes"]
 
@@ -127,14 +128,8 @@ class SgbmMatcher:
 
         :raises ValueError: a missing right image, mismatched images, or a camera without baseline.
         """
-        if right is None or camera.baseline is None:
-            raise ValueError("SGBM needs a right image and a camera with a baseline")
-        for which, image in (("left", left), ("right", right)):
-            if image.dtype != np.uint8 or image.shape != (camera.height, camera.width, 3):
-                raise ValueError(
-                    f"{which} image must be {camera.height}x{camera.width}x3 uint8 RGB, "
-                    f"got {image.shape} {image.dtype}"
-                )
+        check_camera_images(left, right, camera, stereo=True, name="SGBM")
+        assert right is not None and camera.baseline is not None  # checked just above
         width, height = self.working_size or (camera.width, camera.height)
         if (width, height) != (camera.width, camera.height):
             left, right = (
