@@ -1,6 +1,6 @@
 """The package's error types: one family, so callers can catch what this package raises."""
 
-__all__ = ["ArtifactError", "BackendError", "CndDepthError"]
+__all__ = ["ArtifactError", "BackendError", "CndDepthError", "DatasetError"]
 
 
 class CndDepthError(Exception):
@@ -16,3 +16,10 @@ class ArtifactError(CndDepthError, ValueError):
 
 class BackendError(CndDepthError, RuntimeError):
     """An inference backend failed (wraps the runtime's own exception as ``__cause__``)."""
+
+
+class DatasetError(CndDepthError, ValueError):
+    """A dataset folder or file is missing, unreadable or not in the expected format.
+
+    The message names the file or folder.
+    """

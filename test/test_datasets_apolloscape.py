@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
+from cnd_depth_ros.errors import DatasetError
 from cnd_depth_ros.training.datasets.apolloscape import APOLLO_CAMERAS, ApolloScapeDataset
-from cnd_depth_ros.training.datasets.readers import DatasetError
 
 WIDTH, HEIGHT = 338, 271  # the 3384 x 2710 frames at 1/10
 

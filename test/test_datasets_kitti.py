@@ -8,13 +8,13 @@ import cv2
 import numpy as np
 import pytest
 
+from cnd_depth_ros.errors import DatasetError
 from cnd_depth_ros.training.datasets.kitti import (
     DEFAULT_BASELINE,
     DEFAULT_FX,
     KittiDepthDataset,
     KittiStereoDataset,
 )
-from cnd_depth_ros.training.datasets.readers import DatasetError
 
 SHARED_KITTI = Path(__file__).resolve().parents[2] / "shared" / "data" / "kitti2012_stereo"
 WIDTH, HEIGHT = 24, 10

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
+from cnd_depth_ros.errors import DatasetError
 from cnd_depth_ros.training.datasets.middlebury import (
     LEGACY_BASELINE,
     LEGACY_FOCAL,
@@ -18,7 +19,7 @@ from cnd_depth_ros.training.datasets.middlebury import (
     MotorcycleDataset,
     read_calib,
 )
-from cnd_depth_ros.training.datasets.readers import DatasetError, read_pfm
+from cnd_depth_ros.training.datasets.readers import read_pfm
 
 SHARED_ALOE = Path(__file__).resolve().parents[2] / "shared" / "data" / "middlebury2006_aloe"
 WIDTH, HEIGHT = 20, 8

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cnd_depth_ros.errors import DatasetError
 from cnd_depth_ros.training.datasets.kitti import KittiStereoDataset
 from cnd_depth_ros.training.datasets.middlebury import MotorcycleDataset
-from cnd_depth_ros.training.datasets.readers import DatasetError
 from cnd_depth_ros.training.datasets.registry import DATASET_KINDS, open_dataset
 
 

@@ -10,7 +10,7 @@ import pytest
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
-from cnd_depth_ros.training.datasets.readers import DatasetError
+from cnd_depth_ros.errors import DatasetError
 from cnd_depth_ros.training.datasets.rosbag_dataset import DEFAULT_TOPICS, RosbagDataset
 
 WIDTH, HEIGHT, FX, BASELINE = 8, 6, 50.0, 0.12

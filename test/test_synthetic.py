@@ -12,6 +12,7 @@ import pytest
 
 from cnd_depth_ros import cli
 from cnd_depth_ros.camera import PinholeCamera
+from cnd_depth_ros.errors import DatasetError
 from cnd_depth_ros.synthetic.dataset_writer import kitti_like_camera, render_frame, write_dataset
 from cnd_depth_ros.synthetic.primitives import Boxes, GroundPlane, Spheres
 from cnd_depth_ros.synthetic.raycast import shadowed
@@ -26,7 +27,6 @@ from cnd_depth_ros.synthetic.scene import (
 )
 from cnd_depth_ros.synthetic.textures import TextureBank, default_bank
 from cnd_depth_ros.training.datasets.frame import to_sample
-from cnd_depth_ros.training.datasets.readers import DatasetError
 from cnd_depth_ros.training.datasets.registry import open_dataset
 from cnd_depth_ros.training.datasets.synthetic import SyntheticDataset
 

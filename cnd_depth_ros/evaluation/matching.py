@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from cnd_depth_ros.camera import PinholeCamera
+from cnd_depth_ros.errors import DatasetError
 from cnd_depth_ros.evaluation.bag_io import (
     CAMERA_INFO,
     IMAGE,
@@ -25,7 +26,6 @@ from cnd_depth_ros.evaluation.bag_io import (
     stamp_ns,
 )
 from cnd_depth_ros.evaluation.tf_static import StaticTransforms
-from cnd_depth_ros.training.datasets.readers import DatasetError
 from cnd_depth_ros.training.datasets.rosbag_dataset import decode_depth
 
 __all__ = [

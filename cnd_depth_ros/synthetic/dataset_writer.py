@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from cnd_depth_ros import __version__
 from cnd_depth_ros.camera import PinholeCamera
+from cnd_depth_ros.errors import DatasetError
 from cnd_depth_ros.synthetic.layout import (
     CAMERA_FILE,
     FRAME_FILES,
@@ -139,10 +140,6 @@ def _prepare(
 ) -> set[int]:
     """Create ``root``, or check that the set in it is the one asked for; returns the indices
     of the frames already complete."""
-    # Imported here, in the parent only: the readers pull in torch, which worker processes
-    # (spawned, so they import this module afresh) do not need.
-    from cnd_depth_ros.training.datasets.readers import DatasetError
-
     manifest = _manifest(seed, style)
     if not (root / CAMERA_FILE).exists():
         root.mkdir(parents=True, exist_ok=True)

@@ -21,10 +21,10 @@ import cv2
 import numpy as np
 
 from cnd_depth_ros.camera import PinholeCamera
+from cnd_depth_ros.errors import DatasetError
 from cnd_depth_ros.training.datasets.base import FrameDataset
 from cnd_depth_ros.training.datasets.frame import Frame
 from cnd_depth_ros.training.datasets.readers import (
-    DatasetError,
     depth_from_disparity,
     read_pfm,
     read_rgb,

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from cnd_depth_ros.camera import PinholeCamera
+from cnd_depth_ros.errors import DatasetError
 from cnd_depth_ros.training.datasets.base import FrameDataset
 from cnd_depth_ros.training.datasets.frame import Frame
-from cnd_depth_ros.training.datasets.readers import DatasetError
 
 __all__ = ["NYU_CAMERA", "NyuV2Dataset"]
 

@@ -12,19 +12,14 @@ import cv2
 import numpy as np
 
 from cnd_depth_ros import geometry
-from cnd_depth_ros.errors import CndDepthError
+from cnd_depth_ros.errors import DatasetError
 
 __all__ = [
-    "DatasetError",
     "depth_from_disparity",
     "read_pfm",
     "read_rgb",
     "read_scaled_png",
 ]
-
-
-class DatasetError(CndDepthError, ValueError):
-    """A dataset folder or file is missing, unreadable or not in the expected format."""
 
 
 def read_rgb(path: Path) -> np.ndarray:

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from cnd_depth_ros.camera import PinholeCamera
+from cnd_depth_ros.errors import DatasetError
 from cnd_depth_ros.training.datasets.base import FrameDataset
 from cnd_depth_ros.training.datasets.frame import Frame
-from cnd_depth_ros.training.datasets.readers import DatasetError
 
 __all__ = ["DEFAULT_TOPICS", "RosbagDataset", "decode_depth", "decode_rgb"]
 

@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 
 from cnd_depth_ros.camera import PinholeCamera
+from cnd_depth_ros.errors import DatasetError
 from cnd_depth_ros.synthetic.layout import CAMERA_FILE, frame_path, frame_stems, read_camera
 from cnd_depth_ros.training.datasets.base import FrameDataset
 from cnd_depth_ros.training.datasets.frame import Frame
-from cnd_depth_ros.training.datasets.readers import DatasetError, read_rgb
+from cnd_depth_ros.training.datasets.readers import read_rgb
 
 __all__ = ["SyntheticDataset"]
 
