@@ -38,8 +38,7 @@ def scale_invariant_log_loss(
     ``scale_invariance`` 0 is the plain squared log error, 1 ignores a global scale error
     entirely; the paper uses 0.5, which keeps metric scale while forgiving part of it.
     """
-    _check_depths(pred_depth, valid_mask, gt_depth)
-    valid = valid_mask & torch.isfinite(gt_depth) & (gt_depth > 0)
+    valid = _scored_pixels(pred_depth, gt_depth, valid_mask)
     # Masked values are replaced before the log, so neither they nor their gradients are NaN.
     pred_log = torch.where(valid, pred_depth, 1.0).clamp_min(MIN_PREDICTED_DEPTH).log()
     log_ratio = torch.where(valid, pred_log - torch.where(valid, gt_depth, 1.0).log(), 0.0)
@@ -187,8 +186,7 @@ class BerHuLoss(nn.Module):
         valid_mask: Tensor,
         camera: Tensor | None = None,
     ) -> Tensor:
-        _check_depths(pred_depth, valid_mask, gt_depth)
-        valid = valid_mask & torch.isfinite(gt_depth) & (gt_depth > 0)
+        valid = _scored_pixels(pred_depth, gt_depth, valid_mask)
         residual = torch.where(valid, pred_depth - torch.where(valid, gt_depth, 0.0), 0.0).abs()
         c = self.threshold * residual.detach().max()
         quadratic = (residual.square() + c.square()) / (2.0 * torch.where(c > 0, c, 1.0))
@@ -208,6 +206,12 @@ def _mean_over_images(per_image: Tensor, present: Tensor) -> Tensor:
 def _dot(a: Tensor, b: Tensor) -> Tensor:
     """Dot product over the channel dimension of N x 3 x H x W vectors."""
     return (a * b).sum(dim=1, keepdim=True)
+
+
+def _scored_pixels(pred_depth: Tensor, gt_depth: Tensor, valid_mask: Tensor) -> Tensor:
+    """The pixels a depth term scores: in ``valid_mask`` with finite, positive ground truth."""
+    _check_depths(pred_depth, valid_mask, gt_depth)
+    return valid_mask & torch.isfinite(gt_depth) & (gt_depth > 0)
 
 
 def _check_depths(pred_depth: Tensor, valid_mask: Tensor, gt_depth: Tensor | None = None) -> None:
