@@ -22,6 +22,7 @@ from cnd_depth_ros.errors import CndDepthError
 
 if TYPE_CHECKING:
     from cnd_depth_ros.camera import PinholeCamera
+    from cnd_depth_ros.synthetic.scene import StreetStyle
 
 __all__ = ["add_arguments", "run"]
 
@@ -80,12 +81,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from cnd_depth_ros.synthetic.dataset_writer import kitti_like_camera, write_dataset
+    from cnd_depth_ros.synthetic.dataset_writer import kitti_like_camera
     from cnd_depth_ros.synthetic.scene import STREET_STYLES
 
     camera = kitti_like_camera(args.width, args.height, args.fx, args.baseline)
-    if args.bag is not None:
-        return _write_bag(args, camera)
+    style = STREET_STYLES[args.style]
+    write = _write_bag if args.bag is not None else _write_dataset
+    result = write(args, camera, style)
+    return {**result, "seed": args.seed, "style": args.style, "camera": camera.to_dict()}
+
+
+def _write_dataset(
+    args: argparse.Namespace, camera: PinholeCamera, style: StreetStyle
+) -> dict[str, Any]:
+    from cnd_depth_ros.synthetic.dataset_writer import write_dataset
+
     summary = write_dataset(
         args.out,
         camera,
@@ -93,7 +103,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         seed=args.seed,
         workers=args.workers,
         resume=args.resume,
-        style=STREET_STYLES[args.style],
+        style=style,
         progress=not args.no_progress,
     )
     print(
@@ -107,15 +117,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "skipped": summary.skipped,
         "seconds": round(summary.seconds, 3),
         "frames_per_second": round(summary.frames_per_second, 3),
-        "seed": args.seed,
-        "style": args.style,
-        "camera": camera.to_dict(),
     }
 
 
-def _write_bag(args: argparse.Namespace, camera: PinholeCamera) -> dict[str, Any]:
+def _write_bag(
+    args: argparse.Namespace, camera: PinholeCamera, style: StreetStyle
+) -> dict[str, Any]:
     from cnd_depth_ros.synthetic.bag_writer import write_sequence_bag
-    from cnd_depth_ros.synthetic.scene import STREET_STYLES
 
     if args.resume:
         raise CndDepthError("--resume completes a dataset folder (--out); a bag is written whole")
@@ -128,7 +136,7 @@ def _write_bag(args: argparse.Namespace, camera: PinholeCamera) -> dict[str, Any
         speed=args.speed,
         storage=args.storage,
         distro=args.distro,
-        style=STREET_STYLES[args.style],
+        style=style,
         progress=not args.no_progress,
     )
     print(
@@ -143,7 +151,4 @@ def _write_bag(args: argparse.Namespace, camera: PinholeCamera) -> dict[str, Any
         "distro": args.distro,
         "rate": args.rate,
         "seconds": round(summary.seconds, 3),
-        "seed": args.seed,
-        "style": args.style,
-        "camera": camera.to_dict(),
     }
