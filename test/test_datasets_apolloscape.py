@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
+from fixtures.dataset_files import write_rgb, write_uint16
 
 from cnd_depth_ros.errors import DatasetError
 from cnd_depth_ros.training.datasets.apolloscape import APOLLO_CAMERAS, ApolloScapeDataset
@@ -17,14 +17,11 @@ WIDTH, HEIGHT = 338, 271  # the 3384 x 2710 frames at 1/10
 def write_frame(root: Path, name: str, depth_mm5: np.ndarray | None) -> None:
     camera = name.rsplit("_", 2)[-2:]
     folder = Path("Record001") / f"{camera[0]} {camera[1]}"
-    colour = root / "ColorImage" / folder
-    colour.mkdir(parents=True, exist_ok=True)
     image = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
     image[..., 0] = 200  # red, so a BGR/RGB mix-up shows even through JPEG
-    assert cv2.imwrite(str(colour / f"{name}.jpg"), image[..., ::-1])
+    write_rgb(root / "ColorImage" / folder / f"{name}.jpg", image)
     if depth_mm5 is not None:
-        (root / "Depth" / folder).mkdir(parents=True, exist_ok=True)
-        assert cv2.imwrite(str(root / "Depth" / folder / f"{name}.png"), depth_mm5)
+        write_uint16(root / "Depth" / folder / f"{name}.png", depth_mm5)
 
 
 def test_road_folder_frames_are_metric_with_scaled_intrinsics(tmp_path: Path) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
+from fixtures.dataset_files import write_rgb, write_uint16
 
 from cnd_depth_ros.errors import DatasetError
 from cnd_depth_ros.training.datasets.kitti import (
@@ -22,16 +22,6 @@ FX, CX, CY = 700.0, 11.5, 4.25
 # P_rect_02 / P_rect_03 of a rig with baseline 0.5 m: P[0, 3] = -fx * (camera x offset).
 P2 = [FX, 0, CX, 35.0, 0, FX, CY, 0.2, 0, 0, 1, 0.004]
 P3 = [FX, 0, CX, 35.0 - FX * 0.5, 0, FX, CY, 0.2, 0, 0, 1, 0.004]
-
-
-def write_rgb(path: Path, rgb: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    assert cv2.imwrite(str(path), np.ascontiguousarray(rgb[..., ::-1]))
-
-
-def write_uint16(path: Path, values: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    assert cv2.imwrite(str(path), values.astype(np.uint16))
 
 
 def colour(value: int) -> np.ndarray:

@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from fixtures.dataset_files import write_rgb
 
 from cnd_depth_ros.errors import DatasetError
 from cnd_depth_ros.training.datasets.middlebury import (
@@ -30,10 +31,6 @@ def write_pfm(path: Path, values: np.ndarray, little_endian: bool = True) -> Non
     header = f"Pf\n{values.shape[1]} {values.shape[0]}\n{-1.0 if little_endian else 1.0}\n"
     data = values[::-1].astype("<f4" if little_endian else ">f4").tobytes()
     path.write_bytes(header.encode() + data)
-
-
-def write_rgb(path: Path, rgb: np.ndarray) -> None:
-    assert cv2.imwrite(str(path), np.ascontiguousarray(rgb[..., ::-1]))
 
 
 def texture(seed: int) -> np.ndarray:
