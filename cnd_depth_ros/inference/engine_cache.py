@@ -28,7 +28,7 @@ from typing import Any
 
 from cnd_depth_ros.atomic_file import write_atomically
 from cnd_depth_ros.errors import ArtifactError
-from cnd_depth_ros.models.artifact import ModelMetadata
+from cnd_depth_ros.models.artifact import ModelMetadata, check_json_format
 
 __all__ = [
     "CACHE_ENV",
@@ -183,13 +183,7 @@ class EngineRecord:
     @classmethod
     def from_json(cls, data: Any, source: str) -> EngineRecord:
         """Validate and build; every problem is an :class:`ArtifactError` naming ``source``."""
-        if not isinstance(data, dict):
-            raise ArtifactError(f"{source}: expected a JSON object, got {type(data).__name__}")
-        if data.get("format") != SIDECAR_FORMAT:
-            raise ArtifactError(
-                f"{source}: engine sidecar format {data.get('format')!r} is not supported "
-                f"(this version reads format {SIDECAR_FORMAT})"
-            )
+        check_json_format(data, source, kind="engine sidecar", version=SIDECAR_FORMAT)
         try:
             key = EngineKey.from_json(data["key"])
             metadata = ModelMetadata.from_json(data["metadata"], source=source)

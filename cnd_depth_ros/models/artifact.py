@@ -41,6 +41,7 @@ __all__ = [
     "SHIPPED_MODELS",
     "ModelMetadata",
     "artifact_paths",
+    "check_json_format",
     "depth_from_output",
     "load_artifact",
     "read_metadata",
@@ -141,13 +142,7 @@ class ModelMetadata:
     @classmethod
     def from_json(cls, data: dict[str, Any], source: str = "metadata") -> ModelMetadata:
         """Validate and build; every problem is an :class:`ArtifactError` naming ``source``."""
-        if not isinstance(data, dict):
-            raise ArtifactError(f"{source}: expected a JSON object, got {type(data).__name__}")
-        if data.get("format") != ARTIFACT_FORMAT:
-            raise ArtifactError(
-                f"{source}: artifact format {data.get('format')!r} is not supported "
-                f"(this version reads format {ARTIFACT_FORMAT})"
-            )
+        check_json_format(data, source, kind="artifact", version=ARTIFACT_FORMAT)
         required = {"variant": str, "input_height": int, "input_width": int, "output": str,
                     "training_camera": dict, "stereo": bool}
         optional = {"model_config": dict, "normalisation": dict, "training": dict,
@@ -168,6 +163,21 @@ class ModelMetadata:
             return cls(**{**data, "training_camera": camera})
         except (TypeError, ValueError) as error:
             raise ArtifactError(f"{source}: {error}") from error
+
+
+def check_json_format(data: Any, source: str, *, kind: str, version: int) -> None:
+    """Check that a sidecar read from ``source`` is a JSON object of format ``version``, the one
+    this code reads (artifact and engine sidecars carry a ``format`` number).
+
+    :raises ArtifactError: another JSON value, or another format, naming ``source``.
+    """
+    if not isinstance(data, dict):
+        raise ArtifactError(f"{source}: expected a JSON object, got {type(data).__name__}")
+    if data.get("format") != version:
+        raise ArtifactError(
+            f"{source}: {kind} format {data.get('format')!r} is not supported "
+            f"(this version reads format {version})"
+        )
 
 
 def artifact_paths(path: str | os.PathLike[str]) -> tuple[Path, Path]:
