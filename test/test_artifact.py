@@ -79,3 +79,7 @@ def test_missing_and_corrupt_files_name_the_file(stereo_artifact: Path, tmp_path
     (tmp_path / "broken.json").write_text(json.dumps(data))
     with pytest.raises(ArtifactError, match="'variant' must be str"):
         read_metadata(broken)
+    data["format"] = 99
+    (tmp_path / "broken.json").write_text(json.dumps(data))
+    with pytest.raises(ArtifactError, match=r"broken\.json: artifact format 99 is not supported"):
+        read_metadata(broken)

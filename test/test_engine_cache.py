@@ -146,6 +146,12 @@ def test_engine_without_or_with_broken_sidecar(
     sidecar.write_text(json.dumps({"format": 1, "key": {}}))
     with pytest.raises(ArtifactError, match=r"model\.json: invalid engine sidecar"):
         load_engine_file(path, target=H100)
+    sidecar.write_text(json.dumps({"format": 2, "key": {}}))
+    with pytest.raises(ArtifactError, match=r"model\.json: engine sidecar format 2 is not supp"):
+        load_engine_file(path, target=H100)
+    sidecar.write_text("[]")
+    with pytest.raises(ArtifactError, match=r"model\.json: expected a JSON object, got list"):
+        load_engine_file(path, target=H100)
     sidecar.unlink()
     with pytest.raises(ArtifactError, match=r"model\.engine: no sidecar model\.json"):
         load_engine_file(path, target=H100)
