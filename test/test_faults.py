@@ -1,0 +1,299 @@
+"""depth_node under faults: model files that vanish or change, a backend failing at run time,
+a camera driver that restarts, and shutdown while inference runs.
+
+Real rclpy, Fast DDS, lifecycle transitions, model files and a node process throughout. The one
+mock: a GPU cannot fail on demand on a machine without one, so the failing backend's ``run`` is
+replaced by one raising what a CUDA error surfaces as (:class:`BackendError`); the fallback that
+takes over is a real second backend (torch on the CPU, as behind a torch-on-CUDA backend).
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from builtin_interfaces.msg import Time
+from fixtures.artifacts import SMALL, make_artifact
+from fixtures.ros import Inbox, rclpy_init_fixture, spin_until  # noqa: F401
+from fixtures.stereo_publisher import StereoFixturePublisher, pattern
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.lifecycle import TransitionCallbackReturn as Result
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile
+from sensor_msgs.msg import Image
+
+from cnd_depth_ros.camera import PinholeCamera
+from cnd_depth_ros.errors import BackendError
+from cnd_depth_ros.inference.export import export_onnx
+from cnd_depth_ros.models.artifact import artifact_paths
+from cnd_depth_ros.ros.depth_node import DepthNode
+from cnd_depth_ros.ros.image_codec import image_to_array
+
+pytestmark = pytest.mark.ros
+
+CAMERA = PinholeCamera(width=96, height=64, fx=80.0, fy=80.0, cx=47.5, cy=31.5, baseline=0.12)
+WAIT_S = 20.0
+
+
+class Rig:
+    """depth_node, a camera driver and a depth listener in one executor spun by the test, so
+    lifecycle transitions can be triggered between spins without racing the executor."""
+
+    def __init__(self, artifact: Path, namespace: str, **parameters: Any) -> None:
+        overrides = {"model_path": str(artifact), "backend": "torch", "threads": 1,
+                     "diagnostic_period": 0.2, **parameters}
+        self.executor = SingleThreadedExecutor()
+        self.node = DepthNode(
+            namespace=namespace,
+            parameter_overrides=[Parameter(name, value=value) for name, value in
+                                 overrides.items()],
+        )
+        self.namespace = namespace
+        self.camera = self._camera()
+        self.listener = Node("listener", namespace=namespace)
+        self.depth = Inbox(self.listener, Image, "depth/image", QoSProfile(depth=20))
+        for node in (self.node, self.camera, self.listener):
+            self.executor.add_node(node)
+        self._stamps = iter(range(1, 10**6))
+
+    def _camera(self) -> StereoFixturePublisher:
+        return StereoFixturePublisher(CAMERA, namespace=self.namespace, node_name="camera")
+
+    def restart_camera(self) -> None:
+        """The camera driver process dies and a new one starts on the same topics."""
+        self.executor.remove_node(self.camera)
+        self.camera.destroy_node()
+        self.camera = self._camera()
+        self.executor.add_node(self.camera)
+
+    def send(self) -> Time:
+        if not spin_until(self.executor, self.camera.subscribers_ready, WAIT_S):
+            pytest.fail("depth_node did not subscribe to the camera")
+        return self.camera.publish_pair(Time(sec=next(self._stamps)))
+
+    def answer(self, stamp: Time) -> Image | None:
+        return next((m for m in self.depth.messages if m.header.stamp == stamp), None)
+
+    def depth_for_next_pair(self) -> np.ndarray:
+        """Send a pair and return its depth; fails the test when none comes in time."""
+        stamp = self.send()
+        if not spin_until(self.executor, lambda: self.answer(stamp) is not None, WAIT_S):
+            pytest.fail(f"no depth for the pair stamped {stamp}")
+        msg = self.answer(stamp)
+        assert msg is not None
+        return np.array(image_to_array(msg))
+
+    def failing_pair(self) -> None:
+        """Send a pair, wait until the node counts its inference error; it has no depth."""
+        errors = self.drops("inference error")
+        stamp = self.send()
+        counted = spin_until(self.executor, lambda: self.drops("inference error") > errors,
+                             WAIT_S)
+        assert counted, "the failed inference was not counted"
+        spin_until(self.executor, lambda: False, 0.2)  # a depth image would have arrived by now
+        assert self.answer(stamp) is None
+
+    def transition(self, *names: str) -> Result:
+        """Trigger lifecycle transitions in order; the last one's result."""
+        result = Result.SUCCESS
+        for name in names:
+            result = getattr(self.node, f"trigger_{name}")()
+        return result
+
+    def drops(self, reason: str) -> int:
+        values = {kv.key: kv.value for kv in self.node.diagnostics.status().values}
+        return int(values.get(f"drops: {reason}", 0))
+
+    def close(self) -> None:
+        for node in (self.node, self.camera, self.listener):
+            self.executor.remove_node(node)
+            node.destroy_node()
+        self.executor.shutdown(timeout_sec=1.0)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_artifact(tmp_path_factory.mktemp("faults"), "cnd_stereo", **SMALL)
+
+
+@pytest.fixture
+def artifact(models: Path, tmp_path: Path) -> Path:
+    """A private copy of the model, free to be damaged by the test."""
+    for source in artifact_paths(models):
+        shutil.copy(source, tmp_path / source.name)
+    return tmp_path / models.name
+
+
+@pytest.fixture
+def rig(request: pytest.FixtureRequest, artifact: Path) -> Iterator[Rig]:
+    parameters = getattr(request, "param", {})
+    rig = Rig(artifact, f"faults_{request.node.name.split('[')[0][5:]}", **parameters)
+    try:
+        yield rig
+    finally:
+        rig.close()
+
+
+def test_model_file_changed_under_a_running_node(
+    rig: Rig, artifact: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The running node keeps the model it loaded; reconfiguring reports what is wrong with the
+    file now, and works again once the file is good."""
+    weights = artifact_paths(artifact)[0]
+    reference = rig.depth_for_next_pair()
+    assert np.isfinite(reference).any()
+    good = weights.read_bytes()
+
+    weights.write_bytes(good[: len(good) // 2])  # truncated mid-run
+    np.testing.assert_array_equal(rig.depth_for_next_pair(), reference)
+    other = make_artifact(artifact.parent / "other", "cnd_stereo", width_mult=0.35)
+    shutil.copy(artifact_paths(other)[0], weights)  # replaced by a different network's weights
+    np.testing.assert_array_equal(rig.depth_for_next_pair(), reference)
+
+    capfd.readouterr()
+    weights.write_bytes(good[: len(good) // 2])
+    assert rig.transition("deactivate", "cleanup", "configure") == Result.FAILURE
+    err = capfd.readouterr().err
+    assert f"{weights}: unreadable weights" in err, err
+
+    weights.unlink()
+    assert rig.transition("configure") == Result.FAILURE
+    assert f"{weights}: no such file" in capfd.readouterr().err
+
+    weights.write_bytes(good)
+    assert rig.transition("configure", "activate") == Result.SUCCESS
+    np.testing.assert_array_equal(rig.depth_for_next_pair(), reference)
+
+
+def test_camera_driver_restart(rig: Rig) -> None:
+    """A camera driver that disappears and comes back is picked up without touching the node."""
+    before = rig.depth_for_next_pair()
+    rig.restart_camera()
+    after = rig.depth_for_next_pair()
+    np.testing.assert_array_equal(after, before)
+
+
+def _fail_like_a_gpu(rig: Rig) -> None:
+    """Mock: the configured backend's forward pass fails as a lost CUDA context does."""
+    assert rig.node.backend is not None
+
+    def run(*_: Any) -> np.ndarray:
+        raise BackendError("CUDA error: an illegal memory access was encountered")
+
+    rig.node.backend.run = run  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize("rig", [{"fallback_backend": "torch"}], indirect=True)
+def test_failing_backend_falls_back(rig: Rig, capfd: pytest.CaptureFixture[str]) -> None:
+    reference = rig.depth_for_next_pair()
+    assert rig.node.fallback is not None and rig.node.fallback is not rig.node.backend
+    _fail_like_a_gpu(rig)
+
+    rig.failing_pair()
+    assert rig.drops("inference error") == 1
+    err = capfd.readouterr().err
+    assert "switched to the fallback backend 'torch'" in err, err
+    recovered = rig.depth_for_next_pair()
+    np.testing.assert_array_equal(recovered, reference)
+    info = {kv.key: kv.value for kv in rig.node.diagnostics.status().values}
+    assert info["backend"] == "torch" and rig.node.fallback is None
+    assert "illegal memory access" in info["fell back from"]
+
+
+def test_failing_backend_without_fallback_keeps_the_node_up(rig: Rig) -> None:
+    rig.depth_for_next_pair()
+    _fail_like_a_gpu(rig)
+    for _ in range(3):
+        rig.failing_pair()
+    assert rig.drops("inference error") == 3
+    assert rig.node.backend is not None and rig.node.backend.name == "torch"
+
+
+def test_fallback_that_cannot_load_fails_configure(
+    models: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A fallback is loaded at configure: one that cannot run the model (the torch backend and an
+    ONNX file) is reported at start-up, not when the GPU fails."""
+    onnx = export_onnx(models, tmp_path / "model.onnx")
+    node = DepthNode(
+        namespace="faults_bad_fallback",
+        parameter_overrides=[Parameter("model_path", value=str(onnx)),
+                             Parameter("backend", value="onnxruntime"),
+                             Parameter("fallback_backend", value="torch")],
+    )
+    try:
+        assert node._state_machine.current_state[1] == "unconfigured"
+        assert node.backend is None and node.fallback is None
+        err = capfd.readouterr().err
+        assert f"fallback backend 'torch' cannot load model '{onnx}'" in err, err
+    finally:
+        node.destroy_node()
+
+
+def _node_process(artifact: Path, log: Path, namespace: str) -> subprocess.Popen[bytes]:
+    command = [
+        sys.executable, "-m", "cnd_depth_ros.ros.depth_node", "--ros-args",
+        "-r", f"__ns:=/{namespace}", "-p", f"model_path:={artifact}", "-p", "backend:=torch",
+        "-p", "threads:=1",
+    ]
+    with log.open("wb") as stream:
+        return subprocess.Popen(command, stdout=stream, stderr=subprocess.STDOUT)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_shutdown_during_inference(
+    tmp_path: Path, signum: signal.Signals, rclpy_init: None
+) -> None:
+    """Pairs arrive faster than the node infers (a 320x240 network), so the worker is always in
+    a forward pass; the signal must end the process cleanly, promptly, with exit code 0."""
+    artifact = make_artifact(tmp_path, "cnd_stereo", width=320, height=240, **SMALL)
+    log = tmp_path / "depth_node.log"
+    namespace = f"shutdown_{signum.name.lower()}"
+    process = _node_process(artifact, log, namespace)
+    executor = SingleThreadedExecutor()
+    camera = StereoFixturePublisher(CAMERA, namespace=namespace, node_name="camera")
+    listener = Node("listener", namespace=namespace)
+    depth = Inbox(listener, Image, "depth/image", QoSProfile(depth=20))
+    for node in (camera, listener):
+        executor.add_node(node)
+    stop = threading.Event()
+    try:
+        if not spin_until(executor, camera.subscribers_ready, 120.0):
+            pytest.fail(f"depth_node did not subscribe:\n{log.read_text()}")
+
+        left, right = pattern(CAMERA), pattern(CAMERA, 4)
+
+        def stream() -> None:
+            while not stop.is_set():
+                camera.publish_pair(left=left, right=right)
+                time.sleep(0.01)
+
+        streamer = threading.Thread(target=stream, daemon=True)
+        streamer.start()
+        depth.wait_for(executor, 2, WAIT_S)  # inference is running
+        process.send_signal(signum)
+        started = time.monotonic()
+        assert process.wait(timeout=WAIT_S) == 0, log.read_text()
+        assert time.monotonic() - started < WAIT_S
+        stop.set()
+        streamer.join(timeout=WAIT_S)
+        assert "Traceback" not in log.read_text(), log.read_text()
+    finally:
+        stop.set()
+        for node in (camera, listener):
+            executor.remove_node(node)
+            node.destroy_node()
+        executor.shutdown(timeout_sec=1.0)
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=WAIT_S)
