@@ -20,6 +20,7 @@ The default model is a random-initialised cnd_stereo at 256x160 (weights do not 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -54,7 +55,7 @@ def _random_artifact(folder: Path, width: int, height: int) -> str:
 class _Driver:
     """The camera side and the listener side, in this process (spun on a background thread)."""
 
-    def __init__(self, width: int, height: int) -> None:
+    def __init__(self, width: int, height: int, outputs: tuple[str, ...]) -> None:
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.node import Node
@@ -89,17 +90,25 @@ class _Driver:
             side: self.node.create_publisher(CameraInfo, f"{side}/camera_info", camera_qos)
             for side in ("left", "right")
         }
-        self.arrivals: dict[str, dict[int, float]] = {"depth": {}, "points": {}}
+        self.publish_s: list[float] = []
+        self.arrivals: dict[str, dict[int, float]] = {output: {} for output in outputs}
         self.lock = threading.Condition()
         listener_qos = publisher_qos(depth=5)
         self.node.create_subscription(Image, "depth/image", self._on("depth"), listener_qos)
-        self.node.create_subscription(PointCloud2, "points", self._on("points"), listener_qos)
+        if "points" in outputs:  # without a subscriber the node builds no cloud
+            self.node.create_subscription(PointCloud2, "points", self._on("points"), listener_qos)
         self.diagnostics: dict[str, str] = {}
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread = threading.Thread(target=self._spin, daemon=True)
         self.thread.start()
+
+    def _spin(self) -> None:
+        from rclpy.executors import ExternalShutdownException
+
+        with contextlib.suppress(ExternalShutdownException):
+            self.executor.spin()
 
     def _on(self, output: str) -> Any:
         def record(msg: Any) -> None:
@@ -127,6 +136,7 @@ class _Driver:
                 msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(now_ns, 10**9)
             self.image_publishers[side].publish(self.images[side])
             self.info_publishers[side].publish(self.infos[side])
+        self.publish_s.append((time.time_ns() - now_ns) * 1e-9)
         return now_ns
 
     def wait_both(self, stamp: int, timeout_s: float) -> dict[str, float] | None:
@@ -142,6 +152,7 @@ class _Driver:
 
     def close(self) -> None:
         self.executor.shutdown(timeout_sec=2.0)
+        self.thread.join(timeout=5.0)
         self.node.destroy_node()
 
 
@@ -164,6 +175,8 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=30.0, help="open-loop camera rate, Hz")
     parser.add_argument("--seconds", type=float, default=10.0, help="open-loop duration")
     parser.add_argument("--points-stride", type=int, default=1)
+    parser.add_argument("--no-points", action="store_true",
+                        help="listen to depth/image only (the node then builds no cloud)")
     parser.add_argument("--page-faulting-listener", action="store_true",
                         help="glibc's malloc defaults in the listener: fresh pages per cloud")
     parser.add_argument("--json", type=Path, help="write the results here")
@@ -191,7 +204,9 @@ def main() -> None:
         ]
         node_process = subprocess.Popen(command)
         rclpy.init()
-        driver = _Driver(args.width, args.height)
+        load_before = os.getloadavg()[0]
+        driver = _Driver(args.width, args.height, ("depth",) if args.no_points else
+                         ("depth", "points"))
         try:
             deadline = time.monotonic() + NODE_START_S
             while not driver.connected():
@@ -205,6 +220,7 @@ def main() -> None:
                     arrivals.append(arrival)
             time.sleep(1.2)  # two diagnostics periods: stage p50s over the lock-step frames
             lock_step = dict(driver.diagnostics)
+            driver_publish = _percentiles(driver.publish_s[args.warmup:])["p50_ms"]
 
             sent = []
             start = time.monotonic()
@@ -234,8 +250,9 @@ def main() -> None:
         "overhead_p50_ms": end_to_end["p50_ms"] - inference_ms,
         "received_p50_ms": {
             output: _percentiles([arrival[output] for arrival in arrivals])["p50_ms"]
-            for output in ("depth", "points")
+            for output in driver.arrivals
         },
+        "driver_publish_p50_ms": driver_publish,
         "node_p50_ms": {
             key.removesuffix(" p50 (ms)"): float(value)
             for key, value in lock_step.items() if key.endswith(" p50 (ms)")
@@ -247,8 +264,9 @@ def main() -> None:
             "answered": answered,
             "node_drops": diagnostics.get("drops (total)"),
         },
-        "points_stride": args.points_stride,
+        "points": "none" if args.no_points else f"xyz+rgb, stride {args.points_stride}",
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+        "load_average_1min": [load_before, os.getloadavg()[0]],
     }
     text = json.dumps(result, indent=2)
     sys.stdout.write(text + "\n")

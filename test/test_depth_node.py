@@ -38,7 +38,7 @@ from stereo_msgs.msg import DisparityImage
 from cnd_depth_ros.camera import PinholeCamera
 from cnd_depth_ros.models import ModelMetadata, build_model, save_artifact
 from cnd_depth_ros.ros.camera_info import camera_info_for
-from cnd_depth_ros.ros.depth_node import DepthNode
+from cnd_depth_ros.ros.depth_node import DepthNode, _colorize
 from cnd_depth_ros.ros.image_codec import array_to_image, image_to_array
 from cnd_depth_ros.ros.pointcloud import POINT_STEP, pointcloud2_to_rgb, pointcloud2_to_xyz
 
@@ -260,6 +260,21 @@ def test_diagnostics_time_every_stage(stereo: DepthNode, harness: Harness) -> No
     assert p50_ms is not None and p50_ms["inference"] > 0
     # "input" is the age of the stamp, which the fixture sets in 1970: left out here.
     assert all(0 <= p50_ms[stage] < 1e3 * WAIT_S for stage in stages[1:]), p50_ms
+
+
+def test_colored_depth_runs_near_to_far_through_turbo() -> None:
+    """Nearest pixel: turbo's last colour (dark red), farthest: its first (dark blue), in RGB
+    order; invalid pixels black."""
+    depth = np.array([[1.0, 2.0, np.nan], [4.0, 0.0, 8.0]], np.float32)
+    rgb = _colorize(depth).astype(int)
+    assert rgb.shape == (2, 3, 3)
+    red, _, blue = rgb[0, 0]
+    assert red > 100 > 10 > blue  # near
+    red, _, blue = rgb[1, 2]
+    assert blue > red + 5  # far
+    np.testing.assert_array_equal(rgb[0, 2], 0)
+    np.testing.assert_array_equal(rgb[1, 1], 0)
+    np.testing.assert_array_equal(_colorize(np.full((2, 2), np.nan, np.float32)), 0)
 
 
 @pytest.mark.parametrize("scale", ["baseline", "focal_length"])
