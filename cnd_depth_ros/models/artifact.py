@@ -56,6 +56,8 @@ WeightStorage = Literal["fp32", "fp16", "int8"]
 _SCALE_SUFFIX = ".__int8_scale"
 SHIPPED_MODELS = ("cnd_micro", "cnd_mono", "cnd_stereo")
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+# A sidecar cannot ask for more: every backend allocates buffers of the network input size.
+MAX_INPUT_SIDE = 4096
 IMAGENET_NORMALISATION = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 
 ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
@@ -105,10 +107,12 @@ class ModelMetadata:
     def __post_init__(self) -> None:
         if self.output not in ("disparity", "depth"):
             raise ValueError(f"output must be 'disparity' or 'depth', got {self.output!r}")
-        if self.input_height % 16 or self.input_width % 16 or min(self.input_height,
-                                                                  self.input_width) <= 0:
+        if self.input_height % 16 or self.input_width % 16 or not (
+            min(self.input_height, self.input_width) > 0
+            and max(self.input_height, self.input_width) <= MAX_INPUT_SIDE
+        ):
             raise ValueError(
-                f"network input must be positive multiples of 16, got "
+                f"network input must be positive multiples of 16 up to {MAX_INPUT_SIDE}, got "
                 f"{self.input_width}x{self.input_height}"
             )
         if (self.training_camera.width, self.training_camera.height) != (
@@ -292,6 +296,28 @@ def save_artifact(
     return weights.with_suffix("")
 
 
+def _check_shapes(
+    expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor], weights: Path
+) -> None:
+    """:raises ArtifactError: ``state`` does not hold exactly the tensors of ``expected``."""
+    wanted = {name: tuple(tensor.shape) for name, tensor in expected.items()}
+    found = {name: tuple(tensor.shape) for name, tensor in state.items()}
+    if wanted == found:
+        return
+    differ = sorted(name for name in wanted.keys() & found.keys() if wanted[name] != found[name])
+    details = [
+        f"{label}: {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}"
+        for label, names in (("missing", sorted(wanted.keys() - found.keys())),
+                             ("unexpected", sorted(found.keys() - wanted.keys())),
+                             ("other shape", differ))
+        if names
+    ]
+    raise ArtifactError(
+        f"{weights}: the sidecar describes another network than the weights hold "
+        f"({'; '.join(details)})"
+    )
+
+
 def load_artifact(
     path: str | os.PathLike[str], *, device: str | torch.device = "cpu"
 ) -> tuple[nn.Module, ModelMetadata]:
@@ -308,9 +334,15 @@ def load_artifact(
     except (SafetensorError, OSError, ValueError) as error:
         raise ArtifactError(f"{weights}: unreadable weights ({error})") from error
     try:
-        model = build_model(metadata.variant, **metadata.model_config)
-    except (TypeError, ValueError) as error:
+        # Shapes first, on the meta device (no memory): a sidecar can only describe the network
+        # its weights hold, so a tampered model_config cannot make this allocate gigabytes.
+        with torch.device("meta"):
+            skeleton = build_model(metadata.variant, **metadata.model_config)
+    except (TypeError, ValueError, RuntimeError) as error:  # RuntimeError: impossible sizes
         raise ArtifactError(f"{weights}: cannot build {metadata.variant!r}: {error}") from error
+    stored = {name: tensor for name, tensor in state.items() if not name.endswith(_SCALE_SUFFIX)}
+    _check_shapes(skeleton.state_dict(), stored, weights)
+    model = build_model(metadata.variant, **metadata.model_config)
     state = _restore_state(state, model.state_dict())
     try:
         model.load_state_dict(state, strict=True)
