@@ -4,17 +4,23 @@ Starts ``python -m cnd_depth_ros.ros.depth_node`` as a separate process (Fast DD
 transports on both ends), plays a camera driver publishing 640x480 rgb8 stereo pairs with
 camera_info (best effort), and listens to ``depth/image`` and ``points`` with rviz2's QoS.
 
-* Latency: lock-step, the next pair goes out once both outputs of the previous one arrived, so
-  no frame waits behind another: left stamp -> depth image and point cloud both received.
-* Overhead: that latency minus the backend's inference time (resize, network, metric depth,
-  resize back), which the node reports in ``/diagnostics`` ("inference p50 (ms)").
-* Where it goes: the node also reports left stamp -> outputs published ("latency p50 (ms)");
-  the rest of the end-to-end time is the outputs' transport to the listener.
+* End to end (lock-step: the next pair goes out once the outputs of the previous one arrived,
+  so no frame waits behind another): from the left stamp, taken by the driver just before it
+  publishes the pair, until ``depth/image`` and ``points`` have both reached the listener's
+  Python callbacks.
+* Overhead: end to end p50 minus the node's inference p50, the backend's ``infer`` (resize,
+  network, metric depth, resize back). Everything else counts: the driver publishing the
+  pair, transport, the node's deserialisation, synchronisation, hand-off to the worker,
+  decoding, the depth limits, building and publishing depth, camera_info and the cloud, and
+  their transport to and deserialisation in the listener.
+* Where it goes: the node's own per-stage p50s from ``/diagnostics`` (stamp -> synchronised,
+  queue, decode, inference, depth, points, and stamp -> all published), the driver's publish
+  time, and when each output reached the listener.
 * Output rate: open loop at ``--rate`` Hz, newest pair wins in the node, drops counted.
 
 The default model is a random-initialised cnd_stereo at 256x160 (weights do not change timing)::
 
-    .venv/bin/python benchmarks/node_latency.py --backend onnxruntime --json node.json
+    .venv/bin/python benchmarks/node_latency.py --backend onnxruntime --threads 1 --json node.json
 """
 
 from __future__ import annotations
