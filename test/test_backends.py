@@ -223,3 +223,11 @@ def test_backends_run_at_another_network_size(models, frame, backend_factory) ->
         assert backend.input_size == (96, 64)
         depths.append(backend.infer(frame.left, camera=frame.camera))
     np.testing.assert_allclose(depths[1], depths[0], rtol=1e-4)
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_an_engine_file_is_refused_by_non_tensorrt_backends(tmp_path: Path, backend: str) -> None:
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"\0" * 16)
+    with pytest.raises(ValueError, match="only the tensorrt backend runs it"):
+        create_backend(backend, engine)

@@ -119,11 +119,20 @@ def create_backend(name: str, model_path: str | os.PathLike[str], **options: Any
     :raises ArtifactError: a missing, corrupt or unsuitable model file, named in the message.
     :raises BackendError: the backend cannot run here.
     """
-    if name == "auto":
+    is_engine = str(model_path).endswith(".engine")
+    if name == "auto" and is_engine:
+        name = "tensorrt"
+        _LOGGER.info("backend auto: using tensorrt (%s is a TensorRT engine)", model_path)
+    elif name == "auto":
         name, reason = choose_backend(model_path, options.get("device"))
         if name == "torch" and "device" not in options:
             options["device"] = "cuda"
         _LOGGER.info("backend auto: using %s (%s)", name, reason)
+    if is_engine and name != "tensorrt":
+        raise ValueError(
+            f"{model_path} is a TensorRT engine: only the tensorrt backend runs it (backend "
+            f"{name!r} takes an artifact, a shipped model name or an .onnx export)"
+        )
     # Backends are constructed as cls(model_path, **options), unlike the DepthBackend base.
     factory: Callable[..., DepthBackend] = backend_class(name)
     try:
