@@ -8,11 +8,12 @@ camera_info (best effort), and listens to ``depth/image`` and ``points`` with rv
   so no frame waits behind another): from the left stamp, taken by the driver just before it
   publishes the pair, until ``depth/image`` and ``points`` have both reached the listener's
   Python callbacks.
-* Overhead: end to end p50 minus the node's inference p50, the backend's ``infer`` (resize,
-  network, metric depth, resize back). Everything else counts: the driver publishing the
-  pair, transport, the node's deserialisation, synchronisation, hand-off to the worker,
-  decoding, the depth limits, building and publishing depth, camera_info and the cloud, and
-  their transport to and deserialisation in the listener.
+* Overhead, per frame, then its p50: that frame's end to end minus that frame's inference, the
+  backend's ``infer`` (resize, network, metric depth, resize back), which the node logs for
+  each frame at debug level. Everything else counts: the driver publishing the pair,
+  transport, the node's deserialisation, synchronisation, hand-off to the worker, decoding,
+  the depth limits, building and publishing depth, camera_info and the cloud, and their
+  transport to and deserialisation in the listener.
 * Where it goes: the node's own per-stage p50s from ``/diagnostics`` (stamp -> synchronised,
   queue, decode, inference, depth, points, and stamp -> all published), the driver's publish
   time, and when each output reached the listener.
@@ -30,6 +31,8 @@ import contextlib
 import json
 import os
 import platform
+import re
+import struct
 import subprocess
 import sys
 import tempfile
@@ -37,11 +40,13 @@ import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
 NODE_START_S = 300.0  # model load, ONNX export or engine build included
+# depth_node's debug line for each frame: "frame SEC.NANOSEC took (ms): queue 0.41, ..."
+_FRAME_LINE = re.compile(r"frame (?P<sec>\d+)\.(?P<nanosec>\d{9}) took \(ms\): (?P<stages>.*)$")
 
 
 def _random_artifact(folder: Path, width: int, height: int) -> str:
@@ -61,7 +66,9 @@ def _random_artifact(folder: Path, width: int, height: int) -> str:
 class _Driver:
     """The camera side and the listener side, in this process (spun on a background thread)."""
 
-    def __init__(self, width: int, height: int, outputs: tuple[str, ...]) -> None:
+    def __init__(
+        self, width: int, height: int, outputs: tuple[str, ...], *, raw: bool = False
+    ) -> None:
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.node import Node
@@ -100,9 +107,11 @@ class _Driver:
         self.arrivals: dict[str, dict[int, float]] = {output: {} for output in outputs}
         self.lock = threading.Condition()
         listener_qos = publisher_qos(depth=5)
-        self.node.create_subscription(Image, "depth/image", self._on("depth"), listener_qos)
+        self.node.create_subscription(Image, "depth/image", self._on("depth"), listener_qos,
+                                      raw=raw)
         if "points" in outputs:  # without a subscriber the node builds no cloud
-            self.node.create_subscription(PointCloud2, "points", self._on("points"), listener_qos)
+            self.node.create_subscription(PointCloud2, "points", self._on("points"), listener_qos,
+                                          raw=raw)
         self.diagnostics: dict[str, str] = {}
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
         self.executor = SingleThreadedExecutor()
@@ -119,7 +128,11 @@ class _Driver:
     def _on(self, output: str) -> Any:
         def record(msg: Any) -> None:
             now = time.time()
-            stamp = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+            if isinstance(msg, bytes):  # CDR: encapsulation, then header.stamp (sec, nanosec)
+                sec, nanosec = struct.unpack_from("<iI" if msg[1] & 1 else ">iI", msg, 4)
+            else:
+                sec, nanosec = msg.header.stamp.sec, msg.header.stamp.nanosec
+            stamp = sec * 10**9 + nanosec
             with self.lock:
                 self.arrivals[output][stamp] = now
                 self.lock.notify_all()
@@ -162,6 +175,18 @@ class _Driver:
         self.node.destroy_node()
 
 
+def _read_node_log(stream: IO[str], frames: dict[int, dict[str, float]]) -> None:
+    """Pass the node's log through, keeping its per-frame debug lines (stage -> ms) by stamp."""
+    for line in stream:
+        match = _FRAME_LINE.search(line)
+        if match is None:
+            sys.stderr.write(line)
+            continue
+        stamp = int(match["sec"]) * 10**9 + int(match["nanosec"])
+        stages = (item.rsplit(" ", 1) for item in match["stages"].split(", "))
+        frames[stamp] = {stage: float(ms) for stage, ms in stages}
+
+
 def _percentiles(values: list[float]) -> dict[str, float]:
     milliseconds = 1e3 * np.asarray(values)
     return {"p50_ms": float(np.percentile(milliseconds, 50)),
@@ -185,6 +210,9 @@ def main() -> None:
                         help="listen to depth/image only (the node then builds no cloud)")
     parser.add_argument("--page-faulting-listener", action="store_true",
                         help="glibc's malloc defaults in the listener: fresh pages per cloud")
+    parser.add_argument("--raw-listener", action="store_true",
+                        help="take the outputs as CDR bytes, not Python messages (as a C++ "
+                             "subscriber would not pay for Python objects)")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
 
@@ -206,24 +234,29 @@ def main() -> None:
             *(["-p", f"device:={args.device}"] if args.device else []),
             "-p", f"threads:={args.threads}",
             "-p", f"points_stride:={args.points_stride}", "-p", "diagnostic_period:=0.5",
-            "-p", "publish_colored:=false",
+            "-p", "publish_colored:=false", "--log-level", "depth_node:=debug",
         ]
-        node_process = subprocess.Popen(command)
+        node_process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+        frames: dict[int, dict[str, float]] = {}  # stamp -> the node's per-frame stages (ms)
+        reader = threading.Thread(target=_read_node_log, args=(node_process.stderr, frames),
+                                  daemon=True)
+        reader.start()
         rclpy.init()
         load_before = os.getloadavg()[0]
         driver = _Driver(args.width, args.height, ("depth",) if args.no_points else
-                         ("depth", "points"))
+                         ("depth", "points"), raw=args.raw_listener)
         try:
             deadline = time.monotonic() + NODE_START_S
             while not driver.connected():
                 if time.monotonic() > deadline or node_process.poll() is not None:
                     raise SystemExit("depth_node did not subscribe to the cameras")
                 time.sleep(0.1)
-            arrivals = []
+            arrivals: dict[int, dict[str, float]] = {}  # stamp -> seconds to each output
             for index in range(args.warmup + args.frames):
-                arrival = driver.wait_both(driver.publish(), timeout_s=10.0)
+                stamp = driver.publish()
+                arrival = driver.wait_both(stamp, timeout_s=10.0)
                 if arrival is not None and index >= args.warmup:
-                    arrivals.append(arrival)
+                    arrivals[stamp] = arrival
             time.sleep(1.2)  # two diagnostics periods: stage p50s over the lock-step frames
             lock_step = dict(driver.diagnostics)
             driver_publish = _percentiles(driver.publish_s[args.warmup:])["p50_ms"]
@@ -242,9 +275,14 @@ def main() -> None:
             rclpy.try_shutdown()
             node_process.terminate()
             node_process.wait(timeout=30)
+            reader.join(timeout=5.0)
 
-    end_to_end = _percentiles([max(arrival.values()) for arrival in arrivals])
+    end_to_end = _percentiles([max(arrival.values()) for arrival in arrivals.values()])
     inference_ms = float(lock_step.get("inference p50 (ms)", "nan"))
+    # Per frame: that frame's end to end minus that frame's inference, so the network's jitter
+    # (tens of ms on a loaded machine) does not leak into the overhead.
+    overheads = [max(arrival.values()) - 1e-3 * frames[stamp]["inference"]
+                 for stamp, arrival in arrivals.items() if "inference" in frames.get(stamp, {})]
     result = {
         "input": f"{args.width}x{args.height} rgb8 stereo",
         "backend": diagnostics.get("backend"),
@@ -253,9 +291,9 @@ def main() -> None:
         "frames_lost": args.frames - len(arrivals),
         "end_to_end": end_to_end,
         "inference_p50_ms": inference_ms,
-        "overhead_p50_ms": end_to_end["p50_ms"] - inference_ms,
+        "overhead": {**_percentiles(overheads), "frames": len(overheads)},
         "received_p50_ms": {
-            output: _percentiles([arrival[output] for arrival in arrivals])["p50_ms"]
+            output: _percentiles([arrival[output] for arrival in arrivals.values()])["p50_ms"]
             for output in driver.arrivals
         },
         "driver_publish_p50_ms": driver_publish,
