@@ -83,10 +83,24 @@ def test_ground_truth_as_prediction_scores_perfectly(synthetic_root: Path) -> No
     assert result["metrics"]["rel"] == 0.0
     assert result["metrics"]["rmse"] == 0.0
     assert result["metrics"]["delta1"] == 1.0
-    doubled = evaluate_dataset(lambda frame: 2.0 * frame.depth, frames, max_frames=1)
+    doubled = evaluate_dataset(lambda frame: 2.0 * frame.depth, frames, max_frames=1,
+                               max_depth=1e6)
     assert doubled["frames"] == 1
     assert doubled["metrics"]["rel"] == pytest.approx(1.0)
     assert doubled["metrics"]["log10"] == pytest.approx(np.log10(2.0))
+
+
+def test_only_ground_truth_in_range_is_scored_against_clipped_predictions(
+    synthetic_root: Path,
+) -> None:
+    frame = open_dataset("synthetic", synthetic_root)[0]
+    result = evaluate_dataset(lambda frame: np.full_like(frame.depth, 1e4), [frame],
+                              min_depth=1.0, max_depth=20.0)
+    truth = frame.depth[frame.valid]
+    truth = truth[(truth >= 1.0) & (truth <= 20.0)]
+    assert result["metrics"]["rel"] == pytest.approx(np.mean((20.0 - truth) / truth), rel=1e-5)
+    with pytest.raises(ValueError, match="min_depth < max_depth"):
+        evaluate_dataset(lambda frame: frame.depth, [frame], min_depth=5.0, max_depth=5.0)
 
 
 def test_predictor_for_an_artifact_matches_its_camera(

@@ -46,6 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also score this baseline on the same frames, next to the model")
     parser.add_argument("--report", type=Path, metavar="DIR",
                         help="write report.html and its PNG figures into DIR")
+    parser.add_argument("--min-depth", type=float, default=1e-3, metavar="M",
+                        help="score ground truth from this depth (m); predictions are clipped")
+    parser.add_argument("--max-depth", type=float, default=80.0, metavar="M",
+                        help="score ground truth up to this depth (m), the KITTI convention")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -100,16 +104,17 @@ def _evaluate(
             raise ValueError(f"{model} needs stereo pairs but {args.data} data has no right images")
         result = evaluate_dataset(
             predict, frames, max_frames=args.max_frames, progress=args.progress,
-            description=f"eval {model}",
+            description=f"eval {model}", min_depth=args.min_depth, max_depth=args.max_depth,
             on_frame=None if collector is None else _collector_callback(collector),
         )
     return result, info
 
 
 def _collector_callback(collector: ReportCollector) -> FrameCallback:
-    def on_frame(index: int, frame: Frame, prediction: np.ndarray, seconds: float) -> None:
-        assert frame.depth is not None  # evaluate_dataset only passes frames with ground truth
-        collector.add(index, prediction, frame.depth, left=frame.left, right=frame.right,
+    def on_frame(
+        index: int, frame: Frame, prediction: np.ndarray, truth: np.ndarray, seconds: float
+    ) -> None:
+        collector.add(index, prediction, truth, left=frame.left, right=frame.right,
                       name=frame.name or f"frame {index}", latency_ms=1000.0 * seconds)
 
     return on_frame

@@ -80,7 +80,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="longest wait for the node to subscribe and answer a first frame")
     score = parser.add_argument_group("scoring and output")
     score.add_argument("--min-depth", type=non_negative_float, default=1e-3,
-                       help="ground truth nearer than this (m) is not scored")
+                       help="ground truth nearer than this (m) is not scored; predictions are "
+                            "clipped to the range (the KITTI protocol)")
     score.add_argument("--max-depth", type=positive_float, default=80.0,
                        help="ground truth farther than this (m) is not scored")
     score.add_argument("--panels", type=int, default=4, help="frames shown as images in the "

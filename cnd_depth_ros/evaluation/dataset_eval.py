@@ -25,8 +25,9 @@ _LOGGER = logging.getLogger(__name__)
 #: A frame's camera images -> H x W float32 metric depth of its left view (NaN where unknown).
 Predictor = Callable[[Frame], np.ndarray]
 
-#: Called with (index, frame, prediction, seconds the prediction took) for every scored frame.
-FrameCallback = Callable[[int, Frame, np.ndarray, float], None]
+#: Called with (index, frame, prediction, ground truth as scored, seconds the prediction took)
+#: for every scored frame; prediction and ground truth are those of the evaluation depth range.
+FrameCallback = Callable[[int, Frame, np.ndarray, np.ndarray, float], None]
 
 
 @contextlib.contextmanager
@@ -73,18 +74,28 @@ def evaluate_dataset(
     progress: bool = False,
     description: str = "eval",
     on_frame: FrameCallback | None = None,
+    min_depth: float = 1e-3,
+    max_depth: float = 80.0,
 ) -> dict[str, Any]:
-    """``{"metrics": {...}, "frames": N}`` of ``predict`` over the first ``max_frames`` frames.
+    """``{"metrics": {...}, "frames": N}`` of ``predict`` over the first ``max_frames`` frames,
+    scoring ground truth within ``[min_depth, max_depth]`` against predictions clipped to it
+    (:func:`~cnd_depth_ros.training.metrics.within_depth_range`).
 
-    Frames without ground truth are skipped (and counted in ``"skipped"``); ``on_frame`` sees
-    every other one with its prediction (reports keep figures and per-frame numbers that way).
+    Frames without ground truth in the range are skipped (and counted in ``"skipped"``);
+    ``on_frame`` sees every other one with its prediction and ground truth as scored (reports
+    keep figures and per-frame numbers that way).
 
-    :raises ValueError: ``max_frames`` below 1, or no frame with ground truth.
+    :raises ValueError: ``max_frames`` below 1, an empty range, or no frame with ground truth.
     """
     from tqdm import tqdm
 
-    from cnd_depth_ros.training.metrics import MetricAccumulator
+    from cnd_depth_ros.training.metrics import (
+        MetricAccumulator,
+        check_depth_range,
+        within_depth_range,
+    )
 
+    check_depth_range(min_depth, max_depth)
     if max_frames is not None and max_frames < 1:
         raise ValueError(f"max_frames must be at least 1, got {max_frames}")
     count = len(frames) if max_frames is None else min(max_frames, len(frames))
@@ -92,19 +103,29 @@ def evaluate_dataset(
     skipped = 0
     for index in tqdm(range(count), desc=description, unit="frame", disable=not progress):
         frame = frames[index]
-        valid = frame.valid
-        if not valid.any():
-            skipped += 1
-            continue
+        truth = np.full(frame.left.shape[:2], np.nan, np.float32)
+        if frame.depth is not None:
+            truth[frame.valid] = frame.depth[frame.valid]
+        with np.errstate(invalid="ignore"):
+            if not ((truth >= min_depth) & (truth <= max_depth)).any():
+                skipped += 1
+                continue
         started = time.perf_counter()
         prediction = predict(frame)
         seconds = time.perf_counter() - started
-        accumulator.update(prediction, frame.depth, valid)
+        prediction, truth = within_depth_range(prediction, truth, min_depth, max_depth)
+        accumulator.update(prediction, truth, np.isfinite(truth))
         if on_frame is not None:
-            on_frame(index, frame, prediction, seconds)
+            on_frame(index, frame, prediction, truth, seconds)
     if accumulator.frames == 0:
-        raise ValueError(f"none of the {count} frames evaluated has ground-truth depth")
+        raise ValueError(
+            f"none of the {count} frames evaluated has ground-truth depth within "
+            f"[{min_depth}, {max_depth}] m"
+        )
     if skipped:
-        _LOGGER.warning("%d of %d frames have no ground truth and were skipped", skipped, count)
+        _LOGGER.warning(
+            "%d of %d frames have no ground truth in the depth range and were skipped",
+            skipped, count,
+        )
     metrics = {name: float(value) for name, value in accumulator.compute().items()}
     return {"metrics": metrics, "frames": accumulator.frames, "skipped": skipped}

@@ -23,7 +23,7 @@ import numpy as np
 
 from cnd_depth_ros.evaluation.matching import GroundTruth
 from cnd_depth_ros.evaluation.report import ReportCollector, panel_indices, write_report
-from cnd_depth_ros.training.metrics import METRIC_NAMES
+from cnd_depth_ros.training.metrics import METRIC_NAMES, check_depth_range, within_depth_range
 
 __all__ = ["METRICS_NAME", "ReplayScorer", "json_safe"]
 
@@ -57,10 +57,7 @@ class ReplayScorer:
         max_depth: float = 80.0,
         panels: int = 4,
     ) -> None:
-        if not 0 <= min_depth < max_depth:
-            raise ValueError(
-                f"need 0 <= min_depth < max_depth, got {min_depth} and {max_depth} metres"
-            )
+        check_depth_range(min_depth, max_depth)
         self.truth = truth
         self.min_depth, self.max_depth = min_depth, max_depth
         self.panel_frames = set(panel_indices(expected, panels))
@@ -87,15 +84,13 @@ class ReplayScorer:
         if truth is None:
             self.unmatched += 1
             return False
-        with np.errstate(invalid="ignore"):
-            inside = (truth >= self.min_depth) & (truth <= self.max_depth)
-        if not inside.any():
-            self.unmatched += 1
-            return False
-        truth = np.where(inside, truth, np.nan).astype(np.float32)
         height, width = truth.shape
         if prediction.shape != truth.shape:
             prediction = cv2.resize(prediction, (width, height), interpolation=cv2.INTER_NEAREST)
+        prediction, truth = within_depth_range(prediction, truth, self.min_depth, self.max_depth)
+        if not np.isfinite(truth).any():
+            self.unmatched += 1
+            return False
         images = [left] + ([right] if right is not None else [])
         if left.shape[:2] != truth.shape:
             images = [cv2.resize(i, (width, height), interpolation=cv2.INTER_AREA) for i in images]
@@ -108,7 +103,7 @@ class ReplayScorer:
             name=f"frame {index}, stamp {stamp / 1e9:.3f} s",
         )
         row = self.collector.per_frame[-1]
-        row.update(stamp_ns=stamp, pixels=int(inside.sum()))
+        row.update(stamp_ns=stamp, pixels=int(np.isfinite(truth).sum()))
         if latency_ms is not None:
             row["latency_ms"] = latency_ms
         return True

@@ -15,7 +15,8 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-__all__ = ["METRIC_NAMES", "MetricAccumulator", "depth_metrics"]
+__all__ = ["METRIC_NAMES", "MetricAccumulator", "check_depth_range", "depth_metrics",
+           "within_depth_range"]
 
 #: Keys of :func:`depth_metrics`: errors (lower is better), then accuracies (higher is better),
 #: then the fraction of failed predictions.
@@ -70,6 +71,34 @@ def depth_metrics(pred: ArrayLike, gt: ArrayLike, valid_mask: ArrayLike) -> dict
         "delta3": float(np.mean(ratio < 1.25**3)),
         "invalid": float(np.mean(~ok)),
     }
+
+
+def check_depth_range(min_depth: float, max_depth: float) -> None:
+    """:raises ValueError: a range that is empty or starts below 0."""
+    if not 0 <= min_depth < max_depth:
+        raise ValueError(
+            f"need 0 <= min_depth < max_depth, got {min_depth} and {max_depth} metres"
+        )
+
+
+def within_depth_range(
+    prediction: np.ndarray, truth: np.ndarray, min_depth: float, max_depth: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The evaluation range of Eigen et al. (NIPS 2014), used for KITTI: ``(prediction clipped to
+    [min_depth, max_depth], truth with NaN outside it)``. Only ground truth in the range is scored,
+    and one absurd prediction (a near-zero disparity is kilometres away) costs at most the range,
+    as it would after the clamp every driving benchmark applies. NaN predictions stay NaN: they
+    are failures (decision 5).
+
+    :raises ValueError: a range that is empty or starts below 0.
+    """
+    check_depth_range(min_depth, max_depth)
+    with np.errstate(invalid="ignore"):
+        inside = (truth >= min_depth) & (truth <= max_depth)
+    return (
+        np.clip(prediction, min_depth, max_depth).astype(np.float32, copy=False),
+        np.where(inside, truth, np.nan).astype(np.float32),
+    )
 
 
 class MetricAccumulator:
