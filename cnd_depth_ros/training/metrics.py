@@ -15,8 +15,14 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-__all__ = ["METRIC_NAMES", "MetricAccumulator", "check_depth_range", "depth_metrics",
-           "within_depth_range"]
+__all__ = [
+    "EVALUATION_RANGE_M",
+    "METRIC_NAMES",
+    "MetricAccumulator",
+    "check_depth_range",
+    "depth_metrics",
+    "within_depth_range",
+]
 
 #: Keys of :func:`depth_metrics`: errors (lower is better), then accuracies (higher is better),
 #: then the fraction of failed predictions.
@@ -71,6 +77,10 @@ def depth_metrics(pred: ArrayLike, gt: ArrayLike, valid_mask: ArrayLike) -> dict
         "delta3": float(np.mean(ratio < 1.25**3)),
         "invalid": float(np.mean(~ok)),
     }
+
+
+#: The depths (m) scored by default everywhere (``eval``, ``replay``, validation): the KITTI cap.
+EVALUATION_RANGE_M = (1e-3, 80.0)
 
 
 def check_depth_range(min_depth: float, max_depth: float) -> None:

@@ -361,8 +361,14 @@ def evaluate(
     device: torch.device,
     channels_last: bool = False,
 ) -> dict[str, float]:
-    """The paper's metrics (rel, log10, rmse, ...) of ``model`` over ``loader``, in eval mode."""
-    from cnd_depth_ros.training.metrics import MetricAccumulator
+    """The paper's metrics (rel, log10, rmse, ...) of ``model`` over ``loader``, in eval mode,
+    with the evaluation range of ``cnd-depth eval`` (ground truth up to 80 m, predictions clipped:
+    :func:`~cnd_depth_ros.training.metrics.within_depth_range`), so the numbers compare."""
+    from cnd_depth_ros.training.metrics import (
+        EVALUATION_RANGE_M,
+        MetricAccumulator,
+        within_depth_range,
+    )
 
     was_training = model.training
     model.eval()
@@ -370,7 +376,12 @@ def evaluate(
     for batch in loader:
         batch = D.batch_to(batch, device, channels_last=channels_last)
         depth = predict_depth(model, batch, output=output, reference_fx=reference_fx)
-        accumulator.update(depth, batch["depth"], batch["valid"])
+        truth = torch.where(batch["valid"], batch["depth"], torch.nan)
+        for predicted, known in zip(depth.float().cpu().numpy(), truth.cpu().numpy(),
+                                    strict=True):
+            predicted, known = within_depth_range(predicted, known, *EVALUATION_RANGE_M)
+            if np.isfinite(known).any():
+                accumulator.update(predicted, known, np.isfinite(known))
     model.train(was_training)
     return {name: float(value) for name, value in accumulator.compute().items()}
 
