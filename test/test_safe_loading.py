@@ -177,7 +177,7 @@ def test_malformed_sidecars_are_refused(
     path, data = sidecar
     edit(data)
     path.write_text(json.dumps(data))
-    with pytest.raises(ArtifactError, match="") as raised:
+    with pytest.raises(ArtifactError) as raised:
         load_artifact(path.with_suffix(""))
     assert str(path.with_suffix("")) in str(raised.value)
     assert message in str(raised.value)
