@@ -23,6 +23,7 @@ def write_atomically(target: str | os.PathLike[str], write: Callable[[Path], Non
     os.close(handle)
     try:
         write(Path(temporary))
+        os.chmod(temporary, 0o644)  # mkstemp's 0600 would hide models and results from others
         os.replace(temporary, target)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
