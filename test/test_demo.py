@@ -39,3 +39,16 @@ def test_demo_runs_the_node_and_writes_report_metrics_and_recording(
     stamp = (out / "street.bag" / "metadata.yaml").stat().st_mtime_ns
     assert cli.main(argv) == 0
     assert (out / "street.bag" / "metadata.yaml").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_demo_runs_the_shipped_stereo_model_by_name(tmp_path: Path) -> None:
+    """What `make demo` does: the node gets the shipped model's name, not a path."""
+    out = tmp_path / "demo"
+    argv = ["demo", "--out", str(out), "--frames", "2", "--width", "128", "--height", "80",
+            "--backend", "torch", "--no-progress"]
+    assert cli.main(argv) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["frames"]["scored"] == 2
+    assert "model_path:=cnd_stereo" in (out / "report.html").read_text()

@@ -168,6 +168,7 @@ def _replay(
 ) -> dict[str, Any]:
     from cnd_depth_ros.evaluation.bag_io import BagRecorder
     from cnd_depth_ros.evaluation.replay import NodeProcess, Pacing, replay_bag
+    from cnd_depth_ros.models.artifact import SHIPPED_MODELS
 
     pacing = Pacing(
         rate=None if args.max_rate else args.rate,
@@ -178,8 +179,9 @@ def _replay(
     node = None
     if not args.no_start:
         parameters = {"mode": "mono" if args.mono else "stereo", "backend": args.backend}
-        if args.model:
-            parameters["model_path"] = str(Path(args.model).resolve())
+        if args.model:  # a path is made absolute for the node; a shipped name stays a name
+            shipped = args.model in SHIPPED_MODELS
+            parameters["model_path"] = args.model if shipped else str(Path(args.model).resolve())
         parameters.update(args.param)
         node = NodeProcess(args.namespace, parameters, args.out / "depth_node.log")
         details["node"] = " ".join(f"{k}:={v}" for k, v in parameters.items())
