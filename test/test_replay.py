@@ -173,6 +173,21 @@ def test_pred_topic_scores_are_exact(drive: Path, tmp_path: Path) -> None:
     assert wider["delta1"] == 1.0
 
 
+def test_baseline_sgbm_is_scored_on_the_same_frames(drive: Path, tmp_path: Path) -> None:
+    bag = copy_bag(drive, tmp_path / "with_predictions", extra=predictions)
+    out = tmp_path / "out"
+    assert replay(str(bag), "--pred-topic", "/pred/exact", "--baseline", "sgbm",
+                  "--out", str(out)) == 0
+    result = metrics_of(out)
+    assert result["overall"]["rel"] == 0.0
+    assert result["baseline"]["model"] == "SGBM"
+    assert 0.0 < result["baseline"]["overall"]["rel"] < 1.0  # a real matcher on real pairs
+    assert "SGBM" in (out / "report.html").read_text()
+    mono = replay(str(bag), "--pred-topic", "/pred/exact", "--baseline", "sgbm", "--mono",
+                  "--out", str(tmp_path / "mono"))
+    assert mono == 2
+
+
 @pytest.mark.parametrize("transform", ["tf_static", "given"])
 def test_lidar_ground_truth_is_projected_exactly(
     drive: Path, tmp_path: Path, transform: str

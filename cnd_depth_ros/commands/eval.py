@@ -20,9 +20,6 @@ from cnd_depth_ros.errors import CndDepthError
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    import numpy as np
-
-    from cnd_depth_ros.evaluation.dataset_eval import FrameCallback
     from cnd_depth_ros.evaluation.report import ReportCollector
     from cnd_depth_ros.training.datasets.frame import Frame
 
@@ -105,19 +102,9 @@ def _evaluate(
         result = evaluate_dataset(
             predict, frames, max_frames=args.max_frames, progress=args.progress,
             description=f"eval {model}", min_depth=args.min_depth, max_depth=args.max_depth,
-            on_frame=None if collector is None else _collector_callback(collector),
+            on_frame=None if collector is None else collector.on_frame,
         )
     return result, info
-
-
-def _collector_callback(collector: ReportCollector) -> FrameCallback:
-    def on_frame(
-        index: int, frame: Frame, prediction: np.ndarray, truth: np.ndarray, seconds: float
-    ) -> None:
-        collector.add(index, prediction, truth, left=frame.left, right=frame.right,
-                      name=frame.name or f"frame {index}", latency_ms=1000.0 * seconds)
-
-    return on_frame
 
 
 def _write_report(

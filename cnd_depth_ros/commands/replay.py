@@ -84,6 +84,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "clipped to the range (the KITTI protocol)")
     score.add_argument("--max-depth", type=positive_float, default=80.0,
                        help="ground truth farther than this (m) is not scored")
+    score.add_argument("--baseline", choices=["sgbm"],
+                       help="also score OpenCV StereoSGBM on the bag's stereo pairs against the "
+                            "same depth ground truth, next to the node in the report")
     score.add_argument("--panels", type=int, default=4, help="frames shown as images in the "
                        "report")
     score.add_argument("--record", type=Path, metavar="PATH",
@@ -133,6 +136,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise CndDepthError(
             f"--min-depth ({args.min_depth}) must be below --max-depth ({args.max_depth})"
         )
+    if args.baseline and (args.mono or args.gt_points_topic):
+        raise CndDepthError("--baseline sgbm needs stereo topics and a --gt-topic depth image")
     from cnd_depth_ros.evaluation.bag_io import BagReader
     from cnd_depth_ros.evaluation.replay import ReplayTopics, score_depth_topic
     from cnd_depth_ros.evaluation.scoring import ReplayScorer
@@ -158,9 +163,36 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             details["prediction"] = args.pred_topic
         else:
             result = _replay(args, reader, topics, scorer, details)
-    paths = scorer.write(args.out, result, title=f"depth on {args.bag.name}", details=details)
+    baseline = _sgbm_baseline(args, sorted(scorer.panel_frames)) if args.baseline else None
+    if baseline is not None:
+        result["baseline"] = {"model": baseline[0], "overall": baseline[2]}
+    paths = scorer.write(args.out, result, title=f"depth on {args.bag.name}", details=details,
+                         baseline=baseline)
     _summary(result, paths)
     return {**result, "out": str(args.out), **{k: str(v) for k, v in paths.items()}}
+
+
+def _sgbm_baseline(
+    args: argparse.Namespace, panels: list[int]
+) -> tuple[str, Any, dict[str, float]]:
+    """SGBM on the bag's stereo pairs, scored like the node on the same ground truth and depth
+    range; frame i of the bag keeps index i, so the report's panels line up."""
+    from cnd_depth_ros.evaluation.dataset_eval import evaluate_dataset, open_predictor
+    from cnd_depth_ros.evaluation.report import ReportCollector
+    from cnd_depth_ros.training.datasets.rosbag_dataset import RosbagDataset
+
+    frames = RosbagDataset(
+        args.bag, left_topic=args.left_topic, left_info_topic=args.left_info_topic,
+        right_topic=args.right_topic, right_info_topic=args.right_info_topic,
+        depth_topic=args.gt_topic, slop=args.gt_slop,
+    )
+    collector = ReportCollector(keep=panels)
+    with open_predictor("sgbm") as (predict, _):
+        result = evaluate_dataset(
+            predict, frames, progress=not args.no_progress, description="sgbm",
+            on_frame=collector.on_frame, min_depth=args.min_depth, max_depth=args.max_depth,
+        )
+    return "SGBM", collector, result["metrics"]
 
 
 def _replay(

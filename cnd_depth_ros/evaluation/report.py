@@ -37,7 +37,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -45,6 +45,9 @@ from cnd_depth_ros.evaluation import figures
 from cnd_depth_ros.evaluation.error_by_distance import ErrorByDistance
 from cnd_depth_ros.evaluation.figures import Panel
 from cnd_depth_ros.training.metrics import METRIC_NAMES, depth_metrics
+
+if TYPE_CHECKING:
+    from cnd_depth_ros.training.datasets.frame import Frame
 
 __all__ = ["REPORT_NAME", "Baseline", "Panel", "ReportCollector", "panel_indices", "write_report"]
 
@@ -141,6 +144,13 @@ class ReportCollector:
         if index in self._keep:
             self.panels[index] = Panel(left, prediction, depth=depth, right=right, name=name)
         return metrics
+
+    def on_frame(
+        self, index: int, frame: Frame, prediction: np.ndarray, truth: np.ndarray, seconds: float
+    ) -> None:
+        """:func:`~cnd_depth_ros.evaluation.dataset_eval.evaluate_dataset`'s ``on_frame``."""
+        self.add(index, prediction, truth, left=frame.left, right=frame.right,
+                 name=frame.name or f"frame {index}", latency_ms=1000.0 * seconds)
 
     def report_arguments(self, baseline: ReportCollector | None = None) -> dict[str, Any]:
         """``panels``, ``per_frame``, ``by_distance`` and ``latency_ms`` for :func:`write_report`;

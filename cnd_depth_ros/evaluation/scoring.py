@@ -139,9 +139,17 @@ class ReplayScorer:
         }
 
     def write(
-        self, out: Path, result: dict[str, Any], *, title: str, details: dict[str, Any]
+        self,
+        out: Path,
+        result: dict[str, Any],
+        *,
+        title: str,
+        details: dict[str, Any],
+        baseline: tuple[str, ReportCollector, dict[str, float]] | None = None,
     ) -> dict[str, Path]:
-        """Write ``metrics.json`` (strict JSON, atomically) and ``report.html`` into ``out``."""
+        """Write ``metrics.json`` (strict JSON, atomically) and ``report.html`` into ``out``;
+        ``baseline`` is ``(name, collector, overall metrics)`` of a method scored on the same
+        frames (SGBM), shown beside the node in the report."""
         out.mkdir(parents=True, exist_ok=True)
         metrics = out / METRICS_NAME
         partial = out / f".{METRICS_NAME}.partial"
@@ -152,7 +160,8 @@ class ReplayScorer:
             out,
             title=title,
             metrics=scored or dict.fromkeys(METRIC_NAMES, math.nan),
-            **self.collector.report_arguments(),
+            **self.collector.report_arguments(baseline[1] if baseline else None),
+            baseline=baseline[1].baseline(baseline[0], baseline[2]) if baseline else None,
             details=details,
         )
         return {"metrics": metrics, "report": report}
