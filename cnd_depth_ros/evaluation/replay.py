@@ -424,22 +424,26 @@ def replay_bag(
     :raises RecordError: recording failed (what was saved is said).
     """
     topics.require(reader)
+    bridge: _Bridge | None = None
     try:
         with node or _NoNode() as running:
             bridge = _Bridge(namespace, list(topics.inputs()), record is not None)
+            player = _Player(reader, topics, bridge, scorer, pacing, running.check, record,
+                             progress)
             try:
-                player = _Player(reader, topics, bridge, scorer, pacing, running.check, record,
-                                 progress)
-                try:
-                    player.wait_subscribed()
-                    player.play()
-                except KeyboardInterrupt:
-                    player.counts.interrupted = True
-            finally:
-                bridge.close()
-            player.bar.close()
-            player.flush()
+                player.wait_subscribed()
+                player.play()
+            except KeyboardInterrupt:
+                player.counts.interrupted = True
+        # The node we started has stopped here, so no large message is in flight to the
+        # bridge's subscriptions while their DDS readers are deleted.
+        bridge.close()
+        bridge = None
+        player.bar.close()
+        player.flush()
     finally:
+        if bridge is not None:
+            bridge.close()
         if record is not None:
             record.close()
     counts = player.counts
