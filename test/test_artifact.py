@@ -12,6 +12,8 @@ from safetensors import safe_open
 
 from cnd_depth_ros.errors import ArtifactError
 from cnd_depth_ros.models.artifact import (
+    SHIPPED_MODELS,
+    WEIGHTS_DIR,
     _restore_state,
     _storage_state,
     artifact_paths,
@@ -83,3 +85,12 @@ def test_missing_and_corrupt_files_name_the_file(stereo_artifact: Path, tmp_path
     (tmp_path / "broken.json").write_text(json.dumps(data))
     with pytest.raises(ArtifactError, match=r"broken\.json: artifact format 99 is not supported"):
         read_metadata(broken)
+
+
+@pytest.mark.parametrize("name", SHIPPED_MODELS)
+def test_shipped_models_resolve_by_name_and_fit_the_package_budget(name: str) -> None:
+    metadata = read_metadata(name)
+    assert metadata.variant == name
+    assert resolve_artifact(name) == WEIGHTS_DIR / name
+    shipped = sum(path.stat().st_size for path in WEIGHTS_DIR.glob("*.safetensors"))
+    assert shipped < 40e6  # git keeps every version: shipped weights stay small
