@@ -29,7 +29,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 
 from cnd_depth_ros.models.artifact import (
@@ -48,10 +47,8 @@ from cnd_depth_ros.training.trainer import (
     RunConfig,
     TrainingJob,
     build_criterion,
-    fit,
-    init_distributed,
     predict_depth,
-    seed_everything,
+    run_job,
 )
 
 __all__ = [
@@ -286,13 +283,7 @@ def _finetune_job(config: FinetuneConfig, env: DistributedEnv) -> TrainingJob:
 def main(config: FinetuneConfig) -> dict[str, Any]:
     """Fine-tune as ``config`` says; every process of a DDP job calls this. Returns the report
     (complete on rank 0, which also writes the artifact and ``train_report.json``)."""
-    env = init_distributed(config.device)
-    try:
-        seed_everything(config.seed, deterministic=config.deterministic)
-        return fit(_finetune_job(config, env), config, env)
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+    return run_job(config, _finetune_job)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar, cast
@@ -67,6 +67,7 @@ __all__ = [
     "launch",
     "main",
     "predict_depth",
+    "run_job",
     "seed_everything",
     "train_one_epoch",
 ]
@@ -475,16 +476,24 @@ class TrainingJob:
     report: dict[str, Any] = field(default_factory=dict)
 
 
-def main(config: TrainConfig) -> dict[str, Any]:
-    """Train as ``config`` says; every process of a DDP job calls this. Returns the report
-    (complete on rank 0, which also writes the artifact and ``train_report.json``)."""
+def run_job(
+    config: ConfigT, make_job: Callable[[ConfigT, DistributedEnv], TrainingJob]
+) -> dict[str, Any]:
+    """Join the DDP group, seed, build the job and :func:`fit` it; leave the group on any exit.
+    Every process of a DDP job calls this (training and fine-tuning alike)."""
     env = init_distributed(config.device)
     try:
         seed_everything(config.seed, deterministic=config.deterministic)
-        return fit(_training_job(config, env), config, env)
+        return fit(make_job(config, env), config, env)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def main(config: TrainConfig) -> dict[str, Any]:
+    """Train as ``config`` says; every process of a DDP job calls this. Returns the report
+    (complete on rank 0, which also writes the artifact and ``train_report.json``)."""
+    return run_job(config, _training_job)
 
 
 def _training_job(config: TrainConfig, env: DistributedEnv) -> TrainingJob:
