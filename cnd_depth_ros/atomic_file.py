@@ -33,4 +33,4 @@ def write_atomically(target: str | os.PathLike[str], write: Callable[[Path], Non
 
 def write_text_atomically(target: str | os.PathLike[str], text: str) -> Path:
     """:func:`write_atomically` for a text file."""
-    return write_atomically(target, lambda temporary: temporary.write_text(text))
+    return write_atomically(target, lambda temporary: temporary.write_text(text, encoding="utf-8"))

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cnd_depth_ros.atomic_file import write_text_atomically
 from cnd_depth_ros.evaluation import figures
 from cnd_depth_ros.evaluation.error_by_distance import ErrorByDistance
 from cnd_depth_ros.evaluation.figures import Panel
@@ -264,10 +265,7 @@ def write_report(
         + "\n".join(sections)
         + "\n</body>\n</html>\n"
     )
-    path = out / REPORT_NAME
-    partial = out / f".{REPORT_NAME}.partial"
-    partial.write_text(page, encoding="utf-8")
-    partial.replace(path)
+    path = write_text_atomically(out / REPORT_NAME, page)
     return path
 
 

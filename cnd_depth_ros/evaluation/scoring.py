@@ -21,6 +21,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from cnd_depth_ros.atomic_file import write_text_atomically
 from cnd_depth_ros.evaluation.matching import GroundTruth
 from cnd_depth_ros.evaluation.report import ReportCollector, panel_indices, write_report
 from cnd_depth_ros.training.metrics import METRIC_NAMES, check_depth_range, within_depth_range
@@ -151,10 +152,9 @@ class ReplayScorer:
         ``baseline`` is ``(name, collector, overall metrics)`` of a method scored on the same
         frames (SGBM), shown beside the node in the report."""
         out.mkdir(parents=True, exist_ok=True)
-        metrics = out / METRICS_NAME
-        partial = out / f".{METRICS_NAME}.partial"
-        partial.write_text(json.dumps(json_safe(result), indent=2, allow_nan=False) + "\n")
-        partial.replace(metrics)
+        metrics = write_text_atomically(
+            out / METRICS_NAME, json.dumps(json_safe(result), indent=2, allow_nan=False) + "\n"
+        )
         scored = {k: v for k, v in result["overall"].items() if v is not None}
         report = write_report(
             out,

@@ -23,6 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cnd_depth_ros import __version__
+from cnd_depth_ros.atomic_file import write_atomically
 from cnd_depth_ros.camera import PinholeCamera
 from cnd_depth_ros.errors import DatasetError
 from cnd_depth_ros.synthetic.layout import (
@@ -101,10 +102,10 @@ def write_frame(root: Path, index: int, rendering: StereoRendering) -> None:
         "normals.npy": _npy(rendering.normals.astype(np.float16)),
     }
     for suffix in FRAME_FILES:
-        path = frame_path(root, index, suffix)
-        partial = path.with_name(f".{path.name}.partial")
-        partial.write_bytes(contents[suffix])
-        partial.replace(path)
+        data = contents[suffix]
+        write_atomically(
+            frame_path(root, index, suffix), lambda tmp, data=data: tmp.write_bytes(data)
+        )
 
 
 def _make_frame(

@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from cnd_depth_ros.atomic_file import write_text_atomically
 from cnd_depth_ros.camera import PinholeCamera
 
 __all__ = [
@@ -59,6 +60,4 @@ def read_camera(root: Path) -> PinholeCamera:
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Write through a temporary file and a rename, so a reader never sees half of it."""
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    partial.replace(path)
+    write_text_atomically(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
