@@ -114,6 +114,22 @@ def test_predictor_for_an_artifact_matches_its_camera(
     assert depth.dtype == np.float32
 
 
+def test_int8_onnxruntime_calibrates_on_other_frames(
+    synthetic_root: Path, stereo_artifact: Path, tmp_path: Path
+) -> None:
+    """INT8's accuracy is measured the way FP32's is, calibrated on a set given apart."""
+    calibration = synthetic_folder(tmp_path / "calibration", WIDTH, HEIGHT, 2, seed=12)
+    arguments = ["--model", str(stereo_artifact), "--data", "synthetic", "--data-root",
+                 str(synthetic_root), "--backend", "onnxruntime"]
+    code, fp32 = _eval(tmp_path, *arguments)
+    assert code == 0
+    code, int8 = _eval(tmp_path, *arguments, "--precision", "int8",
+                       "--calib-data", f"synthetic:{calibration}")
+    assert code == 0
+    assert int8["model_info"]["precision"] == "int8"
+    assert int8["metrics"]["rel"] == pytest.approx(fp32["metrics"]["rel"], abs=0.05)
+
+
 def test_bad_input_is_reported_without_a_traceback(
     synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -133,3 +149,9 @@ def test_bad_input_is_reported_without_a_traceback(
     )
     assert code == 2
     assert "max_frames" in capsys.readouterr().err
+    code, _ = _eval(
+        tmp_path, "--model", str(missing), "--data", "synthetic", "--data-root",
+        str(synthetic_root), "--precision", "int8",
+    )
+    assert code == 2
+    assert "--calib-data" in capsys.readouterr().err

@@ -36,6 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="torch",
                         help="inference backend for networks: torch, onnxruntime, tensorrt, auto")
     parser.add_argument("--device", help="backend device: cpu, cuda or cuda:N")
+    parser.add_argument("--precision", choices=["fp32", "fp16", "int8"],
+                        help="backend precision (default: the backend's own); int8 needs"
+                             " --calib-data")
+    parser.add_argument("--calib-data", metavar="KIND:ROOT",
+                        help="INT8 calibration frames (evenly drawn, at most 256); score on"
+                             " other frames than these")
     parser.add_argument("--max-frames", type=int, metavar="N", help="score the first N frames")
     parser.add_argument("--no-progress", dest="progress", action="store_false",
                         help="no progress bar")
@@ -55,7 +61,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.baseline == args.model:
         raise CndDepthError(f"--baseline {args.baseline} is the model itself: nothing to compare")
-    options = {} if args.device is None or args.model == "sgbm" else {"device": args.device}
+    options = {} if args.model == "sgbm" else _backend_options(args)
     started = time.monotonic()
     model_log = baseline_log = None
     try:
@@ -84,6 +90,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         output["report"] = str(_write_report(args, output, model_log, baseline_log))
     output["seconds"] = round(time.monotonic() - started, 2)
     return output
+
+
+def _backend_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``--device``, ``--precision`` and the ``--calib-data`` frames as backend options."""
+    options: dict[str, Any] = {}
+    if args.device is not None:
+        options["device"] = args.device
+    if args.precision is not None:
+        options["precision"] = args.precision
+    if args.precision == "int8":
+        if not args.calib_data:
+            raise CndDepthError("--precision int8 needs --calib-data KIND:ROOT to calibrate on")
+        from cnd_depth_ros.training.data import DataSpec, open_frames
+
+        options["calibration"] = open_frames([DataSpec.parse(args.calib_data)], stereo=True)
+    return options
 
 
 def _evaluate(

@@ -158,14 +158,19 @@ def quantize_qdq(
     onnx_path: str | os.PathLike[str],
     output_path: str | os.PathLike[str],
     calibration: CalibrationSet,
+    *,
+    tensorrt: bool = True,
 ) -> Path:
-    """Write an INT8 Q/DQ copy of ``onnx_path`` calibrated on ``calibration`` (entropy method,
-    like TensorRT's own calibrator) and return its path.
+    """Write an INT8 Q/DQ copy of ``onnx_path`` calibrated on ``calibration`` and return its path.
 
-    TensorRT accepts only symmetric INT8 (zero point 0) Q/DQ pairs, so activations and weights
-    are both symmetric ``QInt8``; weights per output channel, biases left in float. The graph
-    gets ONNX Runtime's shape-inference pre-pass first (no graph optimisation: TensorRT does its
-    own fusions).
+    Only convolutions are quantised, weights per output channel and biases left in float: they
+    carry the arithmetic, and the stereo matcher's cosine, softmax and soft-argmin would move its
+    disparity by pixels in 8 bits (docs/decisions.md, 13).
+
+    With ``tensorrt``: symmetric ``QInt8`` activations (TensorRT accepts only zero point 0) and
+    the entropy method of TensorRT's own calibrator, after ONNX Runtime's shape-inference pre-pass
+    (no graph optimisation: TensorRT does its own fusions). Without: ``QUInt8`` activations and
+    min/max ranges, the form ONNX Runtime's CPU kernels run fastest.
     """
     from onnxruntime.quantization import (
         CalibrationMethod,
@@ -176,27 +181,31 @@ def quantize_qdq(
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     output_path = Path(output_path)
-    inferred = output_path.with_name(f"{output_path.stem}.shapes.onnx")
-    quant_pre_process(str(onnx_path), str(inferred), skip_optimization=True)
+    source = Path(onnx_path)
+    if tensorrt:
+        source = output_path.with_name(f"{output_path.stem}.shapes.onnx")
+        quant_pre_process(str(onnx_path), str(source), skip_optimization=True)
     LOGGER.info(
         "calibrating INT8 Q/DQ ranges on %d batch(es) of %d frame(s)",
         len(calibration),
         calibration.batch_size,
     )
     quantize_static(
-        str(inferred),
+        str(source),
         str(output_path),
         calibration.data_reader(),
         quant_format=QuantFormat.QDQ,
-        activation_type=QuantType.QInt8,
+        activation_type=QuantType.QInt8 if tensorrt else QuantType.QUInt8,
         weight_type=QuantType.QInt8,
         per_channel=True,
-        calibrate_method=CalibrationMethod.Entropy,
+        calibrate_method=CalibrationMethod.Entropy if tensorrt else CalibrationMethod.MinMax,
+        op_types_to_quantize=["Conv", "ConvTranspose"],
         extra_options={
-            "ActivationSymmetric": True,
+            "ActivationSymmetric": tensorrt,
             "WeightSymmetric": True,
             "QuantizeBias": False,  # TensorRT fuses float biases; INT32 bias Q/DQ is not its form
         },
     )
-    inferred.unlink()
+    if tensorrt:
+        source.unlink()
     return output_path

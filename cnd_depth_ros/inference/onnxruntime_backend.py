@@ -27,7 +27,7 @@ import onnxruntime as ort
 
 from cnd_depth_ros.errors import ArtifactError, BackendError
 from cnd_depth_ros.inference.backend import DepthBackend
-from cnd_depth_ros.inference.calibration import CalibrationSet
+from cnd_depth_ros.inference.calibration import CalibrationSet, quantize_qdq
 from cnd_depth_ros.inference.devices import parse_device
 from cnd_depth_ros.inference.export import (
     check_network_inputs,
@@ -49,22 +49,12 @@ _PRECISIONS = ("fp32", "fp16", "int8")
 
 def quantize_int8(model: onnx.ModelProto, calibration: CalibrationSet) -> onnx.ModelProto:
     """A statically quantised INT8 copy of ``model`` for ONNX Runtime on the CPU, calibrated on
-    ``calibration`` (min/max of every activation over the set)."""
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-
+    ``calibration`` (:func:`~cnd_depth_ros.inference.calibration.quantize_qdq`)."""
     _LOGGER.info("quantising to INT8, calibrating on %d frame(s)", len(calibration))
     with tempfile.TemporaryDirectory(prefix="cnd-int8-") as folder:
         source, target = Path(folder) / "fp32.onnx", Path(folder) / "int8.onnx"
         onnx.save_model(model, str(source))
-        quantize_static(
-            str(source),
-            str(target),
-            calibration.data_reader(),
-            quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-        )
+        quantize_qdq(source, target, calibration, tensorrt=False)
         quantised = onnx.load_model(str(target))
     del quantised.metadata_props[:]
     quantised.metadata_props.extend(model.metadata_props)
