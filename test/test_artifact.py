@@ -19,6 +19,7 @@ from cnd_depth_ros.models.artifact import (
     artifact_paths,
     load_artifact,
     read_metadata,
+    read_weights,
     resolve_artifact,
     save_artifact,
 )
@@ -46,7 +47,10 @@ def test_smaller_storage_loads_as_fp32_close_to_the_original(
     left, right = torch.rand(2, 1, 3, 48, 64)
     with torch.no_grad():
         expected, actual = model(left, right), loaded(left, right)
-    assert torch.allclose(actual, expected, rtol=tolerance)
+    # A soft-argmin over near-equal matches (random weights) moves a few pixels more than the
+    # weights do: bound the typical and the worst error separately.
+    relative = (actual - expected).abs() / expected
+    assert relative.median() < tolerance / 10 and relative.max() < 2 * tolerance
 
 
 def test_int8_quantises_each_output_channel_to_its_own_scale(tmp_path: Path) -> None:
@@ -59,6 +63,20 @@ def test_int8_quantises_each_output_channel_to_its_own_scale(tmp_path: Path) -> 
     restored = _restore_state(stored_state, model.state_dict())["0.weight"]
     # One scale per channel keeps the small channel exact although the other is 100x larger.
     assert torch.allclose(restored, conv.weight, rtol=1e-2, atol=0)
+
+
+def test_read_weights_gives_the_loaded_tensors_without_building_a_net(
+    stereo_artifact: Path, tmp_path: Path
+) -> None:
+    model, metadata = load_artifact(stereo_artifact)
+    int8 = save_artifact(model, metadata, tmp_path / "int8", storage="int8")
+    expected = load_artifact(int8)[0].state_dict()
+    weights = read_weights(int8)
+    assert weights.keys() == expected.keys()
+    for name, tensor in weights.items():
+        assert torch.equal(tensor, expected[name]), name
+    with pytest.raises(ArtifactError, match="nowhere"):
+        read_weights(tmp_path / "nowhere")
 
 
 def test_unknown_storage_is_rejected(stereo_artifact: Path, tmp_path: Path) -> None:

@@ -29,7 +29,10 @@ def test_demo_runs_the_node_and_writes_report_metrics_and_recording(
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["frames"]["in"] == 3
     assert metrics["frames"]["out"] == metrics["frames"]["scored"] == 3
-    assert metrics["overall"]["rel"] is not None
+    # A random net puts a few pixels beyond the node's max_depth (published NaN, scored as
+    # failed, so its error metrics are inf); the delta and invalid fractions stay numbers.
+    assert 0.0 < metrics["overall"]["delta1"] <= 1.0
+    assert metrics["overall"]["invalid"] < 0.05
     assert (out / "report.html").read_text().count("data:image/png;base64,") >= 3
     with Reader(out / "depth_node_outputs.bag") as recording:
         topics = {connection.topic for connection in recording.connections}

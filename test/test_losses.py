@@ -12,6 +12,8 @@ import torch
 from cnd_depth_ros.training.losses import (
     BerHuLoss,
     ExtendedDepthLoss,
+    StereoDepthLoss,
+    disparity_loss,
     extended_loss,
     normal_orthogonality_loss,
     scale_invariant_log_loss,
@@ -233,6 +235,32 @@ def test_berhu_by_hand() -> None:
     # Residuals 0.1 and 1.0, c = 0.2: 0.1 stays linear, 1.0 is (1 + 0.04) / 0.4 = 2.6.
     loss = BerHuLoss()(pred, gt, torch.zeros(1, 3, 1, 3), mask)
     assert loss.item() == pytest.approx((0.1 + 2.6) / 2)
+
+
+def test_disparity_loss_by_hand() -> None:
+    """fx * B = 2 px m: ground truth 1 m and 2 m is disparity 2 and 1 px; predictions 0.5 m and
+    2 m are 4 and 1 px, so the errors are 2 px (Huber: 1.5) and 0; the masked pixel is skipped."""
+    camera = torch.tensor([[20.0, 20.0, 1.0, 0.0, 0.1]])
+    gt = torch.tensor([[[[1.0, 2.0, 4.0]]]])
+    pred = torch.tensor([[[[0.5, 2.0, 1e-9]]]])
+    mask = torch.tensor([[[[True, True, False]]]])
+    assert disparity_loss(pred, gt, mask, camera).item() == pytest.approx(1.5 / 2)
+
+
+def test_stereo_loss_adds_the_disparity_term() -> None:
+    depth, normals = _plane(_tilted(30.0))
+    mask = _all_valid(depth)
+    stereo = StereoDepthLoss(disparity_weight=2.0)
+    assert stereo(depth, depth, normals, mask, CAMERA).item() == pytest.approx(0.0, abs=1e-9)
+    wrong = depth * 1.3
+    expected = ExtendedDepthLoss()(wrong, depth, normals, mask, CAMERA) + 2.0 * disparity_loss(
+        wrong, depth, mask, CAMERA
+    )
+    assert stereo(wrong, depth, normals, mask, CAMERA).item() == pytest.approx(expected.item())
+    with pytest.raises(ValueError, match="camera"):
+        stereo(depth, depth, normals, mask)
+    with pytest.raises(ValueError, match="disparity_weight"):
+        StereoDepthLoss(disparity_weight=-1.0)
 
 
 def test_bad_arguments_are_rejected() -> None:

@@ -20,10 +20,10 @@ from torch import nn
 
 from cnd_depth_ros.cli import main as cli_main
 from cnd_depth_ros.models import MODEL_NAMES, build_model
-from cnd_depth_ros.models.cnd import CorrelationVolume
-from cnd_depth_ros.models.decoder import PositiveHead
+from cnd_depth_ros.models.decoder import DisparityHead, PositiveHead
 from cnd_depth_ros.models.fcrn import FastUpConv
 from cnd_depth_ros.models.registry import model_entry
+from cnd_depth_ros.models.stereo_matching import CorrelationVolume, StereoMatcher, StereoRefiner
 
 HEIGHT, WIDTH = 48, 64
 
@@ -116,14 +116,25 @@ def test_stereo_needs_a_matching_right_image() -> None:
         model(left, torch.rand(1, 3, HEIGHT, WIDTH + 16))
 
 
-@pytest.mark.parametrize(("name", "typical"), [("cnd_micro", 10.0), ("cnd_stereo", WIDTH / 32)])
-def test_untrained_net_predicts_the_typical_value(name: str, typical: float) -> None:
-    """The head starts near its ``init`` (10 m depth, width / 32 px disparity), so a log-depth
-    loss starts small and finite."""
-    model = build_model(name).eval()
+def test_untrained_mono_net_predicts_the_typical_depth() -> None:
+    """The head starts near its ``init`` (10 m), so a log-depth loss starts small and finite."""
+    model = build_model("cnd_micro").eval()
     with torch.no_grad():
         median = model(*_inputs(model, batch=1)).median().item()
-    assert typical / 2 < median < typical * 2
+    assert 5.0 < median < 20.0
+
+
+def test_untrained_stereo_net_predicts_its_matched_disparity() -> None:
+    """The decoder's correction starts near zero: the output is the (refined) soft-argmin
+    disparity, in input pixels, within the disparities the matcher searches."""
+    model = build_model("cnd_stereo").eval()
+    left, right = _inputs(model, batch=1)
+    with torch.no_grad():
+        output = model(left, right)
+        features = model.encoder(model.normalize(torch.cat([left, right])))
+        _, matched = model.match(features, 1, left.shape[-2:])
+    assert torch.allclose(output, F.softplus(matched, beta=4.0) + 1e-3, atol=0.5)
+    assert output.max() <= 4 * (model.config.cost_volume_levels - 1) + 0.5
 
 
 def test_positive_head_is_bounded_and_starts_at_init() -> None:
@@ -139,13 +150,36 @@ def test_positive_head_is_bounded_and_starts_at_init() -> None:
     assert logit.grad.max().item() <= math.log(1e5) / 4 + 1e-5
 
 
-def test_positive_head_per_width_answers_in_pixels() -> None:
-    head = PositiveHead(1e-4, 1.0, 1 / 32, per_width=True)
-    for width in (64, 256):
-        value = head(torch.zeros(1, 1, 2, width))
-        assert torch.allclose(value, torch.full_like(value, width / 32))
+def test_positive_head_rejects_an_init_outside_its_range() -> None:
     with pytest.raises(ValueError, match="low < init < high"):
         PositiveHead(1.0, 10.0, 20.0)
+
+
+def test_disparity_head_is_positive_and_the_identity_above_a_pixel() -> None:
+    head = DisparityHead()
+    disparity = torch.tensor([-50.0, -1.0, 0.0, 1.0, 2.0, 60.0])
+    out = head(disparity)
+    assert (out > 0).all()
+    assert torch.allclose(out[3:], disparity[3:], atol=1e-2)
+
+
+@pytest.mark.parametrize("disparity", [2, 5])
+def test_stereo_matcher_soft_argmin_finds_the_shift(disparity: int) -> None:
+    """Any translation-equivariant features of a shifted pair correlate best at the shift, so
+    even an untrained matcher's soft-argmin lands on it (to a fraction of a pixel)."""
+    torch.manual_seed(0)
+    levels, width = 8, 32
+    scene = torch.randn(1, 6, 12, width + 2 * levels)
+    left = scene[..., levels : levels + width]
+    right = scene[..., levels + disparity : levels + disparity + width]  # left(x) == right(x - d)
+    matcher = StereoMatcher(6, levels).eval()
+    with torch.no_grad():
+        matcher.temperature.fill_(50.0)
+        probabilities, matched = matcher(left, right)
+    assert probabilities.shape == (1, levels, 12, width)
+    assert torch.allclose(probabilities.sum(dim=1), torch.ones(1, 12, width), atol=1e-5)
+    inside = matched[..., 2 * levels : width - 2]  # away from the zero-padded borders
+    assert (inside - disparity).abs().mean() < 0.25
 
 
 @pytest.mark.parametrize("disparity", [0, 3, 7])
@@ -165,6 +199,26 @@ def test_correlation_volume_wider_than_the_image_is_zero_padded() -> None:
     volume = CorrelationVolume(8)(features, features)
     assert volume.shape == (1, 8, 3, 5)
     assert (volume[:, 5:] == 0).all()
+
+
+def test_stereo_refiner_keeps_to_the_window_around_its_prior() -> None:
+    """Uniform features (no match anywhere): the refined disparity is the prior's, pulled only
+    by the window; with a shifted textured pair it moves from a prior off by one level to the
+    true shift."""
+    torch.manual_seed(0)
+    refiner = StereoRefiner(6, 16).eval()
+    flat = torch.ones(1, 6, 8, 40)
+    prior = torch.full((1, 1, 8, 40), 7.3)
+    with torch.no_grad():
+        refined = refiner(flat, flat, prior)
+    assert torch.allclose(refined[..., 20:], prior[..., 20:], atol=0.05)
+
+    scene = torch.randn(1, 6, 8, 40 + 32)
+    left, right = scene[..., 16:56], scene[..., 16 + 6 : 56 + 6]  # left(x) == right(x - 6)
+    with torch.no_grad():
+        refiner.temperature.fill_(50.0)
+        refined = refiner(left, right, torch.full((1, 1, 8, 40), 5.0))
+    assert (refined[..., 20:-2] - 6.0).abs().mean() < 0.25
 
 
 def test_fast_up_convolution_equals_unpooling_plus_5x5_convolution() -> None:
@@ -189,6 +243,12 @@ def test_build_model_rejects_unknown_names_and_settings() -> None:
         build_model("cnd_micro", depth_multiplier=2)
     with pytest.raises(ValueError, match="cost_volume_levels"):
         build_model("cnd_mono", cost_volume_levels=8)
+    with pytest.raises(ValueError, match="cost_volume_levels must be >= 1"):
+        build_model("cnd_stereo", cost_volume_levels=0)
+    with pytest.raises(ValueError, match="mono nets only"):
+        build_model("cnd_stereo", output_range=(1.0, 100.0))
+    with pytest.raises(ValueError, match="window"):
+        StereoRefiner(4, 8, window=0.0)
     with pytest.raises(ValueError, match="residual_after"):
         build_model("cnd_mono", residual_after=(3,))
 
@@ -204,8 +264,11 @@ def test_width_multiplier_shrinks_the_encoder() -> None:
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_config_survives_json(name: str) -> None:
     """Artifacts store ``asdict(model.config)`` as JSON; it must rebuild the same net."""
+    overrides: dict[str, object] = {"output_range": (1e-3, 500.0)}
+    if name == "cnd_stereo":
+        overrides = {"matching_channels": 16}
     with torch.device("meta"):
-        model = build_model(name, output_range=(1e-3, 500.0))
+        model = build_model(name, **overrides)
         stored = json.loads(json.dumps(asdict(model.config)))
         rebuilt = build_model(name, **stored)
     assert rebuilt.config == model.config

@@ -15,11 +15,12 @@ from typing import Any
 
 import pytest
 import torch
-from fixtures.artifacts import SMALL
+from fixtures.artifacts import SMALL, make_artifact
 from fixtures.training import one_torch_thread, synthetic_folder  # noqa: F401
 
 from cnd_depth_ros import cli
-from cnd_depth_ros.errors import ArtifactError
+from cnd_depth_ros.errors import ArtifactError, CndDepthError
+from cnd_depth_ros.models import build_model
 from cnd_depth_ros.models.artifact import load_artifact, read_metadata
 from cnd_depth_ros.synthetic.dataset_writer import kitti_like_camera
 from cnd_depth_ros.training import trainer
@@ -149,6 +150,29 @@ def test_resume_with_other_settings_is_refused(synthetic_root: Path, tmp_path: P
     changed = _config(synthetic_root, tmp_path, lr=0.5, resume=str(tmp_path / "checkpoint.pt"))
     with pytest.raises(ValueError, match="'lr'"):
         trainer.main(changed)
+
+
+def test_warm_start_takes_every_tensor_whose_name_and_shape_match(tmp_path: Path) -> None:
+    """A CNDmono artifact starts a CNDmicro: the encoder, ASPP and decoder blocks they share
+    are copied, the mono net's residual blocks are left out."""
+    source = make_artifact(tmp_path, "cnd_mono", **SMALL)
+    stored = load_artifact(source)[0].state_dict()
+    model = build_model("cnd_micro", **SMALL)
+    trainer.warm_start(model, str(source))
+    own = model.state_dict()
+    shared = [n for n in own if n in stored and own[n].shape == stored[n].shape]
+    assert len(shared) == len(own)
+    assert all(torch.equal(own[name], stored[name]) for name in shared)
+    with pytest.raises(CndDepthError, match="no weight matches"):
+        trainer.warm_start(torch.nn.Linear(2, 2), str(source))
+
+
+def test_training_scores_ground_truth_in_the_evaluated_range_only() -> None:
+    depth = torch.tensor([[[[0.0, 5.0, 80.0, 80.5, 3000.0]]]])
+    valid = torch.tensor([[[[True, True, True, True, False]]]])
+    assert trainer.in_training_range(depth, valid).flatten().tolist() == [
+        False, True, True, False, False
+    ]
 
 
 @pytest.mark.parametrize("schedule", ["cosine", "poly"])

@@ -60,6 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--model-config", dest="model", type=_json_object, default=unset,
                        metavar="JSON", help='build_model overrides, e.g. \'{"width_mult": 0.5}\'')
     model.add_argument("--phi", type=float, default=unset, help="exponent of the extended loss")
+    model.add_argument("--init-from", default=unset, metavar="ARTIFACT",
+                       help="start from this artifact's (or shipped model's) weights wherever a"
+                            " tensor's name and shape match")
     add_run_arguments(parser)
 
 

@@ -45,6 +45,7 @@ __all__ = [
     "depth_from_output",
     "load_artifact",
     "read_metadata",
+    "read_weights",
     "resolve_artifact",
     "save_artifact",
     "weights_sha256",
@@ -318,6 +319,24 @@ def _check_shapes(
     )
 
 
+def _load_stored(path: str | os.PathLike[str]) -> tuple[Path, dict[str, torch.Tensor]]:
+    weights = artifact_paths(resolve_artifact(path))[0]
+    try:
+        return weights, load_file(str(weights), device="cpu")
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ArtifactError(f"{weights}: unreadable weights ({error})") from error
+
+
+def read_weights(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """An artifact's (or shipped model's) tensors by parameter name, floats as FP32 (int8
+    storage dequantised), without building its network: for starting another from them.
+
+    :raises ArtifactError: a missing or unreadable file.
+    """
+    state = _restore_state(_load_stored(path)[1], {})
+    return {name: t.float() if t.is_floating_point() else t for name, t in state.items()}
+
+
 def load_artifact(
     path: str | os.PathLike[str], *, device: str | torch.device = "cpu"
 ) -> tuple[nn.Module, ModelMetadata]:
@@ -328,11 +347,7 @@ def load_artifact(
     from cnd_depth_ros.models.registry import build_model
 
     metadata = read_metadata(path)
-    weights = artifact_paths(resolve_artifact(path))[0]
-    try:
-        state = load_file(str(weights), device="cpu")
-    except (SafetensorError, OSError, ValueError) as error:
-        raise ArtifactError(f"{weights}: unreadable weights ({error})") from error
+    weights, state = _load_stored(path)
     try:
         # Shapes first, on the meta device (no memory): a sidecar can only describe the network
         # its weights hold, so a tampered model_config cannot make this allocate gigabytes.

@@ -136,8 +136,9 @@ class InvertedResidual(nn.Module):
 class MobileNetV2Encoder(nn.Module):
     """MobileNetV2 feature extractor at output stride 16.
 
-    ``forward`` returns ``{"skip": 1/4-resolution features (after the second reduction stage),
-    "out": 1/16-resolution features}``; their channel counts are :attr:`skip_channels` and
+    ``forward`` returns ``{"half": 1/2-resolution features (after the first bottleneck), "skip":
+    1/4-resolution features (after the second reduction stage), "out": 1/16-resolution
+    features}``; their channel counts are :attr:`half_channels`, :attr:`skip_channels` and
     :attr:`out_channels`.
     """
 
@@ -171,14 +172,19 @@ class MobileNetV2Encoder(nn.Module):
             stages.append(nn.Sequential(*blocks))
         self.low = nn.Sequential(stem, *stages[: _SKIP_STAGE + 1])
         self.high = nn.Sequential(*stages[_SKIP_STAGE + 1 :])
+        self.half_channels = make_divisible(
+            _INVERTED_RESIDUAL_SETTING[0][1] * width_mult, round_nearest
+        )
         self.skip_channels = make_divisible(
             _INVERTED_RESIDUAL_SETTING[_SKIP_STAGE][1] * width_mult, round_nearest
         )
         self.out_channels = in_channels
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
-        skip = self.low(x)
-        return {"skip": skip, "out": self.high(skip)}
+        # Slices of ``low`` share its modules, so parameter names stay those of artifacts.
+        half = self.low[:2](x)
+        skip = self.low[2:](half)
+        return {"half": half, "skip": skip, "out": self.high(skip)}
 
 
 def init_weights(module: nn.Module) -> None:

@@ -5,7 +5,8 @@ Pyramid Pooling and Residual Decoder Modules": a MobileNetV2 encoder at output s
 extended ASPP, and a light transpose-convolution decoder with a 1/4-resolution skip connection.
 CNDmono adds extended residual blocks to the decoder; CNDstereo runs one shared-weight encoder on
 both images and feeds both encodings to the ASPP. Every net ends in a :class:`PositiveHead`: mono
-nets predict depth in metres, the stereo net disparity in pixels (docs/decisions.md, 1 and 10).
+nets predict depth in metres; the stereo net matches the two views and predicts disparity in
+pixels (docs/decisions.md, 1, 10 and 13).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from cnd_depth_ros.models.aspp import ASPP
 from cnd_depth_ros.models.backbone import (
@@ -23,13 +25,13 @@ from cnd_depth_ros.models.backbone import (
     check_images,
     init_weights,
 )
-from cnd_depth_ros.models.decoder import CNDDecoder, PositiveHead, reset_head_conv
+from cnd_depth_ros.models.decoder import CNDDecoder, DisparityHead, PositiveHead, reset_head_conv
+from cnd_depth_ros.models.stereo_matching import StereoMatcher, StereoRefiner
 
 __all__ = [
     "CND",
     "CNDConfig",
     "CNDStereo",
-    "CorrelationVolume",
     "cnd_micro",
     "cnd_mono",
     "cnd_stereo",
@@ -40,9 +42,10 @@ __all__ = [
 class CNDConfig:
     """Hyperparameters of a CND net; an artifact stores them (``model_config``) to rebuild it.
 
-    ``output_range`` is ``(low, high)`` and ``output_init`` the value an untrained net predicts:
-    depth in metres for mono nets, disparity as a fraction of the input width for the stereo net.
-    ``None`` takes the network kind's default.
+    ``output_range`` is ``(low, high)`` and ``output_init`` the depth in metres an untrained mono
+    net predicts (``None``: the default); the stereo net's disparity comes from its matcher over
+    ``cost_volume_levels`` disparities of ``matching_channels`` features at 1/4 resolution, and
+    with ``refine`` is sharpened at 1/2 resolution.
     """
 
     width_mult: float = 1.0
@@ -54,6 +57,8 @@ class CNDConfig:
     residual_m: int = 2
     residual_n: int = 2
     cost_volume_levels: int = 0
+    matching_channels: int = 32
+    refine: bool = True
     output_range: tuple[float, float] | None = None
     output_init: float | None = None
 
@@ -63,47 +68,13 @@ class CNDConfig:
             value = getattr(self, name)
             if isinstance(value, list):
                 setattr(self, name, tuple(value))
-        for name in ("aspp_channels", "skip_channels"):
+        for name in ("aspp_channels", "skip_channels", "matching_channels"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.cost_volume_levels < 0:
             raise ValueError(f"cost_volume_levels must be >= 0, got {self.cost_volume_levels}")
         if self.output_range is not None and len(self.output_range) != 2:
             raise ValueError(f"output_range must be (low, high), got {self.output_range}")
-
-
-class CorrelationVolume(nn.Module):
-    """Zero-parameter stereo cost volume: for each disparity ``d < levels``, the channel mean of
-    ``left(x) * right(x - d)``, zero where ``x - d`` falls off the image (an extension to the
-    paper, docs/decisions.md, 10).
-
-    Built from static slices, channel sums and concatenation only, so it exports to ONNX at
-    opset 17 and to TensorRT: opset 18's ``ReduceMean`` and ``Pad`` do not convert down to 17
-    (the newest TensorRT 8.5 on JetPack 5 parses).
-    """
-
-    def __init__(self, levels: int) -> None:
-        super().__init__()
-        if levels < 1:
-            raise ValueError(f"a correlation volume needs at least one level, got {levels}")
-        self.levels = levels
-
-    def forward(self, left: Tensor, right: Tensor) -> Tensor:
-        width = left.shape[-1]
-        first = _channel_mean(left * right)
-        volume = [first]
-        for d in range(1, self.levels):
-            off_image = torch.zeros_like(first[..., : min(d, width)])
-            if d < width:
-                matched = _channel_mean(left[..., d:] * right[..., :-d])
-                volume.append(torch.cat([off_image, matched], dim=-1))
-            else:
-                volume.append(off_image)
-        return torch.cat(volume, dim=1)
-
-
-def _channel_mean(x: Tensor) -> Tensor:
-    return x.sum(dim=1, keepdim=True) * (1.0 / x.shape[1])
 
 
 class CND(nn.Module):
@@ -118,10 +89,7 @@ class CND(nn.Module):
 
     def __init__(self, config: CNDConfig) -> None:
         super().__init__()
-        if config.cost_volume_levels and not self.is_stereo:
-            raise ValueError(
-                f"cost_volume_levels={config.cost_volume_levels} needs a stereo net (cnd_stereo)"
-            )
+        self.check_config(config)
         self.config = config
         self.normalize = ImageNormalization()
         self.encoder = MobileNetV2Encoder(config.width_mult)
@@ -138,23 +106,31 @@ class CND(nn.Module):
             residual_m=config.residual_m,
             residual_n=config.residual_n,
         )
-        low, init, high = self.default_output
+        self.head = self.make_head(config)
+        init_weights(self)
+        reset_head_conv(self.decoder.final[-1])
+
+    @classmethod
+    def check_config(cls, config: CNDConfig) -> None:
+        """Reject settings this kind of net cannot take, naming them."""
+        if config.cost_volume_levels:
+            raise ValueError(
+                f"cost_volume_levels={config.cost_volume_levels} needs a stereo net (cnd_stereo)"
+            )
+
+    @classmethod
+    def make_head(cls, config: CNDConfig) -> nn.Module:
+        low, init, high = cls.default_output
         if config.output_range is not None:
             low, high = config.output_range
         if config.output_init is not None:
             init = config.output_init
-        self.head = PositiveHead(low, high, init, per_width=self.output_kind == "disparity")
-        init_weights(self)
-        reset_head_conv(self.decoder.final[-1])
+        return PositiveHead(low, high, init)
 
     def forward(self, left: Tensor) -> Tensor:
         check_images(left)
         features = self.encoder(self.normalize(left))
-        return self.decode(self.aspp(features["out"]), features["skip"])
-
-    def decode(self, context: Tensor, skip: Tensor) -> Tensor:
-        """ASPP output and skip features -> the positive output map."""
-        return self.head(self.decoder(context, skip))
+        return self.head(self.decoder(self.aspp(features["out"]), features["skip"]))
 
 
 class CNDStereo(CND):
@@ -162,17 +138,47 @@ class CNDStereo(CND):
     at the input resolution (depth = fx * baseline / disparity).
 
     One encoder (shared weights) runs on both images; their 1/16 encodings are concatenated into
-    the ASPP, and a correlation volume of their 1/4 features joins the skip connection.
+    the ASPP (the paper's CNDstereo). A :class:`StereoMatcher` on their 1/4 features gives a
+    soft-argmin disparity and its matching probabilities, a :class:`StereoRefiner` sharpens the
+    disparity at 1/2 resolution, the probabilities join the decoder's skip connection, and the
+    decoder's output is a full-resolution correction to the matched disparity
+    (docs/decisions.md, 13).
     """
 
     is_stereo: ClassVar[bool] = True
     output_kind: ClassVar[Literal["disparity", "depth"]] = "disparity"
-    default_output: ClassVar[tuple[float, float, float]] = (1e-4, 1 / 32, 1.0)
 
     def __init__(self, config: CNDConfig) -> None:
         super().__init__(config)
-        levels = config.cost_volume_levels
-        self.correlation = CorrelationVolume(levels) if levels else None
+        self.matcher = StereoMatcher(
+            self.encoder.skip_channels, config.cost_volume_levels, config.matching_channels
+        )
+        self.refiner = (
+            StereoRefiner(self.encoder.half_channels, 2 * config.cost_volume_levels)
+            if config.refine
+            else None
+        )
+        init_weights(self.matcher)
+        self.matcher.reset_aggregation()
+        if self.refiner is not None:
+            init_weights(self.refiner)
+
+    @classmethod
+    def check_config(cls, config: CNDConfig) -> None:
+        if config.cost_volume_levels < 1:
+            raise ValueError(
+                "cnd_stereo matches through a correlation volume: cost_volume_levels must be"
+                f" >= 1, got {config.cost_volume_levels}"
+            )
+        if config.output_range is not None or config.output_init is not None:
+            raise ValueError(
+                "cnd_stereo predicts disparity from its matcher: output_range and output_init"
+                " apply to mono nets only"
+            )
+
+    @classmethod
+    def make_head(cls, config: CNDConfig) -> nn.Module:
+        return DisparityHead()
 
     def forward(self, left: Tensor, right: Tensor | None = None) -> Tensor:
         if right is None:
@@ -183,11 +189,31 @@ class CNDStereo(CND):
         features = self.encoder(self.normalize(torch.cat([left, right])))
         batch = left.shape[0]
         out_left, out_right = features["out"][:batch], features["out"][batch:]
-        skip_left, skip_right = features["skip"][:batch], features["skip"][batch:]
-        skip = skip_left
-        if self.correlation is not None:
-            skip = torch.cat([skip_left, self.correlation(skip_left, skip_right)], dim=1)
-        return self.decode(self.aspp(torch.cat([out_left, out_right], dim=1)), skip)
+        probabilities, matched = self.match(features, batch, left.shape[-2:])
+        context = self.aspp(torch.cat([out_left, out_right], dim=1))
+        correction = self.decoder(
+            context, torch.cat([features["skip"][:batch], probabilities], dim=1)
+        )
+        return self.head(matched + correction)
+
+    def match(
+        self, features: dict[str, Tensor], batch: int, size: torch.Size
+    ) -> tuple[Tensor, Tensor]:
+        """Encoder features of the batch-concatenated pair -> the matcher's probabilities and
+        the matched disparity, refined where configured, in pixels of an input of ``size``."""
+        skip = features["skip"]
+        probabilities, matched = self.matcher(skip[:batch], skip[batch:])
+        if self.refiner is not None:
+            half = features["half"]
+            prior = _upsampled_disparity(matched, half.shape[-2:])
+            matched = self.refiner(half[:batch], half[batch:], prior)
+        return probabilities, _upsampled_disparity(matched, size)
+
+
+def _upsampled_disparity(disparity: Tensor, size: torch.Size) -> Tensor:
+    """Bilinear upsampling of a disparity map, its values scaled to the new width's pixels."""
+    scale = size[-1] / disparity.shape[-1]
+    return F.interpolate(disparity * scale, size=size, mode="bilinear", align_corners=False)
 
 
 def cnd_micro(**overrides: Any) -> CND:
@@ -208,7 +234,7 @@ def cnd_mono(**overrides: Any) -> CND:
 def cnd_stereo(**overrides: Any) -> CNDStereo:
     """CNDstereo (Pisoni, Table 2: 11.1M parameters, 27.5 ms): CNDmono's decoder on a
     shared-weight encoder for both images, whose concatenated encodings feed a 320-wide ASPP,
-    plus a 24-level correlation volume at 1/4 resolution (this package's extension;
-    docs/decisions.md, 10)."""
+    plus a stereo matcher over 24 disparities at 1/4 resolution (up to 92 px at the input;
+    this package's extension, docs/decisions.md, 10 and 13)."""
     defaults = {"residual_after": (0, 1), "aspp_channels": 320, "cost_volume_levels": 24}
     return CNDStereo(CNDConfig(**{**defaults, **overrides}))

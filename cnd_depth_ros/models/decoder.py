@@ -13,10 +13,18 @@ import math
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from cnd_depth_ros.models.aspp import SeparableConv
 
-__all__ = ["CNDDecoder", "ExtendedResidualBlock", "PositiveHead", "UpBlock", "reset_head_conv"]
+__all__ = [
+    "CNDDecoder",
+    "DisparityHead",
+    "ExtendedResidualBlock",
+    "PositiveHead",
+    "UpBlock",
+    "reset_head_conv",
+]
 
 # Blocks 0 and 1 take the 1/16 context to 1/4, the resolution of the encoder's skip features.
 _SKIP_AFTER_BLOCK = 1
@@ -123,11 +131,10 @@ class PositiveHead(nn.Module):
     ``log y = log lo + (log hi - log lo) * sigmoid(logit + offset)``, with the constant offset
     chosen so that a zero logit gives ``init``: an untrained net predicts a typical value and the
     log-output moves at most ``(log hi - log lo) / 4`` per unit logit, so losses on log depth start
-    finite and gradients never explode. With ``per_width`` the bounds and ``init`` are fractions
-    of the input width (disparity), so a net answers in pixels at whatever width it runs.
+    finite and gradients never explode.
     """
 
-    def __init__(self, low: float, high: float, init: float, *, per_width: bool = False) -> None:
+    def __init__(self, low: float, high: float, init: float) -> None:
         super().__init__()
         if not 0 < low < init < high:
             raise ValueError(f"output range needs 0 < low < init < high, got {low}, {init}, {high}")
@@ -135,17 +142,31 @@ class PositiveHead(nn.Module):
         self.log_span = math.log(high) - self.log_low
         fraction = (math.log(init) - self.log_low) / self.log_span
         self.offset = math.log(fraction / (1 - fraction))
-        self.per_width = per_width
 
     def forward(self, logit: Tensor) -> Tensor:
-        log_value = self.log_low + self.log_span * torch.sigmoid(logit + self.offset)
-        if self.per_width:
-            log_value = log_value + math.log(logit.shape[-1])
-        return torch.exp(log_value)
+        return torch.exp(self.log_low + self.log_span * torch.sigmoid(logit + self.offset))
 
     def extra_repr(self) -> str:
         low, high = math.exp(self.log_low), math.exp(self.log_low + self.log_span)
-        return f"low={low:g}, high={high:g}, per_width={self.per_width}"
+        return f"low={low:g}, high={high:g}"
+
+
+class DisparityHead(nn.Module):
+    """Disparity estimate (pixels) -> strictly positive disparity: a softplus with a sharp knee,
+    the identity above about a pixel, positive below, so the log-depth loss has a gradient
+    everywhere (a clamp would have none); ``floor`` keeps depth = fx * B / disparity finite where
+    the softplus underflows."""
+
+    def __init__(self, sharpness: float = 4.0, floor: float = 1e-3) -> None:
+        super().__init__()
+        self.sharpness = sharpness
+        self.floor = floor
+
+    def forward(self, disparity: Tensor) -> Tensor:
+        return F.softplus(disparity, beta=self.sharpness) + self.floor
+
+    def extra_repr(self) -> str:
+        return f"sharpness={self.sharpness:g}, floor={self.floor:g}"
 
 
 def reset_head_conv(conv: nn.Conv2d) -> None:

@@ -47,6 +47,7 @@ from cnd_depth_ros.training.trainer import (
     RunConfig,
     TrainingJob,
     build_criterion,
+    in_training_range,
     predict_depth,
     run_job,
 )
@@ -239,8 +240,8 @@ class SelfSupervisedObjective:
         labeled = batch.get("labeled")
         if labeled is not None and self.criterion is not None:
             supervised = self.criterion(
-                depth[2 * count :], labeled["depth"], labeled["normals"], labeled["valid"],
-                camera=labeled["camera"],
+                depth[2 * count :], labeled["depth"], labeled["normals"],
+                in_training_range(labeled["depth"], labeled["valid"]), camera=labeled["camera"],
             )
             terms["loss"] = terms["loss"] + self.supervised_weight * supervised
             terms["supervised"] = supervised.detach()
@@ -255,7 +256,11 @@ def _finetune_job(config: FinetuneConfig, env: DistributedEnv) -> TrainingJob:
         pin_memory=env.device.type == "cuda",
     )
     loss = config.objective()
-    criterion = build_criterion(metadata.variant, config.phi) if config.mix_data else None
+    criterion = (
+        build_criterion(metadata.variant, config.phi, stereo=metadata.stereo)
+        if config.mix_data
+        else None
+    )
     objective = SelfSupervisedObjective(
         loss, output=metadata.output, reference_fx=metadata.training_camera.fx,
         criterion=criterion, supervised_weight=config.mix_weight,

@@ -20,6 +20,8 @@ from cnd_depth_ros.geometry import backproject_torch
 __all__ = [
     "BerHuLoss",
     "ExtendedDepthLoss",
+    "StereoDepthLoss",
+    "disparity_loss",
     "extended_loss",
     "normal_orthogonality_loss",
     "scale_invariant_log_loss",
@@ -161,6 +163,56 @@ class ExtendedDepthLoss(nn.Module):
             f"phi={self.phi}, scale_invariance={self.scale_invariance}, "
             f"normal_weight={self.normal_weight}"
         )
+
+
+def disparity_loss(
+    pred_depth: Tensor, gt_depth: Tensor, valid_mask: Tensor, camera: Tensor
+) -> Tensor:
+    """Smooth L1 (Huber, 1 px) between predicted and true disparity ``fx * B / depth`` in
+    pixels, the loss stereo networks train on (GC-Net, Kendall et al. 2017; PSMNet, Chang and Chen
+    2018). A log-depth loss weighs a far pixel's sub-pixel disparity error as much as a near
+    pixel's whole-pixel one; this weighs every pixel by what a matcher can measure there.
+    """
+    valid = _scored_pixels(pred_depth, gt_depth, valid_mask)
+    focal_baseline = (camera[:, 0] * camera[:, 4]).view(-1, 1, 1, 1).to(pred_depth.dtype)
+    pred = focal_baseline / torch.where(valid, pred_depth, 1.0).clamp_min(MIN_PREDICTED_DEPTH)
+    truth = focal_baseline / torch.where(valid, gt_depth, 1.0)
+    error = nn.functional.smooth_l1_loss(pred, truth, reduction="none", beta=1.0)
+    count = valid.sum(dim=(1, 2, 3))
+    per_image = torch.where(valid, error, 0.0).sum(dim=(1, 2, 3)) / count.clamp_min(1)
+    return _mean_over_images(per_image, count > 0)
+
+
+class StereoDepthLoss(ExtendedDepthLoss):
+    """The extended loss plus ``disparity_weight`` times :func:`disparity_loss`, for nets that
+    match a stereo pair: the extended loss keeps the paper's objective, the disparity term gives
+    the matcher the gradient it learns from. Needs ``camera`` (fx and baseline)."""
+
+    def __init__(
+        self, phi: float = 2.0, *, disparity_weight: float = 1.0, **options: float
+    ) -> None:
+        super().__init__(phi, **options)
+        if not (math.isfinite(disparity_weight) and disparity_weight >= 0.0):
+            raise ValueError(f"disparity_weight must be finite and >= 0, got {disparity_weight}")
+        self.disparity_weight = disparity_weight
+
+    def forward(
+        self,
+        pred_depth: Tensor,
+        gt_depth: Tensor,
+        gt_normals: Tensor,
+        valid_mask: Tensor,
+        camera: Tensor | None = None,
+    ) -> Tensor:
+        if camera is None:
+            raise ValueError("StereoDepthLoss needs the camera (fx and baseline) of each sample")
+        loss = super().forward(pred_depth, gt_depth, gt_normals, valid_mask, camera)
+        return loss + self.disparity_weight * disparity_loss(
+            pred_depth, gt_depth, valid_mask, camera
+        )
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, disparity_weight={self.disparity_weight}"
 
 
 class BerHuLoss(nn.Module):

@@ -47,10 +47,12 @@ from cnd_depth_ros.models.artifact import (
     ModelMetadata,
     OutputKind,
     depth_from_output,
+    read_weights,
     save_artifact,
 )
 from cnd_depth_ros.training import data as D
 from cnd_depth_ros.training.checkpoint import load_checkpoint, save_checkpoint
+from cnd_depth_ros.training.metrics import EVALUATION_RANGE_M
 
 __all__ = [
     "DistributedEnv",
@@ -63,6 +65,7 @@ __all__ = [
     "build_scheduler",
     "evaluate",
     "fit",
+    "in_training_range",
     "init_distributed",
     "launch",
     "main",
@@ -70,6 +73,7 @@ __all__ = [
     "run_job",
     "seed_everything",
     "train_one_epoch",
+    "warm_start",
 ]
 
 _LOGGER = logging.getLogger(__name__)
@@ -151,7 +155,8 @@ class TrainConfig(RunConfig):
     """Everything that defines a training run from scratch.
 
     ``data`` / ``val_data`` are ``KIND:ROOT`` specs. ``model`` holds keyword overrides for
-    ``build_model``.
+    ``build_model``. ``init_from`` (an artifact or shipped name) starts the net from its weights
+    wherever a tensor's name and shape match (:func:`warm_start`).
     """
 
     variant: str
@@ -162,6 +167,7 @@ class TrainConfig(RunConfig):
     height: int = 160
     phi: float = 2.0
     model: dict[str, Any] = field(default_factory=dict)
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         for spec in [*self.data, *self.val_data]:
@@ -251,11 +257,14 @@ def build_scheduler(
     return schedulers.SequentialLR(optimizer, [warmup, decay], milestones=[config.warmup_steps])
 
 
-def build_criterion(variant: str, phi: float) -> nn.Module:
-    """The paper's extended depth loss for CND nets; berHu for the FCRN baseline."""
-    from cnd_depth_ros.training.losses import BerHuLoss, ExtendedDepthLoss
+def build_criterion(variant: str, phi: float, *, stereo: bool = False) -> nn.Module:
+    """The paper's extended depth loss for CND nets, plus the disparity term for stereo nets;
+    berHu for the FCRN baseline."""
+    from cnd_depth_ros.training.losses import BerHuLoss, ExtendedDepthLoss, StereoDepthLoss
 
-    return BerHuLoss() if variant.startswith("fcrn") else ExtendedDepthLoss(phi)
+    if variant.startswith("fcrn"):
+        return BerHuLoss()
+    return StereoDepthLoss(phi) if stereo else ExtendedDepthLoss(phi)
 
 
 def predict_depth(
@@ -286,6 +295,14 @@ class Objective(Protocol):
     ) -> dict[str, Tensor]: ...
 
 
+def in_training_range(depth: Tensor, valid: Tensor) -> Tensor:
+    """``valid`` limited to ground truth in the evaluated range (EVALUATION_RANGE_M): a net is
+    trained on the depths it is scored on, not on a ground plane kilometres away whose disparity
+    is a fraction of a pixel."""
+    low, high = EVALUATION_RANGE_M
+    return valid & (depth >= low) & (depth <= high)
+
+
 class SupervisedObjective:
     """The depth loss ``criterion`` against ground truth, on metric depth from the output rule."""
 
@@ -301,8 +318,8 @@ class SupervisedObjective:
 
     def loss(self, prediction: dict[str, Tensor], batch: dict[str, Any]) -> dict[str, Tensor]:
         loss = self.criterion(
-            prediction["depth"].float(), batch["depth"], batch["normals"], batch["valid"],
-            camera=batch["camera"],
+            prediction["depth"].float(), batch["depth"], batch["normals"],
+            in_training_range(batch["depth"], batch["valid"]), camera=batch["camera"],
         )
         return {"loss": loss}
 
@@ -365,11 +382,7 @@ def evaluate(
     """The paper's metrics (rel, log10, rmse, ...) of ``model`` over ``loader``, in eval mode,
     with the evaluation range of ``cnd-depth eval`` (ground truth up to 80 m, predictions clipped:
     :func:`~cnd_depth_ros.training.metrics.within_depth_range`), so the numbers compare."""
-    from cnd_depth_ros.training.metrics import (
-        EVALUATION_RANGE_M,
-        MetricAccumulator,
-        within_depth_range,
-    )
+    from cnd_depth_ros.training.metrics import MetricAccumulator, within_depth_range
 
     was_training = model.training
     model.eval()
@@ -496,11 +509,35 @@ def main(config: TrainConfig) -> dict[str, Any]:
     return run_job(config, _training_job)
 
 
+def warm_start(model: nn.Module, source: str) -> None:
+    """Copy the weights of artifact ``source`` into ``model`` wherever a tensor's name and shape
+    match (a grown or changed net keeps what it can of a trained one); log what stays new.
+
+    :raises CndDepthError: ``source`` shares no tensor with ``model``.
+    """
+    stored = read_weights(source)
+    own = model.state_dict()
+    matched = {
+        name: tensor for name, tensor in stored.items()
+        if name in own and own[name].shape == tensor.shape
+    }
+    if not matched:
+        raise CndDepthError(f"{source}: no weight matches {type(model).__name__} by name and shape")
+    model.load_state_dict(matched, strict=False)
+    fresh = sorted(own.keys() - matched.keys())
+    _LOGGER.info(
+        "started from %s: %d of %d tensors taken, %d new (%s)", source, len(matched), len(own),
+        len(fresh), ", ".join(fresh[:4]) + (" ..." if len(fresh) > 4 else ""),
+    )
+
+
 def _training_job(config: TrainConfig, env: DistributedEnv) -> TrainingJob:
     """Training from scratch: a new ``config.variant`` on labeled data, the paper's loss."""
     from cnd_depth_ros.models import build_model
 
     model = build_model(config.variant, **config.model)
+    if config.init_from:
+        warm_start(model, config.init_from)
     output = cast(OutputKind, model.output_kind)
     stereo = bool(model.is_stereo)
     data = D.build_training_data(
@@ -514,7 +551,7 @@ def _training_job(config: TrainConfig, env: DistributedEnv) -> TrainingJob:
         output=output, training_camera=data.camera, stereo=stereo,
         model_config=dict(config.model),
     )
-    criterion = build_criterion(config.variant, config.phi)
+    criterion = build_criterion(config.variant, config.phi, stereo=stereo)
     record = {
         "data": config.data,
         "val_data": config.val_data or f"last {config.val_fraction:.0%} of data",
