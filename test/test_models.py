@@ -194,6 +194,17 @@ def test_correlation_volume_peaks_at_the_true_disparity(disparity: int) -> None:
     assert (volume[:, disparity, :, :disparity] == 0).all()
 
 
+def test_correlation_volume_is_the_channel_mean_of_shifted_products() -> None:
+    """The row-matrix-product form equals the definition, level by level."""
+    levels = 6
+    left, right = torch.randn(2, 2, 8, 3, 10)
+    volume = CorrelationVolume(levels)(left, right)
+    for d in range(levels):
+        expected = torch.zeros(2, 3, 10)
+        expected[..., d:] = (left[..., d:] * right[..., : 10 - d]).mean(dim=1)
+        assert torch.allclose(volume[:, d], expected, atol=1e-6)
+
+
 def test_correlation_volume_wider_than_the_image_is_zero_padded() -> None:
     features = torch.randn(1, 4, 3, 5)
     volume = CorrelationVolume(8)(features, features)

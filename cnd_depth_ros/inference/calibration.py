@@ -39,6 +39,10 @@ __all__ = ["CalibrationCache", "CalibrationSet", "quantize_qdq"]
 
 LOGGER = logging.getLogger(__name__)
 
+# The encoder-decoder's operators. Left out, so left in float: the stereo matcher's Mul,
+# ReduceSum, Concat of cost levels, Softmax and the output head.
+_QUANTISED_OPS = ["Conv", "ConvTranspose", "Add", "Clip", "Relu", "MaxPool", "Resize"]
+
 Batch = dict[str, np.ndarray]
 
 
@@ -163,9 +167,9 @@ def quantize_qdq(
 ) -> Path:
     """Write an INT8 Q/DQ copy of ``onnx_path`` calibrated on ``calibration`` and return its path.
 
-    Only convolutions are quantised, weights per output channel and biases left in float: they
-    carry the arithmetic, and the stereo matcher's cosine, softmax and soft-argmin would move its
-    disparity by pixels in 8 bits (docs/decisions.md, 13).
+    The encoder-decoder's operators are quantised (weights per output channel, biases left in
+    float); the stereo matcher's cosine, softmax and soft-argmin stay in float, where 8 bits would
+    move its disparity by pixels (docs/decisions.md, 13).
 
     With ``tensorrt``: symmetric ``QInt8`` activations (TensorRT accepts only zero point 0) and
     the entropy method of TensorRT's own calibrator, after ONNX Runtime's shape-inference pre-pass
@@ -199,7 +203,7 @@ def quantize_qdq(
         weight_type=QuantType.QInt8,
         per_channel=True,
         calibrate_method=CalibrationMethod.Entropy if tensorrt else CalibrationMethod.MinMax,
-        op_types_to_quantize=["Conv", "ConvTranspose"],
+        op_types_to_quantize=_QUANTISED_OPS,
         extra_options={
             "ActivationSymmetric": tensorrt,
             "WeightSymmetric": True,
