@@ -549,12 +549,21 @@ def test_node_process_logs_bad_input_and_stops_on_sigint(
     harness = Harness("process")
     try:
         harness.wait_connected()
-        bad = harness.send(**_bad_pairs()["unsupported encoding"])
-        logged = spin_until(harness.executor, lambda: "'yuv422'" in log.read_text(), WAIT_S)
-        assert logged, "the unsupported encoding was not logged"
+
+        def logged() -> bool:
+            return "'yuv422'" in log.read_text()
+
+        # Sensor-data QoS is best effort: on a loaded machine one pair may be lost, so the bad
+        # pair is sent again each second until the node reports it.
+        bad = []
+        for _ in range(int(WAIT_S)):
+            bad.append(harness.send(**_bad_pairs()["unsupported encoding"]))
+            if spin_until(harness.executor, logged, 1.0):
+                break
+        assert logged(), "the unsupported encoding was not logged"
         assert "skipping input" in log.read_text()
         harness.wait_for(harness.depth, harness.send())
-        assert all(msg.header.stamp != bad for msg in harness.depth.messages)
+        assert all(msg.header.stamp not in bad for msg in harness.depth.messages)
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=WAIT_S) == 0
     finally:
