@@ -77,7 +77,36 @@ def unit_features(x: Tensor, eps: float = 1e-6) -> Tensor:
     return x / torch.sqrt(x.square().sum(dim=1, keepdim=True) + eps)
 
 
-class StereoMatcher(nn.Module):
+class _CosineMatching(nn.Module):
+    """What matcher and refiner share: a projection of both views' features (a 3x3 layer, then
+    one of ``last_kernel``), unit-normalised and correlated over ``levels`` disparities, a
+    learned temperature for the cosine logits, and the disparity values of the levels."""
+
+    disparities: Tensor
+
+    def __init__(self, in_channels: int, levels: int, channels: int, last_kernel: int) -> None:
+        super().__init__()
+        self.project = nn.Sequential(
+            ConvBNReLU(in_channels, channels),
+            nn.Conv2d(channels, channels, last_kernel, padding=last_kernel // 2),
+        )
+        self.correlation = CorrelationVolume(levels)
+        self.temperature = nn.Parameter(torch.tensor(_INITIAL_TEMPERATURE))
+        self.register_buffer("disparities", _disparity_levels(levels), persistent=False)
+        self.levels = levels
+        self.channels = channels
+
+    def cosine_cost(self, left: Tensor, right: Tensor) -> tuple[Tensor, Tensor]:
+        """``(cosine similarity per level (N x levels x H x W), the left view's unit features)``."""
+        batch = left.shape[0]
+        features = unit_features(self.project(torch.cat([left, right])))
+        left_features = features[:batch]
+        # Channel-mean correlation of unit vectors, times the channel count: the cosine.
+        cosine = self.correlation(left_features, features[batch:]) * float(self.channels)
+        return cosine, left_features
+
+
+class StereoMatcher(_CosineMatching):
     """Features of both views (same resolution) -> ``(probabilities, disparity)``.
 
     ``probabilities`` (N x levels x H x W) is the softmax over candidate disparities
@@ -87,25 +116,14 @@ class StereoMatcher(nn.Module):
     already points at the right disparity on textured surfaces and every step refines it.
     """
 
-    disparities: Tensor
-
     def __init__(self, in_channels: int, levels: int, channels: int = 32) -> None:
-        super().__init__()
-        self.project = nn.Sequential(
-            ConvBNReLU(in_channels, channels),
-            nn.Conv2d(channels, channels, 3, padding=1),
-        )
-        self.correlation = CorrelationVolume(levels)
+        super().__init__(in_channels, levels, channels, last_kernel=3)
         hidden = max(channels, levels) + channels // 2
         self.aggregate = nn.Sequential(
             ConvBNReLU(levels + channels, hidden),
             ConvBNReLU(hidden, hidden),
             nn.Conv2d(hidden, levels, 3, padding=1),
         )
-        self.temperature = nn.Parameter(torch.tensor(_INITIAL_TEMPERATURE))
-        self.register_buffer("disparities", _disparity_levels(levels), persistent=False)
-        self.levels = levels
-        self.channels = channels
 
     def reset_aggregation(self) -> None:
         """Near-zero aggregation output: the logits start as the raw correlation, yet every
@@ -113,18 +131,14 @@ class StereoMatcher(nn.Module):
         reset_head_conv(self.aggregate[-1])
 
     def forward(self, left: Tensor, right: Tensor) -> tuple[Tensor, Tensor]:
-        batch = left.shape[0]
-        features = unit_features(self.project(torch.cat([left, right])))
-        left_features, right_features = features[:batch], features[batch:]
-        # Channel-mean correlation of unit vectors -> cosine similarity in [-1, 1].
-        cosine = self.correlation(left_features, right_features) * float(self.channels)
+        cosine, left_features = self.cosine_cost(left, right)
         logits = self.temperature * cosine + self.aggregate(
             torch.cat([cosine, left_features], dim=1)
         )
         return soft_argmin(logits, self.disparities)
 
 
-class StereoRefiner(nn.Module):
+class StereoRefiner(_CosineMatching):
     """Sharpen a disparity at twice the matcher's resolution, where a level is half as wide.
 
     Finer features of both views (a 3x3 and a 1x1 layer, unit-normalised) are correlated over
@@ -134,28 +148,16 @@ class StereoRefiner(nn.Module):
     ``forward(left, right, prior)`` -> N x 1 x H x W disparity in pixels of this resolution.
     """
 
-    disparities: Tensor
-
     def __init__(
         self, in_channels: int, levels: int, channels: int = 16, window: float = 1.5
     ) -> None:
-        super().__init__()
         if not window > 0:
             raise ValueError(f"the refinement window must be positive, got {window}")
-        self.project = nn.Sequential(
-            ConvBNReLU(in_channels, channels),
-            nn.Conv2d(channels, channels, 1),
-        )
-        self.correlation = CorrelationVolume(levels)
-        self.temperature = nn.Parameter(torch.tensor(_INITIAL_TEMPERATURE))
-        self.register_buffer("disparities", _disparity_levels(levels), persistent=False)
-        self.channels = channels
+        super().__init__(in_channels, levels, channels, last_kernel=1)
         self.window = window
 
     def forward(self, left: Tensor, right: Tensor, prior: Tensor) -> Tensor:
-        batch = left.shape[0]
-        features = unit_features(self.project(torch.cat([left, right])))
-        cosine = self.correlation(features[:batch], features[batch:]) * float(self.channels)
+        cosine, _ = self.cosine_cost(left, right)
         distance = self.disparities.view(1, -1, 1, 1) - prior
         logits = self.temperature * cosine - distance * distance * (0.5 / self.window**2)
         return soft_argmin(logits, self.disparities)[1]
