@@ -39,8 +39,8 @@ __all__ = ["CalibrationCache", "CalibrationSet", "quantize_qdq"]
 
 LOGGER = logging.getLogger(__name__)
 
-# The encoder-decoder's operators. Left out, so left in float: the stereo matcher's Mul,
-# ReduceSum, Concat of cost levels, Softmax and the output head.
+# The encoder-decoder's operators. Left out, so left in float: the stereo matcher's MatMul,
+# GatherElements, Mul and Softmax (correlation and soft-argmin) and the output head.
 _QUANTISED_OPS = ["Conv", "ConvTranspose", "Add", "Clip", "Relu", "MaxPool", "Resize"]
 
 Batch = dict[str, np.ndarray]

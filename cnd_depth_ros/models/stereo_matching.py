@@ -8,8 +8,8 @@ the cost aggregated with 2D convolutions, and a differentiable soft-argmin over 
 (GC-Net, Kendall et al., ICCV 2017), whose expectation is sub-pixel at 1/4 resolution (StereoNet,
 Khamis et al., ECCV 2018). The CND decoder then refines that disparity at full resolution.
 
-Everything is built from convolutions, slices, sums and a softmax, so it exports to ONNX at
-opset 17 and parses in TensorRT.
+Everything is built from convolutions, matrix products, gathers and a softmax, so it exports
+to ONNX at opset 17 and parses in TensorRT.
 """
 
 from __future__ import annotations
