@@ -9,6 +9,7 @@ import pytest
 import torch
 from fixtures.artifacts import SMALL, make_artifact
 from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from cnd_depth_ros.errors import ArtifactError
 from cnd_depth_ros.models.artifact import (
@@ -23,6 +24,7 @@ from cnd_depth_ros.models.artifact import (
     resolve_artifact,
     save_artifact,
 )
+from cnd_depth_ros.models.decoder import fold_upsampled_stride2_kernel
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +62,7 @@ def test_int8_quantises_each_output_channel_to_its_own_scale(tmp_path: Path) -> 
     model = torch.nn.Sequential(conv)
     stored_state = _storage_state(model, "int8")
     assert stored_state["0.weight"].dtype == torch.int8
-    restored = _restore_state(stored_state, model.state_dict())["0.weight"]
+    restored = _restore_state(stored_state)["0.weight"]
     # One scale per channel keeps the small channel exact although the other is 100x larger.
     assert torch.allclose(restored, conv.weight, rtol=1e-2, atol=0)
 
@@ -77,6 +79,25 @@ def test_read_weights_gives_the_loaded_tensors_without_building_a_net(
         assert torch.equal(tensor, expected[name]), name
     with pytest.raises(ArtifactError, match="nowhere"):
         read_weights(tmp_path / "nowhere")
+
+
+def test_an_artifact_with_the_papers_final_layer_loads_folded(
+    stereo_artifact: Path, tmp_path: Path
+) -> None:
+    """Artifacts written before decision 14 hold the 7x7 stride-2 kernel as ``final.1``: they
+    load (and warm-start) as today's net, with that kernel folded to input resolution."""
+    model, metadata = load_artifact(stereo_artifact)
+    legacy = save_artifact(model, metadata, tmp_path / "legacy")
+    weights = artifact_paths(legacy)[0]
+    state = load_file(str(weights))
+    kernel = torch.randn(1, state["decoder.final.weight"].shape[1], 7, 7)
+    state["decoder.final.1.weight"] = kernel
+    state["decoder.final.1.bias"] = state.pop("decoder.final.bias")
+    del state["decoder.final.weight"]
+    save_file(state, str(weights))
+    folded = fold_upsampled_stride2_kernel(kernel)
+    assert torch.equal(load_artifact(legacy)[0].decoder.final.weight, folded)
+    assert torch.equal(read_weights(legacy)["decoder.final.weight"], folded)
 
 
 def test_unknown_storage_is_rejected(stereo_artifact: Path, tmp_path: Path) -> None:

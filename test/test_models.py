@@ -20,7 +20,11 @@ from torch import nn
 
 from cnd_depth_ros.cli import main as cli_main
 from cnd_depth_ros.models import MODEL_NAMES, build_model
-from cnd_depth_ros.models.decoder import DisparityHead, PositiveHead
+from cnd_depth_ros.models.decoder import (
+    DisparityHead,
+    PositiveHead,
+    fold_upsampled_stride2_kernel,
+)
 from cnd_depth_ros.models.fcrn import FastUpConv
 from cnd_depth_ros.models.registry import model_entry
 from cnd_depth_ros.models.stereo_matching import CorrelationVolume, StereoMatcher, StereoRefiner
@@ -245,6 +249,21 @@ def test_fast_up_convolution_equals_unpooling_plus_5x5_convolution() -> None:
         unpooled[..., ::2, ::2] = x
         expected = F.conv2d(unpooled, kernel, padding=2)
         assert torch.allclose(up(x), expected, atol=1e-5)
+
+
+def test_folded_final_layer_equals_the_papers_upsampling_and_stride_2_convolution() -> None:
+    """Decision 14: the paper's 2x bilinear upsampling + 7x7 stride-2 conv is one 5x5 conv at
+    input resolution; only the two outermost rows and columns see the edges differently."""
+    x = torch.randn(2, 16, 20, 32)
+    kernel, bias = torch.randn(1, 16, 7, 7), torch.randn(1)
+    upsampled = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+    papers = F.conv2d(upsampled, kernel, bias, stride=2, padding=3)
+    folded = F.conv2d(x, fold_upsampled_stride2_kernel(kernel), bias, padding=2)
+    assert folded.shape == papers.shape
+    assert torch.allclose(folded[..., 2:-2, 2:-2], papers[..., 2:-2, 2:-2], atol=1e-4)
+    assert not torch.allclose(folded, papers, atol=1e-2)
+    with pytest.raises(ValueError, match="7x7"):
+        fold_upsampled_stride2_kernel(torch.randn(1, 16, 5, 5))
 
 
 def test_build_model_rejects_unknown_names_and_settings() -> None:

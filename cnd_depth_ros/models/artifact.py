@@ -35,6 +35,7 @@ from cnd_depth_ros import __version__
 from cnd_depth_ros.atomic_file import write_atomically
 from cnd_depth_ros.camera import PinholeCamera
 from cnd_depth_ros.errors import ArtifactError
+from cnd_depth_ros.models.decoder import upgrade_legacy_decoder_state
 
 __all__ = [
     "ARTIFACT_FORMAT",
@@ -253,10 +254,9 @@ def _storage_state(model: nn.Module, storage: WeightStorage) -> dict[str, torch.
     return state
 
 
-def _restore_state(
-    stored: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]
-) -> dict[str, torch.Tensor]:
-    """Stored tensors back in the model's own dtypes (dequantising int8 weights)."""
+def _restore_state(stored: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Stored tensors as the model's state (int8 weights dequantised), in today's layout (an
+    artifact from before decision 14 has its final layer folded)."""
     state = {}
     for name, tensor in stored.items():
         if name.endswith(_SCALE_SUFFIX):
@@ -264,8 +264,8 @@ def _restore_state(
         scale = stored.get(name + _SCALE_SUFFIX)
         if scale is not None:
             tensor = tensor.float() * scale.reshape(-1, *([1] * (tensor.ndim - 1)))
-        state[name] = tensor.to(reference[name].dtype) if name in reference else tensor
-    return state
+        state[name] = tensor
+    return upgrade_legacy_decoder_state(state)
 
 
 def save_artifact(
@@ -333,7 +333,7 @@ def read_weights(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
 
     :raises ArtifactError: a missing or unreadable file.
     """
-    state = _restore_state(_load_stored(path)[1], {})
+    state = _restore_state(_load_stored(path)[1])
     return {name: t.float() if t.is_floating_point() else t for name, t in state.items()}
 
 
@@ -355,12 +355,11 @@ def load_artifact(
             skeleton = build_model(metadata.variant, **metadata.model_config)
     except (TypeError, ValueError, RuntimeError) as error:  # RuntimeError: impossible sizes
         raise ArtifactError(f"{weights}: cannot build {metadata.variant!r}: {error}") from error
-    stored = {name: tensor for name, tensor in state.items() if not name.endswith(_SCALE_SUFFIX)}
-    _check_shapes(skeleton.state_dict(), stored, weights)
+    state = _restore_state(state)
+    _check_shapes(skeleton.state_dict(), state, weights)
     model = build_model(metadata.variant, **metadata.model_config)
-    state = _restore_state(state, model.state_dict())
     try:
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(state, strict=True)  # casts each tensor to the model's dtype
     except RuntimeError as error:
         raise ArtifactError(
             f"{weights}: weights do not match {metadata.variant!r}: {error}"

@@ -108,7 +108,7 @@ class CND(nn.Module):
         )
         self.head = self.make_head(config)
         init_weights(self)
-        reset_head_conv(self.decoder.final[-1])
+        reset_head_conv(self.decoder.final)
 
     @classmethod
     def check_config(cls, config: CNDConfig) -> None:

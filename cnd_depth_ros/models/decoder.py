@@ -3,8 +3,10 @@
 The decoder takes the ASPP output at 1/16 resolution through four blocks of 2x upsampling +
 3x3 transpose conv + BN + ReLU (256 -> 128 -> 64 -> 32 -> 16 channels), joins the encoder's
 1/4-resolution features through a separable conv after the second block, optionally runs extended
-residual blocks between upsampling blocks (CNDmono, CNDstereo), and ends with a 2x upsampling and a
-7x7 stride-2 conv to one channel at input resolution.
+residual blocks between upsampling blocks (CNDmono, CNDstereo), and ends with the paper's 2x
+upsampling and 7x7 stride-2 conv to one channel at input resolution, computed here as the 5x5
+conv at input resolution it equals (docs/decisions.md #14): the same function away from the
+image border, without the 2x feature map that was a third of the network's CPU time.
 """
 
 from __future__ import annotations
@@ -23,11 +25,53 @@ __all__ = [
     "ExtendedResidualBlock",
     "PositiveHead",
     "UpBlock",
+    "fold_upsampled_stride2_kernel",
     "reset_head_conv",
+    "upgrade_legacy_decoder_state",
 ]
 
 # Blocks 0 and 1 take the 1/16 context to 1/4, the resolution of the encoder's skip features.
 _SKIP_AFTER_BLOCK = 1
+
+# 2x bilinear upsampling (align_corners=False) puts sample 2j + t of the upsampled row at input
+# position j + t/2 - 1/4, so tap t (-3..3) of a stride-2 conv's 7-wide kernel reads input offsets
+# r (-2..2) with these weights (rows t, columns r).
+_UPSAMPLED_TAPS = (
+    (0.75, 0.25, 0.0, 0.0, 0.0),
+    (0.25, 0.75, 0.0, 0.0, 0.0),
+    (0.0, 0.75, 0.25, 0.0, 0.0),
+    (0.0, 0.25, 0.75, 0.0, 0.0),
+    (0.0, 0.0, 0.75, 0.25, 0.0),
+    (0.0, 0.0, 0.25, 0.75, 0.0),
+    (0.0, 0.0, 0.0, 0.75, 0.25),
+)
+# Where artifacts written before decision 14 kept the 7x7 kernel of the paper's final layer.
+_LEGACY_FINAL = "decoder.final.1."
+
+
+def fold_upsampled_stride2_kernel(weight: Tensor) -> Tensor:
+    """The 5x5 kernel (stride 1, padding 2) equal to 2x bilinear upsampling followed by the 7x7
+    ``weight`` (stride 2, padding 3) everywhere but the two outermost rows and columns, where the
+    upsampling's edge clamping and the padding of the 2x map differ."""
+    if weight.shape[-2:] != (7, 7):
+        raise ValueError(f"expected a 7x7 kernel, got {tuple(weight.shape)}")
+    taps = torch.tensor(_UPSAMPLED_TAPS, device=weight.device)
+    return taps.T @ weight.float() @ taps
+
+
+def upgrade_legacy_decoder_state(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Weights saved with the paper's upsample + 7x7 stride-2 final layer (``final.1.*``), folded
+    into today's input-resolution conv (``final.*``); other states are returned as they are."""
+    upgraded = {}
+    for name, tensor in state.items():
+        head, legacy, parameter = name.rpartition(_LEGACY_FINAL)
+        if not legacy:
+            upgraded[name] = tensor
+            continue
+        if parameter == "weight" and tensor.shape[-2:] == (7, 7):  # else a shape error later
+            tensor = fold_upsampled_stride2_kernel(tensor)
+        upgraded[f"{head}decoder.final.{parameter}"] = tensor
+    return upgraded
 
 
 def _transpose_conv_bn_relu(in_channels: int, out_channels: int) -> list[nn.Module]:
@@ -109,11 +153,8 @@ class CNDDecoder(nn.Module):
                 self.residuals[str(index)] = ExtendedResidualBlock(width, residual_m, residual_n)
             if index == _SKIP_AFTER_BLOCK:
                 previous += skip_channels
-        # Parameter names (``final.1``) are part of the artifact format: keep them stable.
-        self.final = nn.Sequential(
-            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-            nn.Conv2d(previous, 1, 7, stride=2, padding=3),
-        )
+        # The paper's 2x upsampling + 7x7 stride-2 conv, folded (fold_upsampled_stride2_kernel).
+        self.final = nn.Conv2d(previous, 1, 5, padding=2)
 
     def forward(self, x: Tensor, skip: Tensor) -> Tensor:
         for index, block in enumerate(self.blocks):
