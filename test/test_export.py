@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -24,6 +25,8 @@ from cnd_depth_ros.inference.export import (
     load_onnx,
     read_onnx_metadata,
     replace_conv_transposes,
+    replace_single_output_convs,
+    single_output_conv_as_depthwise,
 )
 from cnd_depth_ros.inference.onnx_checks import TENSORRT_OPERATORS, check_tensorrt_compatible
 from cnd_depth_ros.models import load_artifact, read_metadata
@@ -99,6 +102,41 @@ def test_every_decoder_conv_transpose_is_rewritten(artifacts: dict[str, Path]) -
         assert before > 0 and replace_conv_transposes(model) == before
         torch.testing.assert_close(model(x), reference, rtol=1e-4, atol=1e-4)
     assert not any(isinstance(m, nn.ConvTranspose2d) for m in model.modules())
+
+
+@pytest.mark.parametrize(
+    ("kernel", "stride", "padding", "dilation", "bias"),
+    [(5, 1, 2, 1, True), (7, 2, 3, 1, False), ((3, 5), 1, (1, 2), 2, True)],
+)
+def test_single_output_conv_equals_its_depthwise_twin(
+    kernel: Any, stride: int, padding: Any, dilation: int, bias: bool
+) -> None:
+    layer = nn.Conv2d(16, 1, kernel, stride=stride, padding=padding, dilation=dilation, bias=bias)
+    twin = single_output_conv_as_depthwise(layer)
+    assert twin is not None and twin[0].groups == 16
+    x = torch.randn(2, 16, 21, 30)
+    with torch.no_grad():
+        torch.testing.assert_close(twin(x), layer(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "layer", [nn.Conv2d(16, 2, 5), nn.Conv2d(16, 1, 1)], ids=["two-outputs", "1x1"]
+)
+def test_convs_without_a_depthwise_twin_are_kept(layer: nn.Conv2d) -> None:
+    assert single_output_conv_as_depthwise(layer) is None
+
+
+def test_the_decoders_last_conv_is_made_depthwise(artifacts: dict[str, Path]) -> None:
+    model, _ = load_artifact(artifacts["cnd_micro"])
+    x = torch.rand(1, 3, 48, 64)
+    with torch.no_grad():
+        reference = model(x)
+        assert replace_single_output_convs(model) == 1
+        torch.testing.assert_close(model(x), reference, rtol=1e-4, atol=1e-4)
+    assert not any(
+        isinstance(m, nn.Conv2d) and m.out_channels == 1 and m.kernel_size != (1, 1)
+        for m in model.modules()
+    )
 
 
 @pytest.mark.parametrize("variant", ["cnd_micro", "cnd_stereo"])

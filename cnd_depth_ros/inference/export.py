@@ -12,6 +12,9 @@ Graph rewrites, all verified by the parity tests:
 
 * stride-1 ``ConvTranspose2d`` layers become ordinary ``Conv2d`` layers (flipped, transposed
   kernels: the same function, and faster in every runtime);
+* a spatial ``Conv2d`` to a single channel (the decoder's last layer) becomes a depthwise conv
+  and a 1x1 sum over the channels: the same function, and a depthwise kernel instead of the
+  one-row matrix product over an im2col buffer that ONNX Runtime ran it as (14x faster there);
 * BatchNorm is folded into the preceding convolution by the exporter's optimiser (onnxscript), and
   the export fails if a BatchNormalization node is left;
 * ``fp16=True`` runs the whole network in float16 behind float32 inputs and output (``Cast``
@@ -57,6 +60,8 @@ __all__ = [
     "metadata_at_size",
     "read_onnx_metadata",
     "replace_conv_transposes",
+    "replace_single_output_convs",
+    "single_output_conv_as_depthwise",
 ]
 
 _LOGGER = logging.getLogger(__name__)
@@ -155,18 +160,49 @@ def conv_transpose_as_conv(layer: nn.ConvTranspose2d) -> nn.Conv2d | None:
     return conv
 
 
-def replace_conv_transposes(model: nn.Module) -> int:
-    """Swap every stride-1 ``ConvTranspose2d`` in ``model`` (in place) for its ``Conv2d`` twin;
-    returns how many were swapped."""
+def single_output_conv_as_depthwise(layer: nn.Conv2d) -> nn.Sequential | None:
+    """The depthwise conv + 1x1 channel sum computing exactly what ``layer`` computes, or
+    ``None`` unless ``layer`` is a dense spatial conv to one channel."""
+    if layer.out_channels != 1 or layer.groups != 1 or layer.kernel_size == (1, 1):
+        return None
+    channels = layer.in_channels
+    depthwise = nn.Conv2d(
+        channels, channels, layer.kernel_size, stride=layer.stride, padding=layer.padding,
+        dilation=layer.dilation, groups=channels, bias=False, padding_mode=layer.padding_mode,
+    ).to(layer.weight.device, layer.weight.dtype)
+    channel_sum = nn.Conv2d(channels, 1, 1, bias=layer.bias is not None).to(
+        layer.weight.device, layer.weight.dtype
+    )
+    with torch.no_grad():
+        depthwise.weight.copy_(layer.weight.transpose(0, 1))
+        channel_sum.weight.fill_(1.0)
+        if layer.bias is not None and channel_sum.bias is not None:
+            channel_sum.bias.copy_(layer.bias)
+    return nn.Sequential(depthwise, channel_sum)
+
+
+def _replace_layers(model: nn.Module, kind: type[nn.Module], twin: Any) -> int:
+    """Swap every ``kind`` child of ``model`` (in place) for ``twin(child)`` where that is not
+    ``None``; returns how many were swapped."""
     swapped = 0
     for parent in list(model.modules()):
         for child_name, child in list(parent.named_children()):
-            if isinstance(child, nn.ConvTranspose2d):
-                conv = conv_transpose_as_conv(child)
-                if conv is not None:
-                    setattr(parent, child_name, conv)
-                    swapped += 1
+            if type(child) is kind and (replacement := twin(child)) is not None:
+                setattr(parent, child_name, replacement)
+                swapped += 1
     return swapped
+
+
+def replace_conv_transposes(model: nn.Module) -> int:
+    """Swap every stride-1 ``ConvTranspose2d`` in ``model`` (in place) for its ``Conv2d`` twin;
+    returns how many were swapped."""
+    return _replace_layers(model, nn.ConvTranspose2d, conv_transpose_as_conv)
+
+
+def replace_single_output_convs(model: nn.Module) -> int:
+    """Swap every dense spatial ``Conv2d`` to one channel in ``model`` (in place) for its
+    depthwise twin; returns how many were swapped."""
+    return _replace_layers(model, nn.Conv2d, single_output_conv_as_depthwise)
 
 
 class _ExportGraph(nn.Module):
@@ -203,6 +239,7 @@ def export_onnx_model(
     net, metadata = load_artifact(model_path)
     metadata = metadata_at_size(metadata, width, height)
     rewritten = replace_conv_transposes(net)
+    depthwise = replace_single_output_convs(net)
     graph = _ExportGraph(net, fp16).eval()
     shape = (1, 3, metadata.input_height, metadata.input_width)
     dtype = torch.float32
@@ -249,6 +286,7 @@ def export_onnx_model(
                     "precision": "fp16" if fp16 else "fp32",
                     "weights_sha256": weights_sha256(model_path),
                     "conv_transposes_rewritten": rewritten,
+                    "single_output_convs_rewritten": depthwise,
                     "exporter": f"torch {torch.__version__}",
                 },
                 sort_keys=True,
