@@ -46,17 +46,19 @@ def score(model: str, frames: Any, device: str) -> dict[str, float]:
         return evaluate_dataset(predict, frames, progress=True)["metrics"]
 
 
-def adapt(model: str, data: list[str], out: Path, args: argparse.Namespace, frames: int) -> str:
-    """Fine-tune ``model`` on ``data`` into ``out`` (reusing a finished run): the artifact."""
+def adapt(
+    model: str, data: list[str], out: Path, args: argparse.Namespace, frames: int, steps: int
+) -> str:
+    """Fine-tune ``model`` on ``data`` for ``steps`` into ``out`` (reusing a finished run)."""
     artifact = out / ARTIFACT_NAME
     if (out / "train_report.json").is_file():
         _LOGGER.info("reusing the finished fine-tuning in %s", out)
         return str(artifact)
     checkpoint = out / "checkpoint.pt"
     config = finetune.FinetuneConfig(
-        model=model, data=data, out=str(out), steps=args.steps,
+        model=model, data=data, out=str(out), steps=steps,
         batch_size=min(args.batch_size, frames), lr=args.lr,
-        warmup_steps=min(args.warmup_steps, args.steps - 1), mix_data=args.mix_data,
+        warmup_steps=min(args.warmup_steps, steps - 1), mix_data=args.mix_data,
         workers=args.workers, seed=args.seed, device=args.device,
         resume=str(checkpoint) if checkpoint.is_file() else None,
     )
@@ -82,7 +84,8 @@ def synthetic_shift(args: argparse.Namespace) -> dict[str, Any]:
                   workers=args.workers or 1, resume=held_out.exists())
     frames = open_dataset("synthetic", held_out)
     before = score(args.model, frames, args.eval_device)
-    tuned = adapt(args.model, bags, args.out / "synthetic", args, args.frames * args.tune_bags)
+    tuned = adapt(args.model, bags, args.out / "synthetic", args, args.frames * args.tune_bags,
+                  args.steps)
     after = score(tuned, frames, args.eval_device)
     return {
         "camera": camera.to_dict(), "style": "foggy_dusk", "tuned_on": bags,
@@ -115,7 +118,7 @@ def real_pairs(args: argparse.Namespace) -> list[dict[str, Any]]:
                                                         f"kitti_{evaluate}"))
         before = score(args.model, eval_frames, args.eval_device)
         tuned = adapt(args.model, [f"kitti:{tune_root}"], args.out / f"kitti_tuned_{tune}",
-                      args, 1)
+                      args, 1, args.real_steps)
         folds.append({"tuned_on": f"kitti 2012 {tune}", "scored_on": f"kitti 2012 {evaluate}",
                       "before": before, "after": score(tuned, eval_frames, args.eval_device)})
     return folds
@@ -150,6 +153,8 @@ def main() -> None:
     parser.add_argument("--mix-data", action="append", default=[], metavar="KIND:ROOT",
                         help="labeled data mixed into fine-tuning (keeps metric scale)")
     parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--real-steps", type=int, default=300,
+                        help="steps of each real-pair fold (it tunes on a single frame)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--warmup-steps", type=int, default=50)
@@ -170,7 +175,8 @@ def main() -> None:
         "model": args.model,
         "model_training": {k: v for k, v in read_metadata(args.model).training.items()
                            if k != "config"},
-        "steps": args.steps, "batch_size": args.batch_size, "nproc": args.nproc,
+        "steps": args.steps, "real_steps": args.real_steps, "batch_size": args.batch_size,
+        "lr": args.lr, "nproc": args.nproc,
         "synthetic": synthetic_shift(args),
         "real": real_pairs(args),
     }
