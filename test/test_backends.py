@@ -28,6 +28,7 @@ from cnd_depth_ros.inference.registry import (
     create_backend,
 )
 from cnd_depth_ros.training.datasets.frame import Frame
+from cnd_depth_ros.training.metrics import EVALUATION_RANGE_M
 
 VARIANTS = ("cnd_micro", "cnd_stereo")
 #: Relative depth tolerance per precision against the FP32 torch reference.
@@ -116,13 +117,17 @@ def test_onnxruntime_exports_an_artifact_on_the_fly(
 
 
 def test_int8_onnxruntime_stays_close_to_fp32(models, references, frame, backend_factory) -> None:
+    """Scored where depth is in the evaluated range: at the left edge, where nothing matches,
+    the random net's disparity sits near its floor and a rounding moves depth by tens of %."""
     backend = backend_factory(
         "onnxruntime", models["cnd_stereo.onnx"], precision="int8", calibration=[frame], threads=1
     )
     assert backend.info()["precision"] == "int8"
     depth = backend.infer(frame.left, frame.right, camera=frame.camera)
     reference = references["cnd_stereo"]
-    relative = np.abs(depth - reference) / reference
+    scored = reference <= EVALUATION_RANGE_M[1]
+    relative = (np.abs(depth - reference) / reference)[scored]
+    assert scored.mean() > 0.9
     assert np.nanmedian(relative) < 0.03 and np.nanpercentile(relative, 99) < 0.15
 
 
