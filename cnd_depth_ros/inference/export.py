@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -181,7 +182,9 @@ def single_output_conv_as_depthwise(layer: nn.Conv2d) -> nn.Sequential | None:
     return nn.Sequential(depthwise, channel_sum)
 
 
-def _replace_layers(model: nn.Module, kind: type[nn.Module], twin: Any) -> int:
+def _replace_layers(
+    model: nn.Module, kind: type[nn.Module], twin: Callable[[Any], nn.Module | None]
+) -> int:
     """Swap every ``kind`` child of ``model`` (in place) for ``twin(child)`` where that is not
     ``None``; returns how many were swapped."""
     swapped = 0
