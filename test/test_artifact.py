@@ -67,6 +67,23 @@ def test_int8_quantises_each_output_channel_to_its_own_scale(tmp_path: Path) -> 
     assert torch.allclose(restored, conv.weight, rtol=1e-2, atol=0)
 
 
+def test_int8_scales_that_do_not_fit_their_tensor_name_the_file(
+    stereo_artifact: Path, tmp_path: Path
+) -> None:
+    model, metadata = load_artifact(stereo_artifact)
+    int8 = save_artifact(model, metadata, tmp_path / "int8", storage="int8")
+    weights = artifact_paths(int8)[0]
+    with safe_open(str(weights), framework="pt") as stored:
+        header = stored.metadata()
+    state = load_file(str(weights))
+    scale = next(name for name in state if name.endswith("__int8_scale"))
+    state[scale] = state[scale][:-1]
+    save_file(state, str(weights), metadata=header)
+    for read in (load_artifact, read_weights):
+        with pytest.raises(ArtifactError, match="int8 scales for shape"):
+            read(int8)
+
+
 def test_read_weights_gives_the_loaded_tensors_without_building_a_net(
     stereo_artifact: Path, tmp_path: Path
 ) -> None:

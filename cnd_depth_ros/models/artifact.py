@@ -254,15 +254,25 @@ def _storage_state(model: nn.Module, storage: WeightStorage) -> dict[str, torch.
     return state
 
 
-def _restore_state(stored: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _restore_state(
+    stored: dict[str, torch.Tensor], source: str | os.PathLike[str] = "weights"
+) -> dict[str, torch.Tensor]:
     """Stored tensors as the model's state (int8 weights dequantised), in today's layout (an
-    artifact from before decision 14 has its final layer folded)."""
+    artifact from before decision 14 has its final layer folded).
+
+    :raises ArtifactError: an int8 tensor whose scales do not fit it, naming ``source``.
+    """
     state = {}
     for name, tensor in stored.items():
         if name.endswith(_SCALE_SUFFIX):
             continue
         scale = stored.get(name + _SCALE_SUFFIX)
         if scale is not None:
+            if tensor.ndim == 0 or scale.numel() != tensor.shape[0]:
+                raise ArtifactError(
+                    f"{source}: {name} has {scale.numel()} int8 scales for shape "
+                    f"{tuple(tensor.shape)}"
+                )
             tensor = tensor.float() * scale.reshape(-1, *([1] * (tensor.ndim - 1)))
         state[name] = tensor
     return upgrade_legacy_decoder_state(state)
@@ -333,7 +343,8 @@ def read_weights(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
 
     :raises ArtifactError: a missing or unreadable file.
     """
-    state = _restore_state(_load_stored(path)[1])
+    weights, stored = _load_stored(path)
+    state = _restore_state(stored, weights)
     return {name: t.float() if t.is_floating_point() else t for name, t in state.items()}
 
 
@@ -355,7 +366,7 @@ def load_artifact(
             skeleton = build_model(metadata.variant, **metadata.model_config)
     except (TypeError, ValueError, RuntimeError) as error:  # RuntimeError: impossible sizes
         raise ArtifactError(f"{weights}: cannot build {metadata.variant!r}: {error}") from error
-    state = _restore_state(state)
+    state = _restore_state(state, weights)
     _check_shapes(skeleton.state_dict(), state, weights)
     model = build_model(metadata.variant, **metadata.model_config)
     try:
