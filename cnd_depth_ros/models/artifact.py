@@ -255,7 +255,7 @@ def _storage_state(model: nn.Module, storage: WeightStorage) -> dict[str, torch.
 
 
 def _restore_state(
-    stored: dict[str, torch.Tensor], source: str | os.PathLike[str] = "weights"
+    stored: dict[str, torch.Tensor], source: str | os.PathLike[str]
 ) -> dict[str, torch.Tensor]:
     """Stored tensors as the model's state (int8 weights dequantised), in today's layout (an
     artifact from before decision 14 has its final layer folded).
