@@ -15,7 +15,12 @@ from onnx import TensorProto, helper, numpy_helper
 
 from cnd_depth_ros.camera import PinholeCamera
 from cnd_depth_ros.inference.backend import to_network_input
-from cnd_depth_ros.inference.calibration import CalibrationCache, CalibrationSet, quantize_qdq
+from cnd_depth_ros.inference.calibration import (
+    CalibrationCache,
+    CalibrationSet,
+    output_layer_nodes,
+    quantize_qdq,
+)
 from cnd_depth_ros.inference.engine_plan import ModelSource, plan_precision, prepare_onnx
 from cnd_depth_ros.inference.export import ONNX_EXPORT_KEY, ONNX_METADATA_KEY
 from cnd_depth_ros.models.artifact import ModelMetadata, save_artifact, weights_sha256
@@ -85,7 +90,8 @@ def _metadata() -> ModelMetadata:
 
 
 def _tiny_export(path: Path, precision: str = "fp32") -> Path:
-    """A two-convolution mono net with the I/O and metadata of `cnd-depth export`."""
+    """A two-convolution mono net with the I/O and metadata of `cnd-depth export`; its second
+    conv, to one channel, is the output layer."""
     rng = np.random.default_rng(3)
     weights = [
         numpy_helper.from_array(rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32), "w1"),
@@ -94,10 +100,10 @@ def _tiny_export(path: Path, precision: str = "fp32") -> Path:
     ]
     graph = helper.make_graph(
         [
-            helper.make_node("Conv", ["left", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
-            helper.make_node("Relu", ["c1"], ["r1"]),
-            helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1]),
-            helper.make_node("Softplus", ["c2"], ["depth"]),
+            helper.make_node("Conv", ["left", "w1", "b1"], ["c1"], "conv1", pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", ["c1"], ["r1"], "relu"),
+            helper.make_node("Conv", ["r1", "w2"], ["c2"], "conv2", pads=[1, 1, 1, 1]),
+            helper.make_node("Softplus", ["c2"], ["depth"], "head"),
         ],
         "tiny",
         [helper.make_tensor_value_info("left", TensorProto.FLOAT, [1, 3, HEIGHT, WIDTH])],
@@ -136,6 +142,33 @@ def test_qdq_model_is_symmetric_int8_and_close_to_fp32(tmp_path: Path) -> None:
     actual = int8.run(None, image)[0]
     assert actual.shape == expected.shape
     assert np.abs(actual - expected).mean() < 0.05 * np.abs(expected).mean()
+
+
+def test_the_output_layer_stays_float(tmp_path: Path) -> None:
+    """The one-channel conv and the depthwise conv feeding it (the export's form of the decoder's
+    last layer) read float weights; every other conv is quantised."""
+    source = _tiny_export(tmp_path / "tiny.onnx")
+    model = onnx.load_model(str(source))
+    assert output_layer_nodes(model) == ["conv2"]
+    depthwise = helper.make_node("Conv", ["r1", "wd"], ["d1"], "depthwise", group=8,
+                                 pads=[1, 1, 1, 1])
+    model.graph.initializer.append(numpy_helper.from_array(
+        np.random.default_rng(0).normal(0, 0.3, (8, 1, 3, 3)).astype(np.float32), "wd"))
+    model.graph.node.insert(2, depthwise)
+    model.graph.node[3].input[0] = "d1"
+    onnx.checker.check_model(model)
+    assert sorted(output_layer_nodes(model)) == ["conv2", "depthwise"]
+    onnx.save_model(model, str(source))
+
+    calibration = CalibrationSet(_frames(4, stereo=False), width=WIDTH, height=HEIGHT,
+                                 stereo=False)
+    proto = onnx.load_model(str(quantize_qdq(source, tmp_path / "q.onnx", calibration)))
+    nodes = proto.graph.node
+    dequantised = {node.output[0] for node in nodes if node.op_type == "DequantizeLinear"}
+    weight_is_quantised = {
+        node.name: node.input[1] in dequantised for node in nodes if node.op_type == "Conv"
+    }
+    assert weight_is_quantised == {"conv1": True, "depthwise": False, "conv2": False}
 
 
 def test_prepare_onnx_uses_or_refuses_an_export(tmp_path: Path) -> None:

@@ -167,6 +167,14 @@ def test_disparity_head_is_positive_and_the_identity_above_a_pixel() -> None:
     assert torch.allclose(out[3:], disparity[3:], atol=1e-2)
 
 
+def test_disparity_head_is_torchs_softplus_everywhere() -> None:
+    """The overflow-free form equals ``F.softplus`` on both sides of its threshold branch (which
+    returns x itself once beta x > 20, 5e-10 below the exact value, well under float32's step)."""
+    disparity = torch.linspace(-300.0, 300.0, 20001, dtype=torch.float64)
+    expected = F.softplus(disparity, beta=4.0) + 1e-3
+    torch.testing.assert_close(DisparityHead()(disparity), expected, rtol=0, atol=1e-9)
+
+
 @pytest.mark.parametrize("disparity", [2, 5])
 def test_stereo_matcher_soft_argmin_finds_the_shift(disparity: int) -> None:
     """Any translation-equivariant features of a shifted pair correlate best at the shift, so

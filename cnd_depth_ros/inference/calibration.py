@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import onnx
 
 from cnd_depth_ros.atomic_file import write_atomically
 from cnd_depth_ros.errors import ArtifactError
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 
     from cnd_depth_ros.training.datasets.frame import Frame
 
-__all__ = ["CalibrationCache", "CalibrationSet", "quantize_qdq"]
+__all__ = ["CalibrationCache", "CalibrationSet", "output_layer_nodes", "quantize_qdq"]
 
 LOGGER = logging.getLogger(__name__)
 
@@ -44,6 +45,31 @@ LOGGER = logging.getLogger(__name__)
 _QUANTISED_OPS = ["Conv", "ConvTranspose", "Add", "Clip", "Relu", "MaxPool", "Resize"]
 
 Batch = dict[str, np.ndarray]
+
+
+def output_layer_nodes(model: onnx.ModelProto) -> list[str]:
+    """The decoder's last layer: every conv to one channel, and the depthwise conv feeding it
+    (the export writes that layer as depthwise + channel sum, docs/decisions.md 14).
+
+    Kept in float under INT8: it writes the output itself, where 8 bits are felt directly, and
+    ONNX Runtime's float depthwise 5x5 kernel is faster than its INT8 one (docs/benchmarks.md).
+    """
+    weights = {tensor.name: tensor for tensor in model.graph.initializer}
+    producers = {name: node for node in model.graph.node for name in node.output}
+    layer = []
+    for node in model.graph.node:
+        weight = weights.get(node.input[1]) if node.op_type == "Conv" else None
+        if weight is None or weight.dims[0] != 1:
+            continue
+        layer.append(node)
+        feeding = producers.get(node.input[0])
+        if feeding is not None and feeding.op_type == "Conv" and _groups(feeding) > 1:
+            layer.append(feeding)
+    return [node.name for node in layer if node.name]  # the quantiser excludes by name
+
+
+def _groups(node: onnx.NodeProto) -> int:
+    return next((attribute.i for attribute in node.attribute if attribute.name == "group"), 1)
 
 
 class CalibrationSet:
@@ -169,7 +195,8 @@ def quantize_qdq(
 
     The encoder-decoder's operators are quantised (weights per output channel, biases left in
     float); the stereo matcher's cosine, softmax and soft-argmin stay in float, where 8 bits would
-    move its disparity by pixels (docs/decisions.md, 13).
+    move its disparity by pixels (docs/decisions.md, 13), and so does the decoder's last layer
+    (:func:`output_layer_nodes`).
 
     With ``tensorrt``: symmetric ``QInt8`` activations (TensorRT accepts only zero point 0) and
     the entropy method of TensorRT's own calibrator, after ONNX Runtime's shape-inference pre-pass
@@ -204,6 +231,7 @@ def quantize_qdq(
         per_channel=True,
         calibrate_method=CalibrationMethod.Entropy if tensorrt else CalibrationMethod.MinMax,
         op_types_to_quantize=_QUANTISED_OPS,
+        nodes_to_exclude=output_layer_nodes(onnx.load_model(str(onnx_path))),
         extra_options={
             "ActivationSymmetric": tensorrt,
             "WeightSymmetric": True,

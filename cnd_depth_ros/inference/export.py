@@ -8,13 +8,10 @@ resolution for stereo models, focal-normalised depth for mono models. The artifa
 embedded in the file's ``metadata_props`` (:data:`ONNX_METADATA_KEY`), so the ONNX file alone is a
 usable model for every backend; ``ModelMetadata.metric_depth`` turns its output into metres.
 
-Graph rewrites, all verified by the parity tests:
+Graph rewrites: the layer rewrites of :mod:`cnd_depth_ros.inference.layer_rewrites` (transposed
+convs as convs, the one-channel conv as depthwise + sum, kernel taps that only read padding at
+the export size dropped), each the same function, verified by parity tests; and:
 
-* stride-1 ``ConvTranspose2d`` layers become ordinary ``Conv2d`` layers (flipped, transposed
-  kernels: the same function, and faster in every runtime);
-* a spatial ``Conv2d`` to a single channel (the decoder's last layer) becomes a depthwise conv
-  and a 1x1 sum over the channels: the same function, and a depthwise kernel instead of the
-  one-row matrix product over an im2col buffer that ONNX Runtime ran it as (14x faster there);
 * BatchNorm is folded into the preceding convolution by the exporter's optimiser (onnxscript), and
   the export fails if a BatchNormalization node is left;
 * ``fp16=True`` runs the whole network in float16 behind float32 inputs and output (``Cast``
@@ -26,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -39,6 +35,11 @@ from torch import Tensor, nn
 
 from cnd_depth_ros.atomic_file import write_atomically
 from cnd_depth_ros.errors import ArtifactError
+from cnd_depth_ros.inference.layer_rewrites import (
+    replace_conv_transposes,
+    replace_convs_with_dead_taps,
+    replace_single_output_convs,
+)
 from cnd_depth_ros.inference.onnx_checks import check_tensorrt_compatible
 from cnd_depth_ros.models.artifact import (
     ModelMetadata,
@@ -53,16 +54,12 @@ __all__ = [
     "ONNX_METADATA_KEY",
     "OUTPUT_NAME",
     "check_network_inputs",
-    "conv_transpose_as_conv",
     "embedded_metadata",
     "export_onnx",
     "export_onnx_model",
     "load_onnx",
     "metadata_at_size",
     "read_onnx_metadata",
-    "replace_conv_transposes",
-    "replace_single_output_convs",
-    "single_output_conv_as_depthwise",
 ]
 
 _LOGGER = logging.getLogger(__name__)
@@ -123,91 +120,6 @@ def check_network_inputs(
     return feed
 
 
-def conv_transpose_as_conv(layer: nn.ConvTranspose2d) -> nn.Conv2d | None:
-    """The ``Conv2d`` computing exactly what a stride-1 ``layer`` computes, or ``None`` when
-    ``layer`` has no such twin (stride > 1, output padding, or padding wider than the kernel).
-
-    A stride-1 transposed convolution is a correlation with the kernel flipped in space and its
-    input/output channel axes swapped (per group), padded by ``dilation * (k - 1) - padding``.
-    """
-    if layer.stride != (1, 1) or any(layer.output_padding) or layer.padding_mode != "zeros":
-        return None
-    if isinstance(layer.padding, str):
-        return None
-    (kh, kw), (ph, pw), (dh, dw) = layer.kernel_size, layer.padding, layer.dilation
-    kernel, dilation = (kh, kw), (dh, dw)
-    padding = (dh * (kh - 1) - ph, dw * (kw - 1) - pw)
-    if min(padding) < 0:
-        return None
-    groups = layer.groups
-    in_channels, out_per_group = layer.weight.shape[:2]
-    conv = nn.Conv2d(
-        in_channels,
-        out_per_group * groups,
-        kernel,
-        padding=padding,
-        dilation=dilation,
-        groups=groups,
-        bias=layer.bias is not None,
-    ).to(layer.weight.device, layer.weight.dtype)
-    with torch.no_grad():
-        weight = layer.weight.reshape(groups, in_channels // groups, out_per_group, *kernel)
-        weight = weight.transpose(1, 2).reshape(
-            out_per_group * groups, in_channels // groups, *kernel
-        )
-        conv.weight.copy_(weight.flip(-2, -1))
-        if layer.bias is not None and conv.bias is not None:
-            conv.bias.copy_(layer.bias)
-    return conv
-
-
-def single_output_conv_as_depthwise(layer: nn.Conv2d) -> nn.Sequential | None:
-    """The depthwise conv + 1x1 channel sum computing exactly what ``layer`` computes, or
-    ``None`` unless ``layer`` is a dense spatial conv to one channel."""
-    if layer.out_channels != 1 or layer.groups != 1 or layer.kernel_size == (1, 1):
-        return None
-    channels = layer.in_channels
-    depthwise = nn.Conv2d(
-        channels, channels, layer.kernel_size, stride=layer.stride, padding=layer.padding,
-        dilation=layer.dilation, groups=channels, bias=False, padding_mode=layer.padding_mode,
-    ).to(layer.weight.device, layer.weight.dtype)
-    channel_sum = nn.Conv2d(channels, 1, 1, bias=layer.bias is not None).to(
-        layer.weight.device, layer.weight.dtype
-    )
-    with torch.no_grad():
-        depthwise.weight.copy_(layer.weight.transpose(0, 1))
-        channel_sum.weight.fill_(1.0)
-        if layer.bias is not None and channel_sum.bias is not None:
-            channel_sum.bias.copy_(layer.bias)
-    return nn.Sequential(depthwise, channel_sum)
-
-
-def _replace_layers(
-    model: nn.Module, kind: type[nn.Module], twin: Callable[[Any], nn.Module | None]
-) -> int:
-    """Swap every ``kind`` child of ``model`` (in place) for ``twin(child)`` where that is not
-    ``None``; returns how many were swapped."""
-    swapped = 0
-    for parent in list(model.modules()):
-        for child_name, child in list(parent.named_children()):
-            if type(child) is kind and (replacement := twin(child)) is not None:
-                setattr(parent, child_name, replacement)
-                swapped += 1
-    return swapped
-
-
-def replace_conv_transposes(model: nn.Module) -> int:
-    """Swap every stride-1 ``ConvTranspose2d`` in ``model`` (in place) for its ``Conv2d`` twin;
-    returns how many were swapped."""
-    return _replace_layers(model, nn.ConvTranspose2d, conv_transpose_as_conv)
-
-
-def replace_single_output_convs(model: nn.Module) -> int:
-    """Swap every dense spatial ``Conv2d`` to one channel in ``model`` (in place) for its
-    depthwise twin; returns how many were swapped."""
-    return _replace_layers(model, nn.Conv2d, single_output_conv_as_depthwise)
-
-
 class _ExportGraph(nn.Module):
     """The network as exported: float32 in and out, FP16 inside when asked."""
 
@@ -241,12 +153,13 @@ def export_onnx_model(
         raise ValueError(f"opset must be 17 or newer, got {opset}")
     net, metadata = load_artifact(model_path)
     metadata = metadata_at_size(metadata, width, height)
+    shape = (1, 3, metadata.input_height, metadata.input_width)
+    inputs = tuple(torch.rand(shape) for _ in range(2 if metadata.stereo else 1))
+    net.eval()
     rewritten = replace_conv_transposes(net)
     depthwise = replace_single_output_convs(net)
+    trimmed = replace_convs_with_dead_taps(net, inputs)
     graph = _ExportGraph(net, fp16).eval()
-    shape = (1, 3, metadata.input_height, metadata.input_width)
-    dtype = torch.float32
-    inputs = tuple(torch.rand(shape, dtype=dtype) for _ in range(2 if metadata.stereo else 1))
     names = list(INPUT_NAMES[: len(inputs)])
     _LOGGER.info(
         "exporting %s at %s (%s)",
@@ -290,6 +203,7 @@ def export_onnx_model(
                     "weights_sha256": weights_sha256(model_path),
                     "conv_transposes_rewritten": rewritten,
                     "single_output_convs_rewritten": depthwise,
+                    "convs_with_dead_taps_trimmed": trimmed,
                     "exporter": f"torch {torch.__version__}",
                 },
                 sort_keys=True,

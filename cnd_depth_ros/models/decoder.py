@@ -15,7 +15,6 @@ import math
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from cnd_depth_ros.models.aspp import SeparableConv
 
@@ -196,7 +195,11 @@ class DisparityHead(nn.Module):
     """Disparity estimate (pixels) -> strictly positive disparity: a softplus with a sharp knee,
     the identity above about a pixel, positive below, so the log-depth loss has a gradient
     everywhere (a clamp would have none); ``floor`` keeps depth = fx * B / disparity finite where
-    the softplus underflows."""
+    the softplus underflows.
+
+    The softplus is written as ``relu(x) + log1p(exp(-beta |x|)) / beta``: the same function,
+    overflow-free without the threshold branch of torch's ``softplus``, and made of elementwise
+    operators ONNX Runtime vectorises (0.13 ms instead of 0.51 at 256x160; docs/benchmarks.md)."""
 
     def __init__(self, sharpness: float = 4.0, floor: float = 1e-3) -> None:
         super().__init__()
@@ -204,7 +207,8 @@ class DisparityHead(nn.Module):
         self.floor = floor
 
     def forward(self, disparity: Tensor) -> Tensor:
-        return F.softplus(disparity, beta=self.sharpness) + self.floor
+        knee = torch.log1p(torch.exp(-self.sharpness * disparity.abs())) / self.sharpness
+        return torch.relu(disparity) + knee + self.floor
 
     def extra_repr(self) -> str:
         return f"sharpness={self.sharpness:g}, floor={self.floor:g}"
