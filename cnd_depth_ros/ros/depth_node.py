@@ -11,6 +11,7 @@ and QoS are described in docs/node.md.
 from __future__ import annotations
 
 import collections
+import signal
 import threading
 import time
 import traceback
@@ -737,9 +738,27 @@ class DepthNode(LifecycleNode):
         )
 
 
+class _InterruptUntilSpinning:
+    """Python's SIGINT handler, installed before ``rclpy.init`` so that rclpy's own handler
+    (which shuts the context down and wakes the executor) calls it after its work: a
+    ``KeyboardInterrupt`` while the node starts (a model load or an engine build can take
+    minutes), nothing once it spins, where ``spin`` then ends on the shutdown. A
+    ``KeyboardInterrupt`` during spin lands wherever the main thread is, even half-way through
+    rclpy building a ``Task``, whose ``__del__`` then prints a traceback on the way out."""
+
+    def __init__(self) -> None:
+        self.spinning = False
+        signal.signal(signal.SIGINT, self)
+
+    def __call__(self, signum: int, frame: object) -> None:
+        if not self.spinning:
+            raise KeyboardInterrupt
+
+
 def main(args: list[str] | None = None) -> int:
     """``ros2 run cnd_depth_ros depth_node [--ros-args -p mode:=mono ...]``."""
     keep_freed_buffers()  # every frame's message buffers, without page faults
+    interrupts = _InterruptUntilSpinning()
     try:
         rclpy.init(args=args)
     except _rclpy.RCLError as error:  # malformed --ros-args; rcl has logged which
@@ -748,12 +767,17 @@ def main(args: list[str] | None = None) -> int:
     node: DepthNode | None = None
     try:
         node = DepthNode()
+        interrupts.spinning = True
         rclpy.spin(node)
     except (InvalidParameterValueException, ValueError) as error:
         rclpy.logging.get_logger("depth_node").fatal(str(error))
         return 1
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except _rclpy.RCLError:
+        if rclpy.ok():
+            raise
+        # A signal shut the context down while the executor was building its wait set on it.
     finally:
         if node is not None:
             node.destroy_node()
