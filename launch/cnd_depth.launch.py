@@ -5,8 +5,9 @@
 
 Parameters come from config/cnd_<mode>.yaml in the package share directory (or ``params_file``);
 ``mode``, and ``model_path`` / ``backend`` when given, override the file. Fast DDS's large-data
-transports are switched on for every process started here: without them 640x480 images over
-best-effort QoS between processes are lost (docs/node.md). The camera driver needs the same.
+transports are switched on for every process started here (``fastdds_transports``): without them
+640x480 images over best-effort QoS between processes are lost (docs/node.md). The camera driver
+needs the same.
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ ARGUMENTS = {
     "params_file": ("", "depth_node parameter YAML; empty: config/cnd_<mode>.yaml of this "
                         "package", None),
     "use_rviz": ("false", "start rviz2 with config/cnd_depth.rviz", ["true", "false"]),
+    "fastdds_transports": (
+        "LARGE_DATA", "FASTDDS_BUILTIN_TRANSPORTS for the processes started here (the camera "
+        "driver needs the same): LARGE_DATA moves data through shared memory on this host and "
+        "TCP to others; SHM?max_msg_size=8MB&sockets_size=16MB moves each message whole "
+        "through shared memory, faster, but no other host sees the topics (docs/node.md)", None),
 }
 
 
@@ -105,7 +111,9 @@ def generate_launch_description() -> LaunchDescription:
                 )
                 for name, (default, description, choices) in ARGUMENTS.items()
             ),
-            SetEnvironmentVariable("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA"),
+            SetEnvironmentVariable(
+                "FASTDDS_BUILTIN_TRANSPORTS", LaunchConfiguration("fastdds_transports")
+            ),
             OpaqueFunction(function=_launch_setup),
         ]
     )

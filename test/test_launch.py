@@ -62,17 +62,18 @@ def test_launch_arguments_and_environment() -> None:
     arguments = _launch_tables()["ARGUMENTS"]
     assert set(arguments) == {
         "mode", "model_path", "backend", "namespace", "left_namespace", "right_namespace",
-        "params_file", "use_rviz",
+        "params_file", "use_rviz", "fastdds_transports",
     }
     for name, (default, description, choices) in arguments.items():
         assert description.strip(), f"launch argument {name} has no description"
         assert choices is None or default in choices
     assert set(arguments["mode"][2]) == set(_launch_tables()["CONFIG_FILES"])
-    environment = [
-        [ast.literal_eval(argument) for argument in call.args]
-        for call in _calls("SetEnvironmentVariable")
-    ]
-    assert environment == [["FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA"]]
+    (environment,) = _calls("SetEnvironmentVariable")
+    name, value = environment.args
+    assert ast.literal_eval(name) == "FASTDDS_BUILTIN_TRANSPORTS"
+    assert isinstance(value, ast.Call) and getattr(value.func, "id", None) == "LaunchConfiguration"
+    assert [ast.literal_eval(argument) for argument in value.args] == ["fastdds_transports"]
+    assert arguments["fastdds_transports"][0] == "LARGE_DATA"
     executables = [
         ast.literal_eval(keyword.value)
         for call in _calls("Node")
