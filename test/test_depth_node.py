@@ -28,6 +28,7 @@ from fixtures.stereo_publisher import StereoFixturePublisher, pattern
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState
 from rclpy.executors import SingleThreadedExecutor
+from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile
@@ -479,6 +480,25 @@ def test_lifecycle_transitions_and_lazy_subscription(artifacts: dict[str, str]) 
         assert _change_state(harness, change, Transition.TRANSITION_CLEANUP)
         assert node.backend is None
         assert _change_state(harness, change, Transition.TRANSITION_UNCONFIGURED_SHUTDOWN)
+    finally:
+        harness.close()
+        spinning.close()
+
+
+def test_a_lost_matched_event_only_delays_the_camera_subscriptions(
+    artifacts: dict[str, str],
+) -> None:
+    """With no matched event at all, the node's periodic re-check still subscribes to the
+    cameras once an output is listened to."""
+    node = _depth_node(artifacts["cnd_stereo"], autostart=False, namespace="lost_event")
+    node._on_matched = lambda _status: None  # the publishers' matched callback, made at configure
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    spinning = Spinning(node)
+    harness = Harness("lost_event")
+    try:
+        harness.wait_connected()
+        harness.wait_for(harness.depth, harness.send())
     finally:
         harness.close()
         spinning.close()

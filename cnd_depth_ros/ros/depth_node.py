@@ -310,6 +310,10 @@ class DepthNode(LifecycleNode):
         self._diagnostics_timer: Timer = self.create_timer(
             values["diagnostic_period"], self._publish_diagnostics
         )
+        # Matched events open and close the camera subscriptions at once; this once-a-second
+        # re-check covers an event the middleware coalesced or lost, where a listener would
+        # otherwise wait for depth forever.
+        self._inputs_timer: Timer = self.create_timer(1.0, self._update_inputs)
 
         if values["autostart"] and self.trigger_configure() == Result.SUCCESS:
             self.trigger_activate()
