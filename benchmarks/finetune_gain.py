@@ -34,6 +34,7 @@ from cnd_depth_ros.synthetic.bag_writer import write_sequence_bag
 from cnd_depth_ros.synthetic.dataset_writer import kitti_like_camera, write_dataset
 from cnd_depth_ros.synthetic.scene import STREET_STYLES
 from cnd_depth_ros.training import finetune
+from cnd_depth_ros.training.data import DataSpec, open_frames
 from cnd_depth_ros.training.datasets.registry import open_dataset
 from cnd_depth_ros.training.trainer import ARTIFACT_NAME, launch
 
@@ -96,10 +97,9 @@ def synthetic_shift(args: argparse.Namespace) -> dict[str, Any]:
         "artifact": tuned,
     }
     if args.source_data:
-        kind, _, root = args.source_data.partition(":")
-        source = open_dataset(kind, root)
+        source = open_frames([args.source_data], stereo=True)
         results["source_domain"] = {
-            "data": args.source_data, "frames": len(source),
+            "data": str(args.source_data), "frames": len(source),
             "before": score(args.model, source, args.eval_device),
             "after": score(tuned, source, args.eval_device),
         }
@@ -166,7 +166,7 @@ def main() -> None:
     parser.add_argument("--baseline", type=float, default=0.3, help="shifted rig's baseline")
     parser.add_argument("--mix-data", action="append", default=[], metavar="KIND:ROOT",
                         help="labeled data mixed into fine-tuning (keeps metric scale)")
-    parser.add_argument("--source-data", metavar="KIND:ROOT",
+    parser.add_argument("--source-data", type=DataSpec.parse, metavar="KIND:ROOT",
                         help="held-out frames of the model's training domain, scored before and "
                              "after (what adapting costs there)")
     parser.add_argument("--steps", type=int, default=2000)

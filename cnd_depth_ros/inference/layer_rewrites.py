@@ -181,7 +181,9 @@ def replace_convs_with_dead_taps(model: nn.Module, inputs: Sequence[torch.Tensor
     finally:
         for hook in hooks:
             hook.remove()
-    return _replace_layers(
-        model, nn.Conv2d, lambda layer: conv_without_dead_taps(layer, sizes[layer])
-        if layer in sizes else None
-    )
+
+    def trimmed(layer: nn.Conv2d) -> nn.Conv2d | None:
+        # A conv the forward pass did not reach has no known input size: it stays as it is.
+        return conv_without_dead_taps(layer, sizes[layer]) if layer in sizes else None
+
+    return _replace_layers(model, nn.Conv2d, trimmed)
