@@ -12,12 +12,12 @@ in lock-step (latency bounded by about two frame times) while the rest are dropp
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from typing import Any
 
 import numpy as np
-from soak import add_node_arguments, machine, node_under_load, rss_mb
+from report import emit, machine
+from soak import add_node_arguments, node_under_load, rss_mb
 
 __all__: list[str] = []
 
@@ -86,10 +86,7 @@ def main() -> None:
         "latency_bounded": burst_latency["p95_ms"] < 3 * lockstep_latency["p50_ms"],
         "machine": machine(),
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    emit(result, args.json)
 
 
 if __name__ == "__main__":

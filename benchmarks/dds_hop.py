@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import threading
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from report import emit, machine
 
 # name -> (message type, bytes per pixel): the node's input image, depth image and cloud.
 PAYLOADS = {"image_rgb8": ("Image", 3), "depth_32fc1": ("Image", 4), "cloud_xyzrgb": ("Cloud", 16)}
@@ -176,13 +176,9 @@ def main() -> None:
                       for take in TAKES}
             for payload in PAYLOADS
         },
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
-        "load_average_1min": os.getloadavg()[0],
+        "machine": machine(),
     }
-    text = json.dumps(result, indent=2)
-    sys.stdout.write(text + "\n")
-    if args.json:
-        args.json.write_text(text + "\n")
+    emit(result, args.json)
 
 
 if __name__ == "__main__":

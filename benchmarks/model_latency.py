@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from cnd_depth_ros.atomic_file import write_text_atomically
 from cnd_depth_ros.models import MODEL_NAMES, build_model
 from cnd_depth_ros.models.registry import model_entry
 
@@ -114,7 +115,8 @@ def main() -> None:
             f"{row['cpu_ms']} | {paper_ms} |"
         )
     if args.json is not None:
-        args.json.write_text(json.dumps({"machine": machine, "models": rows}, indent=2) + "\n")
+        text = json.dumps({"machine": machine, "models": rows}, indent=2) + "\n"
+        write_text_atomically(args.json, text)
 
 
 if __name__ == "__main__":

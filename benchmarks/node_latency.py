@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
-import platform
 import re
 import struct
 import subprocess
@@ -43,6 +41,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+from report import emit, machine
 
 NODE_START_S = 300.0  # model load, ONNX export or engine build included
 # depth_node's debug line for each frame: "frame SEC.NANOSEC took (ms): queue 0.41, ..."
@@ -309,13 +308,10 @@ def main() -> None:
             "node_drops": diagnostics.get("drops (total)"),
         },
         "points": "none" if args.no_points else f"xyz+rgb, stride {args.points_stride}",
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+        "machine": machine(),
         "load_average_1min": [load_before, os.getloadavg()[0]],
     }
-    text = json.dumps(result, indent=2)
-    sys.stdout.write(text + "\n")
-    if args.json:
-        args.json.write_text(text + "\n")
+    emit(result, args.json)
 
 
 if __name__ == "__main__":

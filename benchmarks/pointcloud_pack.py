@@ -13,7 +13,6 @@ constructor as ``bytes`` (copied twice into fresh memory: page faults) and ``byt
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -21,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from report import emit
 from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import Header
 
@@ -106,9 +106,7 @@ def main() -> None:
         "constructor_bytes": _time(constructor_bytes, args.repeats),
         "assign_bytes_checked": _time(assign_bytes_checked, 1),
     }
-    print(json.dumps(result, indent=2))
-    if args.json is not None:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    emit(result, args.json)
 
 
 if __name__ == "__main__":

@@ -13,9 +13,7 @@ of the warm-up (``--warmup-minutes``) to the end of the run::
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -27,8 +25,9 @@ from typing import Any
 
 import numpy as np
 from node_latency import NODE_START_S, _Driver, _random_artifact  # benchmarks/ is sys.path[0]
+from report import emit, machine
 
-__all__ = ["add_node_arguments", "machine", "node_under_load", "rss_mb"]
+__all__ = ["add_node_arguments", "node_under_load", "rss_mb"]
 
 
 def rss_mb(pid: int) -> float:
@@ -81,11 +80,6 @@ def add_node_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, help="write the results here")
 
 
-def machine() -> str:
-    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load {load}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_node_arguments(parser)
@@ -136,10 +130,7 @@ def main() -> None:
         "samples": [[round(t, 1), round(r, 2)] for t, r in samples],
         "machine": machine(),
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    emit(result, args.json)
 
 
 if __name__ == "__main__":

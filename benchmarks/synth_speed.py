@@ -11,13 +11,14 @@ this process; and rendering plus files, in the workers) and the rate it gives on
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import resource
 import tempfile
 import time
 from pathlib import Path
+
+from report import emit
 
 from cnd_depth_ros.synthetic.dataset_writer import kitti_like_camera, render_frame, write_dataset
 from cnd_depth_ros.synthetic.textures import default_bank
@@ -71,9 +72,7 @@ def main() -> None:
         "load_average_1min": round(os.getloadavg()[0], 2),
         "megabytes_per_frame": round(size / args.frames / 1e6, 3),
     }
-    print(json.dumps(result, indent=2))
-    if args.json is not None:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    emit(result, args.json)
 
 
 if __name__ == "__main__":
