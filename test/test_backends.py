@@ -2,8 +2,10 @@
 Middlebury motorcycle pair, plus the registry, ``auto`` and bad input.
 
 Real ONNX Runtime sessions throughout. TensorRT cannot be installed on these machines: its backend
-joins the parametrisation automatically wherever ``tensorrt`` imports. CUDA is absent here, so the
-torch backend's CUDA path (FP16, CUDA graphs, pinned memory) is only checked to refuse cleanly.
+joins the parametrisation automatically wherever ``tensorrt`` imports. The torch backend's CUDA
+path (FP16, CUDA graphs, pinned staging) is tested against the CPU reference where a GPU is
+present (``benchmarks/gpu_checks.sh`` runs those tests on the GPU machine); without one, it is
+checked to refuse cleanly.
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ from cnd_depth_ros.training.metrics import EVALUATION_RANGE_M
 VARIANTS = ("cnd_micro", "cnd_stereo")
 #: Relative depth tolerance per precision against the FP32 torch reference.
 TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2}
+#: The same on CUDA, as a median: FP32 there differs by the convolution algorithms cuDNN picks
+#: (TF32 where allowed), FP16 by its rounding.
+CUDA_TOLERANCE = {"fp32": 5e-3, "fp16": 3e-2}
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
 @pytest.fixture(scope="module")
@@ -236,3 +242,62 @@ def test_an_engine_file_is_refused_by_non_tensorrt_backends(tmp_path: Path, back
     engine.write_bytes(b"\0" * 16)
     with pytest.raises(ValueError, match="only the tensorrt backend runs it"):
         create_backend(backend, engine)
+
+
+def _median_relative(depth: np.ndarray, reference: np.ndarray) -> float:
+    return float(np.nanmedian(np.abs(depth - reference) / reference))
+
+
+@needs_cuda
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("cuda_graphs", [False, True])
+def test_cuda_matches_the_cpu_reference(
+    variant, precision, cuda_graphs, models, references, frame, backend_factory
+) -> None:
+    backend = backend_factory(
+        "torch", models[variant], device="cuda", precision=precision, cuda_graphs=cuda_graphs
+    )
+    depth = backend.infer(frame.left, frame.right, camera=frame.camera)
+    reference = references[variant]
+    assert depth.shape == reference.shape and depth.dtype == np.float32
+    assert np.isfinite(depth).mean() > 0.99
+    assert _median_relative(depth, reference) < CUDA_TOLERANCE[precision]
+    assert backend.info()["cuda_graph"] is cuda_graphs
+
+
+@needs_cuda
+def test_cuda_graph_replay_reads_each_new_frame(models, frame, backend_factory) -> None:
+    """The graph reads fixed input buffers: each frame must be copied into them, not captured
+    once. Three different pairs in turn, graph against eager execution."""
+    pairs = [
+        (frame.left, frame.right),
+        (frame.left[:, ::-1].copy(), frame.right[:, ::-1].copy()),
+        (frame.left // 2, frame.right // 2),
+    ]
+    graphed = backend_factory("torch", models["cnd_stereo"], device="cuda", cuda_graphs=True)
+    eager = backend_factory("torch", models["cnd_stereo"], device="cuda", cuda_graphs=False)
+    outputs = []
+    for left, right in pairs:
+        depth = graphed.infer(left, right, camera=frame.camera)
+        expected = eager.infer(left, right, camera=frame.camera)
+        np.testing.assert_allclose(depth, expected, rtol=1e-3, equal_nan=True)
+        outputs.append(depth)
+    assert _median_relative(outputs[0], outputs[1]) > 1e-3  # the frames really differ
+
+
+@needs_cuda
+def test_cuda_auto_picks_the_gpu(models) -> None:
+    name, reason = choose_backend(models["cnd_micro"])
+    assert name in ("tensorrt", "torch"), reason
+
+
+@needs_cuda
+def test_cuda_bad_input_is_refused_and_the_graph_survives(models, frame, backend_factory) -> None:
+    backend = backend_factory("torch", models["cnd_stereo"], device="cuda", precision="fp16")
+    with pytest.raises(ValueError, match="right image"):
+        backend.infer(frame.left, camera=frame.camera)
+    with pytest.raises(ValueError, match="HxWx3 uint8"):
+        backend.infer(frame.left[..., :2], frame.right, camera=frame.camera)
+    depth = backend.infer(frame.left, frame.right, camera=frame.camera)
+    assert np.isfinite(depth).mean() > 0.99
