@@ -398,3 +398,19 @@ def test_a_node_that_exits_is_reported_with_its_log(
     assert code == 2
     err = capsys.readouterr().err
     assert "depth_node exited with code 1" in err and "output_encoding must be one of" in err
+
+
+@pytest.mark.timeout(120)
+def test_a_node_that_never_subscribes_is_reported_with_its_log(
+    drive: Path, artifact: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A node still starting when the startup timeout ends (2 s: its imports alone take
+    longer): the error says so and quotes the end of the node's log, where the node says
+    whether it ever saw a subscriber to its outputs."""
+    out = tmp_path / "out"
+    arguments = _node_arguments(artifact, out)
+    arguments[arguments.index("--startup-timeout") + 1] = "2"
+    assert replay(str(drive), *arguments) == 2
+    err = capsys.readouterr().err
+    assert "no depth_node subscribed to /left/image_rect" in err
+    assert f"the end of its log ({out / 'depth_node.log'})" in err

@@ -152,6 +152,11 @@ class NodeProcess:
                 f"({self.log}):\n" + "\n".join(reasons[-4:] or lines[-8:])
             )
 
+    def log_tail(self) -> str:
+        """For a node that runs but does not do its part: the end of its log, to say why."""
+        lines = self.log.read_text(errors="replace").strip().splitlines()
+        return f"; the end of its log ({self.log}):\n" + "\n".join(lines[-8:])
+
 
 @dataclass
 class _Sent:
@@ -247,7 +252,7 @@ class _Player:
         bridge: _Bridge,
         scorer: ReplayScorer,
         pacing: Pacing,
-        alive: Callable[[], None],
+        node: NodeProcess | _NoNode,
         recorder: BagRecorder | None,
         progress: bool = False,
     ) -> None:
@@ -255,7 +260,7 @@ class _Player:
         from tqdm import tqdm
 
         self.reader, self.bridge, self.scorer, self.pacing = reader, bridge, scorer, pacing
-        self.alive, self.recorder = alive, recorder
+        self.node, self.recorder = node, recorder
         if recorder is not None:
             for topic, msgtype in bridge.topics.items():
                 recorder.add_topic(topic, msgtype)
@@ -297,7 +302,7 @@ class _Player:
         """Score outputs until the monotonic time ``until``, or until the output stamped
         ``answered`` (or a newer one) has come; ``True`` if it has."""
         while True:
-            self.alive()
+            self.node.check()
             remaining = until - time.monotonic()
             if remaining <= 0:
                 return False
@@ -322,14 +327,14 @@ class _Player:
     def wait_subscribed(self) -> None:
         deadline = time.monotonic() + self.pacing.startup_timeout_s
         while not self.bridge.subscribed():
-            self.alive()
+            self.node.check()
             if time.monotonic() > deadline:
                 missing = [p.topic_name for p in self.bridge.publishers.values()
                            if p.get_subscription_count() == 0]
                 raise ReplayError(
                     f"no depth_node subscribed to {', '.join(missing)} within "
                     f"{self.pacing.startup_timeout_s:.0f} s (is it running, in this namespace "
-                    "and ROS_DOMAIN_ID?)"
+                    f"and ROS_DOMAIN_ID?){self.node.log_tail()}"
                 )
             time.sleep(0.05)
 
@@ -345,7 +350,7 @@ class _Player:
             if time.monotonic() >= deadline:
                 raise ReplayError(
                     f"depth_node did not answer the first frame within "
-                    f"{self.pacing.startup_timeout_s:.0f} s; see its log"
+                    f"{self.pacing.startup_timeout_s:.0f} s{self.node.log_tail()}"
                 )
 
     def play(self) -> None:
@@ -368,7 +373,7 @@ class _Player:
             if first is None and pacing.rate is not None:
                 clock = clock or (time.monotonic(), log_time)
                 self._serve(clock[0] + (log_time - clock[1]) / 1e9 / pacing.rate)
-            self.alive()
+            self.node.check()
             self.bridge.publishers[role].publish(raw)
             if first is not None:
                 first.append((role, raw))
@@ -395,7 +400,7 @@ class _Player:
         """Take outputs until none has come for ``_LINGER_S`` (at most ten times that)."""
         deadline = time.monotonic() + 10 * _LINGER_S
         while time.monotonic() < deadline:
-            self.alive()
+            self.node.check()
             try:
                 self._take(self.bridge.outputs.get(timeout=_LINGER_S))
             except queue.Empty:
@@ -428,8 +433,7 @@ def replay_bag(
     try:
         with node or _NoNode() as running:
             bridge = _Bridge(namespace, list(topics.inputs()), record is not None)
-            player = _Player(reader, topics, bridge, scorer, pacing, running.check, record,
-                             progress)
+            player = _Player(reader, topics, bridge, scorer, pacing, running, record, progress)
             try:
                 player.wait_subscribed()
                 player.play()
@@ -463,6 +467,9 @@ class _NoNode:
 
     def check(self) -> None:
         return None
+
+    def log_tail(self) -> str:
+        return ""
 
 
 def score_depth_topic(
