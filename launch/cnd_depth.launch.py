@@ -34,6 +34,9 @@ ARGUMENTS = {
                        "shipped model for the mode)", None),
     "backend": ("", "auto, torch, onnxruntime or tensorrt; empty: the params file's (auto)",
                 ["", "auto", "torch", "onnxruntime", "tensorrt"]),
+    "image_transport": ("", "raw (sensor_msgs/Image on image_rect) or compressed (JPEG or PNG "
+                            "on image_rect/compressed); empty: the params file's (raw)",
+                        ["", "raw", "compressed"]),
     "namespace": ("", "namespace of depth_node and its outputs", None),
     "left_namespace": ("left", "where the left camera publishes image_rect and camera_info "
                                "(relative names resolve in the namespace above)", None),
@@ -63,12 +66,14 @@ def _launch_setup(context: LaunchContext) -> list[Node]:
     mode = value["mode"]
     params_file = value["params_file"] or os.path.join(share, "config", CONFIG_FILES[mode])
     overrides = {"mode": mode}
-    overrides.update({key: value[key] for key in ("model_path", "backend") if value[key]})
+    overrides.update(
+        {key: value[key] for key in ("model_path", "backend", "image_transport") if value[key]}
+    )
     sides = ("left", "right") if mode == "stereo" else ("left",)
     inputs = {
         f"{side}/{topic}": f"{value[f'{side}_namespace']}/{topic}"
         for side in sides
-        for topic in ("image_rect", "camera_info")
+        for topic in ("image_rect", "image_rect/compressed", "camera_info")
     }
     nodes = [
         Node(

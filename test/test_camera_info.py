@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from builtin_interfaces.msg import Time
 from rclpy.serialization import deserialize_message, serialize_message
-from sensor_msgs.msg import CameraInfo, Image, RegionOfInterest
+from sensor_msgs.msg import CameraInfo, RegionOfInterest
 from std_msgs.msg import Header
 
 from cnd_depth_ros.camera import PinholeCamera
@@ -121,10 +121,9 @@ def test_unusable_infos_are_rejected(infos: tuple[CameraInfo, CameraInfo], match
 
 
 def test_image_size_must_match() -> None:
-    image = Image(header=HEADER, width=320, height=240)
     with pytest.raises(CameraInfoError, match=r"image 320x240 \(frame 'left_camera_optical"):
-        check_image_size(CAMERA, image)
-    check_image_size(CAMERA, Image(width=640, height=480))
+        check_image_size(CAMERA, 320, 240, HEADER.frame_id)
+    check_image_size(CAMERA, 640, 480, HEADER.frame_id)
 
 
 def test_depth_info_resized_to_the_output() -> None:

@@ -32,7 +32,7 @@ from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 from stereo_msgs.msg import DisparityImage
 
@@ -122,11 +122,13 @@ def _depth_node(artifact: str, **overrides: Any) -> DepthNode:
 class Harness:
     """The test side: a fixture camera driver and inboxes for every output, spun in the test."""
 
-    def __init__(self, namespace: str = "", *, mono: bool = False) -> None:
+    def __init__(
+        self, namespace: str = "", *, mono: bool = False, compression: str | None = None
+    ) -> None:
         self.executor = SingleThreadedExecutor()
         self.camera_node = StereoFixturePublisher(
             CAMERA, frame_id=FRAME, mono=mono, namespace=namespace,
-            node_name=f"camera{namespace.replace('/', '_')}",
+            node_name=f"camera{namespace.replace('/', '_')}", compression=compression,
         )
         self.node = Node(f"listener{namespace.replace('/', '_')}", namespace=namespace)
         qos = QoSProfile(depth=50)  # rclpy's default: reliable, what rviz2 uses
@@ -548,6 +550,45 @@ def test_mono_mode(artifacts: dict[str, str]) -> None:
         assert not result.successful and "baseline" in result.reason
     finally:
         harness.close()
+        spinning.close()
+
+
+def test_compressed_camera_images(artifacts: dict[str, str]) -> None:
+    """image_transport:=compressed: CompressedImage on */image_rect/compressed (the raw topics
+    are not subscribed). Lossless PNG gives exactly the depth of the decoded pair, JPEG a
+    depth image of the right size; an undecodable or depth-map message is skipped and counted
+    while the next pair is answered."""
+    spinning = Spinning(_depth_node(artifacts["cnd_stereo"], namespace="compressed",
+                                    image_transport="compressed", max_depth=10000.0))
+    png, jpeg = Harness("compressed", compression="png"), Harness("compressed", compression="jpeg")
+    node = spinning.node
+    try:
+        png.wait_connected()
+        assert png.node.count_subscribers("left/image_rect") == 0
+        depth = _depth(png.wait_for(png.depth, png.send()))
+        assert node.backend is not None
+        expected = node.backend.infer(pattern(CAMERA), pattern(CAMERA, 4), camera=CAMERA)
+        np.testing.assert_array_equal(depth, expected)
+
+        depth = jpeg.wait_for(jpeg.depth, jpeg.send())
+        assert (depth.width, depth.height, depth.header.frame_id) == (CAMERA.width,
+                                                                      CAMERA.height, FRAME)
+        broken = {
+            "undecodable": CompressedImage(data=b"\x89PNG but not really", format="png"),
+            "depth map": CompressedImage(data=b"\0" * 16, format="32FC1; compressedDepth png"),
+        }
+        for case, message in broken.items():
+            drops = _drops(node, "bad input")
+            bad = png.send(left=message)
+            counted = spin_until(png.executor, lambda d=drops: _drops(node, "bad input") > d,
+                                 WAIT_S)
+            assert counted, f"the {case} message was not counted as a bad input"
+            good = png.send()
+            png.wait_for(png.depth, good)
+            assert all(msg.header.stamp != bad for msg in png.depth.messages)
+    finally:
+        png.close()
+        jpeg.close()
         spinning.close()
 
 

@@ -20,7 +20,7 @@ import yaml
 from fixtures.ros import rclpy_init_fixture  # noqa: F401
 from test_depth_node import WAIT_S, Harness, save_tiny_artifact
 
-from cnd_depth_ros.ros.depth_node import PARAMETERS, DepthNode
+from cnd_depth_ros.ros.depth_node import _CHOICES, PARAMETERS, DepthNode
 
 pytestmark = pytest.mark.ros
 
@@ -61,9 +61,10 @@ def test_depth_node_is_a_console_script() -> None:
 def test_launch_arguments_and_environment() -> None:
     arguments = _launch_tables()["ARGUMENTS"]
     assert set(arguments) == {
-        "mode", "model_path", "backend", "namespace", "left_namespace", "right_namespace",
-        "params_file", "use_rviz", "fastdds_transports",
+        "mode", "model_path", "backend", "image_transport", "namespace", "left_namespace",
+        "right_namespace", "params_file", "use_rviz", "fastdds_transports",
     }
+    assert set(arguments["image_transport"][2]) == {"", *_CHOICES["image_transport"]}
     for name, (default, description, choices) in arguments.items():
         assert description.strip(), f"launch argument {name} has no description"
         assert choices is None or default in choices

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo
 from std_msgs.msg import Header
 
 from cnd_depth_ros.camera import PinholeCamera
@@ -115,15 +115,16 @@ def camera_from_info(left: CameraInfo, right: CameraInfo | None = None) -> Pinho
     )
 
 
-def check_image_size(camera: PinholeCamera, image: Image) -> None:
-    """Reject an image whose size is not its camera_info's.
+def check_image_size(camera: PinholeCamera, width: int, height: int, frame_id: str) -> None:
+    """Reject an image (``width`` x ``height``, in ``frame_id``) whose size is not its
+    camera_info's.
 
     :raises CameraInfoError: naming both sizes and the image's frame.
     """
-    if (image.width, image.height) != (camera.width, camera.height):
+    if (width, height) != (camera.width, camera.height):
         raise CameraInfoError(
-            f"image {image.width}x{image.height} (frame {image.header.frame_id!r}) does not "
-            f"match its camera_info {camera.width}x{camera.height}"
+            f"image {width}x{height} (frame {frame_id!r}) does not match its camera_info "
+            f"{camera.width}x{camera.height}"
         )
 
 

@@ -38,7 +38,7 @@ from rclpy.logging import LoggingSeverity
 from rclpy.parameter import Parameter
 from rclpy.publisher import Publisher
 from rclpy.timer import Timer
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 from stereo_msgs.msg import DisparityImage
 
@@ -47,6 +47,7 @@ from cnd_depth_ros.errors import CndDepthError
 from cnd_depth_ros.inference.backend import DepthBackend
 from cnd_depth_ros.ros import qos
 from cnd_depth_ros.ros.camera_info import camera_from_info, camera_info_for, check_image_size
+from cnd_depth_ros.ros.compressed_image import compressed_to_rgb
 from cnd_depth_ros.ros.diagnostics import PipelineDiagnostics
 from cnd_depth_ros.ros.image_codec import array_to_image, image_to_rgb
 from cnd_depth_ros.ros.log_throttle import KindThrottle, raise_site
@@ -58,6 +59,7 @@ __all__ = ["PARAMETERS", "DepthNode", "main"]
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "mode": ("stereo", "mono"),
+    "image_transport": ("raw", "compressed"),
     "backend": ("auto", "torch", "onnxruntime", "tensorrt"),
     "fallback_backend": ("", "torch", "onnxruntime"),
     "precision": ("", "fp32", "fp16", "int8"),
@@ -65,6 +67,9 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "output_resolution": ("input", "network"),
 }
 _SHIPPED = {"stereo": "cnd_stereo", "mono": "cnd_mono"}
+# image_transport -> the camera image's type and topic (relative to left/ or right/).
+_IMAGE_TRANSPORTS = {"raw": (Image, "image_rect"),
+                     "compressed": (CompressedImage, "image_rect/compressed")}
 # The stages of a frame, in order, each timed and reported in /diagnostics as "<stage> p50 (ms)":
 # input: left stamp -> synchronised set here (driver, transport, deserialisation, synchroniser);
 # queue: waiting for the worker; decode: camera_info and image conversion; inference: the
@@ -115,6 +120,10 @@ PARAMETERS: dict[str, _Spec] = {
     "autostart": _Spec(True, "configure and activate on start-up; false: wait for lifecycle "
                              "transitions", read_only=True),
     "mode": _Spec("stereo", "stereo (left + right cameras) or mono (left only)", read_only=True),
+    "image_transport": _Spec("raw", "camera images as raw sensor_msgs/Image on "
+                                    "<side>/image_rect, or compressed: CompressedImage (JPEG, "
+                                    "PNG) on <side>/image_rect/compressed, as image_transport "
+                                    "publishes them", read_only=True),
     "model_path": _Spec("", "model artifact, .onnx or engine; empty: the shipped model for the "
                             "mode (cnd_stereo / cnd_mono)", read_only=True),
     "backend": _Spec("auto", "inference backend; auto picks the fastest this machine runs",
@@ -218,6 +227,20 @@ class _NewestSlot:
         with self._ready:
             self._closed = True
             self._ready.notify_all()
+
+
+def _camera_image(msg: Image | CompressedImage, camera: PinholeCamera) -> np.ndarray:
+    """The RGB array of a camera image of ``camera``'s size (a raw image is checked before it is
+    decoded, a compressed one after).
+
+    :raises CndDepthError: a size other than the camera_info's, or an undecodable image.
+    """
+    if isinstance(msg, Image):
+        check_image_size(camera, msg.width, msg.height, msg.header.frame_id)
+        return image_to_rgb(msg)
+    rgb = compressed_to_rgb(msg)
+    check_image_size(camera, rgb.shape[1], rgb.shape[0], msg.header.frame_id)
+    return rgb
 
 
 def _millimetres(depth: np.ndarray) -> np.ndarray:
@@ -507,9 +530,10 @@ class DepthNode(LifecycleNode):
     def _subscribe(self) -> None:
         values = self._values()
         sides = ("left", "right") if self.mode == "stereo" else ("left",)
+        image_type, image_topic = _IMAGE_TRANSPORTS[values["image_transport"]]
         for side in sides:
-            for msg_type, topic in ((Image, f"{side}/image_rect"), (CameraInfo,
-                                                                    f"{side}/camera_info")):
+            for msg_type, topic in ((image_type, f"{side}/{image_topic}"),
+                                    (CameraInfo, f"{side}/camera_info")):
                 self._subscribers.append(
                     filters.Subscriber(
                         self,
@@ -593,9 +617,9 @@ class DepthNode(LifecycleNode):
 
     def _process(
         self,
-        left_image: Image,
+        left_image: Image | CompressedImage,
         left_info: CameraInfo,
-        right_image: Image | None = None,
+        right_image: Image | CompressedImage | None = None,
         right_info: CameraInfo | None = None,
     ) -> None:
         backend, outputs = self.backend, self._outputs
@@ -604,12 +628,8 @@ class DepthNode(LifecycleNode):
         lap = time.perf_counter()
         try:
             camera = camera_from_info(left_info, right_info)
-            check_image_size(camera, left_image)
-            left = image_to_rgb(left_image)
-            right = None
-            if right_image is not None:
-                check_image_size(camera, right_image)
-                right = image_to_rgb(right_image)
+            left = _camera_image(left_image, camera)
+            right = None if right_image is None else _camera_image(right_image, camera)
         except (CndDepthError, ValueError) as error:
             self.diagnostics.record_drop("bad input")
             self._warn(raise_site(error), f"skipping input: {error}")
