@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
 from fixtures.artifacts import SMALL, make_artifact
@@ -24,6 +25,7 @@ from cnd_depth_ros.evaluation.bag_io import BagRecorder, RecordError
 from cnd_depth_ros.evaluation.tf_static import transform_matrix
 from cnd_depth_ros.synthetic.bag_writer import write_sequence_bag
 from cnd_depth_ros.synthetic.dataset_writer import kitti_like_camera
+from cnd_depth_ros.training.datasets.rosbag_dataset import RosbagDataset, decode_rgb
 from cnd_depth_ros.training.metrics import METRIC_NAMES
 
 CAMERA = kitti_like_camera(64, 48)
@@ -60,7 +62,8 @@ def copy_bag(
     drop: tuple[str, ...] = (),
 ) -> Path:
     """``source`` rewritten to ``target`` without the ``drop`` topics; ``extra(topic, message)``
-    gives ``(topic, msgtype, message)`` rows to add at the same log time."""
+    gives ``(topic, msgtype, message)`` rows to add at the same log time (dropped topics'
+    messages included: a topic can be replaced by another)."""
     with Reader(source) as reader, Writer(
         target, version=9, storage_plugin=StoragePlugin[storage.upper()]
     ) as writer:
@@ -72,10 +75,9 @@ def copy_bag(
             writer.write(connections[topic], log_time, TYPESTORE.serialize_cdr(message, msgtype))
 
         for connection, log_time, raw in reader.messages():
-            if connection.topic in drop:
-                continue
             message = TYPESTORE.deserialize_cdr(raw, connection.msgtype)
-            write(connection.topic, connection.msgtype, log_time, message)
+            if connection.topic not in drop:
+                write(connection.topic, connection.msgtype, log_time, message)
             for topic, msgtype, added in (extra(connection.topic, message) if extra else []):
                 write(topic, msgtype, log_time, added)
     return target
@@ -243,6 +245,43 @@ def test_replay_through_the_node_as_fast_as_it_answers_and_record(
     assert counts["/points"] >= 1
     assert {m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in recorded} == stamps
     assert all(m.encoding == "32FC1" and (m.width, m.height) == (64, 48) for m in recorded)
+
+
+def compressed_png(topic: str, message: Any) -> list[tuple[str, str, Any]]:
+    """``copy_bag`` extra: each camera image also as image_transport's compressed PNG."""
+    if not topic.endswith("/image_rect"):
+        return []
+    rgb = decode_rgb(message)
+    _, data = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    compressed = TYPES["sensor_msgs/msg/CompressedImage"](
+        header=message.header, format=f"{message.encoding}; png compressed bgr8",
+        data=data.reshape(-1),
+    )
+    return [(f"{topic}/compressed", "sensor_msgs/msg/CompressedImage", compressed)]
+
+
+@pytest.mark.timeout(300)
+def test_replay_a_bag_recorded_with_compressed_images(
+    drive: Path, artifact: Path, tmp_path: Path
+) -> None:
+    """A bag with CompressedImage camera topics only: played to the node's image_rect/compressed,
+    the node started with image_transport:=compressed; lossless PNG, so the same depth as the
+    raw images give and every frame scored."""
+    bag = copy_bag(drive, tmp_path / "compressed", extra=compressed_png,
+                   drop=("/left/image_rect", "/right/image_rect"))
+    out = tmp_path / "out"
+    code = replay(str(bag), *_node_arguments(artifact, out), "--max-rate",
+                  "--left-topic", "/left/image_rect/compressed",
+                  "--right-topic", "/right/image_rect/compressed")
+    assert code == 0
+    result = metrics_of(out)
+    assert result["frames"] == {"in": FRAMES, "out": FRAMES, "dropped": 0, "unmatched": 0,
+                                "scored": FRAMES}
+    log = (out / "depth_node.log").read_text()
+    assert "subscribed to /left/image_rect/compressed" in log
+    raw = tmp_path / "raw"
+    assert replay(str(drive), *_node_arguments(artifact, raw), "--max-rate") == 0
+    assert result["overall"] == metrics_of(raw)["overall"]
 
 
 @pytest.mark.timeout(300)
@@ -414,3 +453,17 @@ def test_a_node_that_never_subscribes_is_reported_with_its_log(
     err = capsys.readouterr().err
     assert "no depth_node subscribed to /left/image_rect" in err
     assert f"the end of its log ({out / 'depth_node.log'})" in err
+
+
+def test_a_compressed_bag_is_a_training_dataset_too(drive: Path, tmp_path: Path) -> None:
+    """``rosbag:`` data (train, eval, finetune) reads CompressedImage camera topics."""
+    bag = copy_bag(drive, tmp_path / "compressed", extra=compressed_png,
+                   drop=("/left/image_rect", "/right/image_rect"))
+    raw = RosbagDataset(drive)
+    compressed = RosbagDataset(bag, left_topic="/left/image_rect/compressed",
+                               right_topic="/right/image_rect/compressed")
+    assert len(compressed) == len(raw) == FRAMES
+    for index in (0, FRAMES - 1):
+        np.testing.assert_array_equal(compressed[index].left, raw[index].left)
+        np.testing.assert_array_equal(compressed[index].right, raw[index].right)
+        np.testing.assert_array_equal(compressed[index].depth, raw[index].depth)

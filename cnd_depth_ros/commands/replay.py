@@ -42,7 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, metavar="DIR", help="where metrics.json and "
                         "report.html go (required unless --list)")
     topics = parser.add_argument_group("topics in the bag")
-    topics.add_argument("--left-topic", default=_DEFAULTS["left"])
+    topics.add_argument("--left-topic", default=_DEFAULTS["left"],
+                        help="sensor_msgs/Image, or CompressedImage (JPEG, PNG; the images are "
+                             "then played to the node's */image_rect/compressed and the node "
+                             "started with image_transport:=compressed)")
     topics.add_argument("--left-info-topic", default=_DEFAULTS["left_info"])
     topics.add_argument("--right-topic", default=_DEFAULTS["right"])
     topics.add_argument("--right-info-topic", default=_DEFAULTS["right_info"])
@@ -138,17 +141,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
     if args.baseline and (args.mono or args.gt_points_topic):
         raise CndDepthError("--baseline sgbm needs stereo topics and a --gt-topic depth image")
-    from cnd_depth_ros.evaluation.bag_io import BagReader
+    from cnd_depth_ros.evaluation.bag_io import COMPRESSED_IMAGE, BagReader
     from cnd_depth_ros.evaluation.replay import ReplayTopics, score_depth_topic
     from cnd_depth_ros.evaluation.scoring import ReplayScorer
 
-    topics = ReplayTopics(
-        left=args.left_topic,
-        left_info=args.left_info_topic,
-        right=None if args.mono else args.right_topic,
-        right_info=None if args.mono else args.right_info_topic,
-    )
     with BagReader(args.bag) as reader:
+        left = reader.topics.get(args.left_topic)
+        topics = ReplayTopics(
+            left=args.left_topic,
+            left_info=args.left_info_topic,
+            right=None if args.mono else args.right_topic,
+            right_info=None if args.mono else args.right_info_topic,
+            compressed=left is not None and left.msgtype == COMPRESSED_IMAGE,
+        )
         truth = _truth(args, reader)
         expected = reader.topics.get(args.pred_topic or args.left_topic)
         scorer = ReplayScorer(
@@ -210,7 +215,8 @@ def _replay(
     )
     node = None
     if not args.no_start:
-        parameters = {"mode": "mono" if args.mono else "stereo", "backend": args.backend}
+        parameters = {"mode": "mono" if args.mono else "stereo", "backend": args.backend,
+                      "image_transport": "compressed" if topics.compressed else "raw"}
         if args.model:  # a path is made absolute for the node; a shipped name stays a name
             shipped = args.model in SHIPPED_MODELS
             parameters["model_path"] = args.model if shipped else str(Path(args.model).resolve())

@@ -24,6 +24,7 @@ from cnd_depth_ros.errors import CndDepthError
 
 __all__ = [
     "CAMERA_INFO",
+    "COMPRESSED_IMAGE",
     "IMAGE",
     "POINT_CLOUD",
     "TF_MESSAGE",
@@ -38,6 +39,7 @@ __all__ = [
 _LOG = logging.getLogger(__name__)
 
 IMAGE = "sensor_msgs/msg/Image"
+COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
 CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
 POINT_CLOUD = "sensor_msgs/msg/PointCloud2"
 TF_MESSAGE = "tf2_msgs/msg/TFMessage"

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ import numpy as np
 from cnd_depth_ros.errors import CndDepthError
 from cnd_depth_ros.evaluation.bag_io import (
     CAMERA_INFO,
+    COMPRESSED_IMAGE,
     IMAGE,
     POINT_CLOUD,
     BagReader,
@@ -70,30 +71,41 @@ class ReplayError(CndDepthError, RuntimeError):
 
 @dataclass(frozen=True)
 class ReplayTopics:
-    """The bag's camera topics; ``right`` and ``right_info`` are ``None`` for a mono replay."""
+    """The bag's camera topics; ``right`` and ``right_info`` are ``None`` for a mono replay.
+    ``compressed``: the images are ``CompressedImage``, played to the node's
+    ``*/image_rect/compressed`` (its ``image_transport:=compressed``)."""
 
     left: str = DEFAULT_TOPICS["left_topic"]
     left_info: str = DEFAULT_TOPICS["left_info_topic"]
     right: str | None = DEFAULT_TOPICS["right_topic"]
     right_info: str | None = DEFAULT_TOPICS["right_info_topic"]
+    compressed: bool = False
 
     @property
     def mono(self) -> bool:
         return self.right is None
 
+    @property
+    def image_role(self) -> str:
+        """The node's image topic under ``left/`` and ``right/``."""
+        return "image_rect/compressed" if self.compressed else "image_rect"
+
     def inputs(self) -> dict[str, tuple[str, str]]:
         """role -> (bag topic, message type); the role is also the node's relative topic."""
-        roles = {"left/image_rect": (self.left, IMAGE), "left/camera_info": (self.left_info,
-                                                                             CAMERA_INFO)}
+        image = COMPRESSED_IMAGE if self.compressed else IMAGE
+        sides = {"left": (self.left, self.left_info)}
         if self.right is not None and self.right_info is not None:
-            roles["right/image_rect"] = (self.right, IMAGE)
-            roles["right/camera_info"] = (self.right_info, CAMERA_INFO)
+            sides["right"] = (self.right, self.right_info)
+        roles = {}
+        for side, (image_topic, info_topic) in sides.items():
+            roles[f"{side}/{self.image_role}"] = (image_topic, image)
+            roles[f"{side}/camera_info"] = (info_topic, CAMERA_INFO)
         return roles
 
     def require(self, reader: BagReader) -> None:
         """:raises BagError: a camera topic is missing, empty or of another type."""
         for role, (topic, msgtype) in self.inputs().items():
-            reader.require(topic, msgtype, role.replace("/image_rect", " image"))
+            reader.require(topic, msgtype, role.replace(f"/{self.image_role}", " image"))
 
 
 @dataclass(frozen=True)
@@ -193,12 +205,12 @@ class _Bridge:
     ``outputs``; ``depth/camera_info`` and ``points`` are subscribed to only with ``record``.
     """
 
-    def __init__(self, namespace: str, roles: Sequence[str], record: bool) -> None:
+    def __init__(self, namespace: str, roles: dict[str, str], record: bool) -> None:
         import rclpy
         from rclpy.context import Context
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import QoSProfile, ReliabilityPolicy
-        from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+        from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
         os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
         self.context = Context()
@@ -206,10 +218,10 @@ class _Bridge:
         self.node = rclpy.create_node("cnd_replay", namespace=namespace or "/",
                                       context=self.context)
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        classes = {IMAGE: Image, COMPRESSED_IMAGE: CompressedImage, CAMERA_INFO: CameraInfo}
         self.publishers = {
-            role: self.node.create_publisher(Image if role.endswith("image_rect") else CameraInfo,
-                                             role, reliable)
-            for role in roles
+            role: self.node.create_publisher(classes[msgtype], role, reliable)
+            for role, msgtype in roles.items()
         }
         self.outputs: queue.SimpleQueue[_Output] = queue.SimpleQueue()
         self.topics: dict[str, str] = {}  # resolved name -> message type
@@ -377,7 +389,7 @@ class _Player:
             self.bridge.publishers[role].publish(raw)
             if first is not None:
                 first.append((role, raw))
-            if role.endswith("image_rect"):
+            if not role.endswith("camera_info"):
                 sent = counts.pending.get(stamp)
                 if sent is None:
                     sent = counts.pending[stamp] = _Sent(counts.frames_in)
@@ -432,7 +444,8 @@ def replay_bag(
     bridge: _Bridge | None = None
     try:
         with node or _NoNode() as running:
-            bridge = _Bridge(namespace, list(topics.inputs()), record is not None)
+            roles = {role: msgtype for role, (_, msgtype) in topics.inputs().items()}
+            bridge = _Bridge(namespace, roles, record is not None)
             player = _Player(reader, topics, bridge, scorer, pacing, running, record, progress)
             try:
                 player.wait_subscribed()
@@ -488,7 +501,7 @@ def score_depth_topic(
     from cnd_depth_ros.evaluation.matching import StampIndex
 
     reader.require(topic, IMAGE, "predicted depth")
-    reader.require(topics.left, IMAGE, "left image")
+    reader.require(topics.left, COMPRESSED_IMAGE if topics.compressed else IMAGE, "left image")
     views = {"left": StampIndex(reader, topics.left)}
     if topics.right is not None and topics.right in reader.topics:
         views["right"] = StampIndex(reader, topics.right)

@@ -43,11 +43,11 @@ from std_msgs.msg import Header
 from stereo_msgs.msg import DisparityImage
 
 from cnd_depth_ros.camera import PinholeCamera
+from cnd_depth_ros.compressed_image import compressed_to_rgb
 from cnd_depth_ros.errors import CndDepthError
 from cnd_depth_ros.inference.backend import DepthBackend
 from cnd_depth_ros.ros import qos
 from cnd_depth_ros.ros.camera_info import camera_from_info, camera_info_for, check_image_size
-from cnd_depth_ros.ros.compressed_image import compressed_to_rgb
 from cnd_depth_ros.ros.diagnostics import PipelineDiagnostics
 from cnd_depth_ros.ros.image_codec import array_to_image, image_to_rgb
 from cnd_depth_ros.ros.log_throttle import KindThrottle, raise_site

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from cnd_depth_ros.camera import PinholeCamera
+from cnd_depth_ros.compressed_image import CompressedImageError, compressed_to_rgb
 from cnd_depth_ros.errors import DatasetError
 from cnd_depth_ros.training.datasets.base import FrameDataset
 from cnd_depth_ros.training.datasets.frame import Frame
@@ -50,7 +51,13 @@ def _pixels(msg: Any, dtype: np.dtype, channels: int) -> np.ndarray:
 
 
 def decode_rgb(msg: Any) -> np.ndarray:
-    """H x W x 3 uint8 RGB of a ``sensor_msgs/Image`` in rgb8, bgr8, rgba8, bgra8 or mono8."""
+    """H x W x 3 uint8 RGB of a ``sensor_msgs/Image`` in rgb8, bgr8, rgba8, bgra8 or mono8, or
+    of a ``sensor_msgs/CompressedImage`` (JPEG, PNG: a camera recorded through image_transport)."""
+    if hasattr(msg, "format"):  # only CompressedImage has one
+        try:
+            return compressed_to_rgb(msg)
+        except CompressedImageError as error:
+            raise DatasetError(str(error)) from error
     channels = _CHANNELS.get(msg.encoding)
     if channels is None:
         raise DatasetError(
