@@ -70,6 +70,7 @@ def test_bench_writes_the_issue_json(
         ("torch,cudnn", "unknown backend 'cudnn'"),
         ("onnxruntime:int4", "precision"),
         ("torch:fp16:x", "NAME:PRECISION"),
+        ("torch,sgbm:fast", "unknown SGBM preset 'fast'"),
     ],
 )
 def test_bench_reports_bad_backends(
@@ -96,6 +97,7 @@ def test_bench_reports_bad_backends(
 
 def test_backend_specs_and_difference() -> None:
     assert parse_backend_spec("sgbm") == ("sgbm", {})
+    assert parse_backend_spec("sgbm:stereo_image_proc") == ("sgbm", {"preset": "stereo_image_proc"})
     assert parse_backend_spec(" onnxruntime:int8") == ("onnxruntime", {"precision": "int8"})
     a = np.array([1.0, np.nan, 3.0, 4.0])
     b = np.array([1.5, 2.0, np.nan, 2.0])

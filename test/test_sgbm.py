@@ -62,6 +62,25 @@ def test_motorcycle_is_dense_and_accurate(size: tuple[int, int] | None) -> None:
     assert np.mean(relative < 0.25) > 0.85
 
 
+def test_the_stereo_image_proc_preset_is_its_disparity_node_as_shipped() -> None:
+    """image_pipeline's disparity_node defaults with stereo_algorithm:=1, whatever the size,
+    and still a usable depth map on the motorcycle."""
+    frame = motorcycle()
+    matcher = SgbmMatcher(preset="stereo_image_proc", working_size=(256, 160))
+    depth = matcher.infer(frame.left, frame.right, camera=frame.camera)
+    (created,) = matcher._matchers.values()
+    assert (created.getBlockSize(), created.getNumDisparities(), created.getP1(),
+            created.getP2()) == (15, 64, 200, 400)
+    assert created.getMode() == cv2.STEREO_SGBM_MODE_SGBM
+    assert (created.getUniquenessRatio(), created.getSpeckleWindowSize(),
+            created.getSpeckleRange(), created.getPreFilterCap()) == (15, 100, 4, 31)
+    relative = np.abs(depth[frame.valid] - frame.depth[frame.valid]) / frame.depth[frame.valid]
+    assert np.median(relative) < 0.1
+    assert matcher.info()["preset"] == "stereo_image_proc"
+    with pytest.raises(ValueError, match="unknown SGBM preset 'stereo_proc'"):
+        SgbmMatcher(preset="stereo_proc")
+
+
 def test_without_filling_holes_are_nan() -> None:
     frame = motorcycle()
     depth = SgbmMatcher(fill_holes=False, working_size=(256, 160)).infer(

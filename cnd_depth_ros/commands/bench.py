@@ -31,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--backends",
         default="torch,onnxruntime,sgbm",
-        help="comma-separated NAME[:PRECISION] (torch, onnxruntime, tensorrt, auto, sgbm)",
+        help="comma-separated NAME[:PRECISION] (torch, onnxruntime, tensorrt, auto, sgbm); "
+        "sgbm:stereo_image_proc is SGBM with stereo_image_proc's own defaults",
     )
     parser.add_argument("--height", type=positive_int, default=160, help="network input height")
     parser.add_argument("--width", type=positive_int, default=256, help="network input width")

@@ -57,15 +57,18 @@ class BenchmarkResult:
 
 
 def parse_backend_spec(spec: str) -> tuple[str, dict[str, str]]:
-    """``"onnxruntime:int8"`` -> ``("onnxruntime", {"precision": "int8"})``; ``"sgbm"`` and plain
-    backend names have no options.
+    """``"onnxruntime:int8"`` -> ``("onnxruntime", {"precision": "int8"})``;
+    ``"sgbm:stereo_image_proc"`` -> ``("sgbm", {"preset": "stereo_image_proc"})``; plain names
+    have no options.
 
     :raises ValueError: an empty name or more than one ``:``.
     """
-    name, _, precision = spec.strip().partition(":")
-    if not name or ":" in precision:
+    name, _, option = spec.strip().partition(":")
+    if not name or ":" in option:
         raise ValueError(f"backend spec must be NAME or NAME:PRECISION, got {spec!r}")
-    return name, ({"precision": precision} if precision else {})
+    if not option:
+        return name, {}
+    return name, {"preset" if name == "sgbm" else "precision": option}
 
 
 @dataclass(frozen=True)
@@ -126,9 +129,11 @@ def run_benchmark(
     if iterations < 1 or warmup < 0:
         raise ValueError(f"iterations must be >= 1 and warmup >= 0, got {iterations}, {warmup}")
     parsed = [parse_backend_spec(spec) for spec in specs]
-    for name, _ in parsed:  # fail before minutes of timing, not after
+    for name, spec_options in parsed:  # fail before minutes of timing, not after
         if name not in ("sgbm", "auto", *BACKENDS):
             raise ValueError(f"unknown backend {name!r}; known: sgbm, auto, {', '.join(BACKENDS)}")
+        if name == "sgbm":
+            SgbmMatcher(**spec_options)
     options = dict(options or {})
     reference: np.ndarray | None = None
     if any(name != "sgbm" for name, _ in parsed):
@@ -139,7 +144,7 @@ def run_benchmark(
     for spec, (name, spec_options) in zip(specs, parsed, strict=True):
         _LOGGER.info("benchmarking %s: %d iterations", spec, iterations)
         if name == "sgbm":
-            matcher = SgbmMatcher(working_size=(width, height))
+            matcher = SgbmMatcher(working_size=(width, height), **spec_options)
             times = _time(matcher, pair, iterations, warmup)
             difference = None
         else:

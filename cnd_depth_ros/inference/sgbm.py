@@ -1,15 +1,20 @@
 """The classical baseline: OpenCV's semi-global block matcher, what stereo_image_proc runs.
 
 :class:`SgbmMatcher` has the backends' ``infer(left, right, *, camera) -> depth`` so evaluation
-and benchmarks treat it like a network. Two things differ from stereo_image_proc's defaults, both
-so that the comparison with the networks is fair:
+and benchmarks treat it like a network. By default (preset ``tuned``) two things differ from
+stereo_image_proc's defaults, both so that the comparison with the networks is fair:
 
 * the parameters follow the image size (disparity range, speckle window), where
-  stereo_image_proc's are fixed for one camera;
+  stereo_image_proc's are fixed for one camera, and suit small images (a 5-pixel block, the
+  faster 3-way dynamic programming) where stereo_image_proc's 15-pixel block is made for VGA;
 * holes (occlusions, texture-less areas, the left border the search range cannot reach) are filled
   along each row with the farther of the two neighbouring valid disparities, the background
   interpolation of the KITTI stereo devkit, so every ground-truth pixel gets an estimate and the
   metrics are computed on the same pixels as the networks'.
+
+Preset ``stereo_image_proc`` is its disparity_node as shipped, with ``stereo_algorithm:=1``
+(:data:`STEREO_IMAGE_PROC_SGBM`): what a robot running stereo_image_proc's SGBM computes, for
+the speed comparison. Holes are filled in both presets.
 """
 
 from __future__ import annotations
@@ -23,7 +28,27 @@ import numpy as np
 from cnd_depth_ros.camera import PinholeCamera
 from cnd_depth_ros.inference.camera_images import check_camera_images
 
-__all__ = ["SgbmMatcher", "fill_disparity_holes"]
+__all__ = ["PRESETS", "STEREO_IMAGE_PROC_SGBM", "SgbmMatcher", "fill_disparity_holes"]
+
+#: ``cv2.StereoSGBM.create`` arguments of stereo_image_proc's disparity_node with
+#: ``stereo_algorithm:=1`` and every other parameter at its default, as image_pipeline declares
+#: them (disparity_node.cpp, stereo_processor.hpp): correlation_window_size 15, disparity_range
+#: 64, P1 200, P2 400, full_dp false (MODE_SGBM), disp12_max_diff 0, prefilter_cap 31,
+#: uniqueness_ratio 15, speckle_size 100, speckle_range 4.
+STEREO_IMAGE_PROC_SGBM: dict[str, int] = {
+    "minDisparity": 0,
+    "numDisparities": 64,
+    "blockSize": 15,
+    "P1": 200,
+    "P2": 400,
+    "disp12MaxDiff": 0,
+    "preFilterCap": 31,
+    "uniquenessRatio": 15,
+    "speckleWindowSize": 100,
+    "speckleRange": 4,
+    "mode": cv2.STEREO_SGBM_MODE_SGBM,
+}
+PRESETS = ("tuned", "stereo_image_proc")
 
 
 def fill_disparity_holes(disparity: np.ndarray) -> np.ndarray:
@@ -58,7 +83,10 @@ class SgbmMatcher:
     :param working_size: ``(width, height)`` to match at (images are resized and depth is resized
         back); default the images' own size.
     :param fill_holes: fill invalid pixels (see the module docstring); ``False`` leaves NaN.
-    :raises ValueError: an even or non-positive block size, or a non-positive range.
+    :param preset: ``tuned`` (the parameters above), or ``stereo_image_proc``
+        (:data:`STEREO_IMAGE_PROC_SGBM`, which ignores ``max_disparity`` and ``block_size``).
+    :raises ValueError: an even or non-positive block size, a non-positive range, or an unknown
+        preset.
     """
 
     name = "sgbm"
@@ -70,7 +98,10 @@ class SgbmMatcher:
         block_size: int = 5,
         working_size: tuple[int, int] | None = None,
         fill_holes: bool = True,
+        preset: str = "tuned",
     ) -> None:
+        if preset not in PRESETS:
+            raise ValueError(f"unknown SGBM preset {preset!r}; known: {', '.join(PRESETS)}")
         if block_size < 1 or block_size % 2 == 0:
             raise ValueError(f"block_size must be odd and positive, got {block_size}")
         if max_disparity is not None and max_disparity < 1:
@@ -79,11 +110,14 @@ class SgbmMatcher:
         self.block_size = block_size
         self.working_size = working_size
         self.fill_holes = fill_holes
+        self.preset = preset
         self._matchers: dict[tuple[int, int], cv2.StereoSGBM] = {}
 
     def _matcher(self, width: int, height: int) -> cv2.StereoSGBM:
         """A matcher with parameters for this image size (cached: creating one is not free)."""
         key = (width, height)
+        if key not in self._matchers and self.preset == "stereo_image_proc":
+            self._matchers[key] = cv2.StereoSGBM.create(**STEREO_IMAGE_PROC_SGBM)
         if key not in self._matchers:
             search = self.max_disparity or width // 4
             # OpenCV wants a multiple of 16; the usual P1/P2 are 8 and 32 * channels * block^2.
@@ -148,6 +182,7 @@ class SgbmMatcher:
     def info(self) -> dict[str, Any]:
         return {
             "backend": self.name,
+            "preset": self.preset,
             "max_disparity": self.max_disparity,
             "block_size": self.block_size,
             "working_size": self.working_size,
