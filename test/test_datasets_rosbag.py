@@ -11,6 +11,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
 from cnd_depth_ros.errors import DatasetError
+from cnd_depth_ros.training.data import DataSpec, open_frames
 from cnd_depth_ros.training.datasets.rosbag_dataset import DEFAULT_TOPICS, RosbagDataset
 
 WIDTH, HEIGHT, FX, BASELINE = 8, 6, 50.0, 0.12
@@ -146,3 +147,19 @@ def test_slop_matches_nearby_stamps(tmp_path: Path) -> None:
 def test_not_a_bag(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="cannot read rosbag"):
         RosbagDataset(tmp_path)
+
+
+def test_data_specs_carry_loader_options(tmp_path: Path) -> None:
+    """``--data rosbag:BAG,NAME=VALUE,...`` (train, finetune, calibration): a bag with its own
+    topic names, values read as numbers or None where they are, and a bad option named."""
+    write_bag(tmp_path / "bag", StoragePlugin.SQLITE3, depth_topic="/sim/depth")
+    text = f"rosbag:{tmp_path / 'bag'},depth_topic=/sim/depth,right_topic=none,slop=0.15"
+    spec = DataSpec.parse(text)
+    assert spec.options == (("depth_topic", "/sim/depth"), ("right_topic", None), ("slop", 0.15))
+    assert DataSpec.parse(str(spec)) == spec
+    frames = open_frames([spec], stereo=False)
+    assert len(frames) == 3 and frames[0].right is None  # mono, and the slop reached frame 3
+    with pytest.raises(ValueError, match="must be NAME=VALUE"):
+        DataSpec.parse(f"rosbag:{tmp_path / 'bag'},left_topic")
+    with pytest.raises(ValueError, match=r"bad options \['left_topics'\]"):
+        open_frames([DataSpec.parse(f"rosbag:{tmp_path / 'bag'},left_topics=/x")], stereo=False)

@@ -17,6 +17,8 @@ from fixtures.training import one_torch_thread, synthetic_folder  # noqa: F401
 
 from cnd_depth_ros import cli
 from cnd_depth_ros.evaluation.dataset_eval import evaluate_dataset, open_predictor
+from cnd_depth_ros.synthetic.bag_writer import write_sequence_bag
+from cnd_depth_ros.synthetic.dataset_writer import kitti_like_camera
 from cnd_depth_ros.training.datasets.registry import open_dataset
 from cnd_depth_ros.training.metrics import METRIC_NAMES
 
@@ -74,6 +76,26 @@ def test_sgbm_baseline_scores_every_pixel_and_max_frames(
     assert result["metrics"]["invalid"] == 0.0
     assert result["metrics"]["rel"] < 0.5
     assert result["metrics"]["delta3"] > 0.5
+
+
+def test_data_options_reach_the_loader_and_the_result(
+    synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--data-option NAME=VALUE`` goes to the loader (a rosbag's slop here) and into the
+    result; an option the loader lacks is named with those it takes."""
+    bag = tmp_path / "drive"
+    write_sequence_bag(bag, kitti_like_camera(96, 64), 2, seed=5, progress=False)
+    code, result = _eval(tmp_path, "--model", "sgbm", "--data", "rosbag", "--data-root",
+                         str(bag), "--data-option", "slop=0.01")
+    assert code == 0 and result["frames"] == 2
+    assert result["data"]["options"] == {"slop": 0.01}
+    code, _ = _eval(tmp_path, "--model", "sgbm", "--data", "synthetic", "--data-root",
+                    str(synthetic_root), "--data-option", "left_topic=/x")
+    assert code == 2
+    assert "bad options ['left_topic']" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["eval", "--model", "sgbm", "--data", "synthetic", "--data-option", "oops"])
+    assert "must be NAME=VALUE" in capsys.readouterr().err
 
 
 def test_ground_truth_as_prediction_scores_perfectly(synthetic_root: Path) -> None:

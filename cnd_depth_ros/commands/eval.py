@@ -26,6 +26,15 @@ if TYPE_CHECKING:
 __all__ = ["add_arguments", "run"]
 
 
+def _data_option(text: str) -> tuple[str, Any]:
+    from cnd_depth_ros.training.data import parse_option
+
+    try:
+        return parse_option(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True,
                         help="artifact path, cnd_micro, cnd_mono, cnd_stereo, or sgbm")
@@ -33,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="dataset kind: synthetic, kitti, kitti_raw, middlebury, motorcycle, "
                              "nyu, apolloscape, rosbag")
     parser.add_argument("--data-root", metavar="DIR", help="dataset folder or bag")
+    parser.add_argument("--data-option", action="append", type=_data_option, default=[],
+                        metavar="NAME=VALUE", help="loader option, repeatable, e.g. "
+                        "left_topic=/zed/left/image_rect_color for a rosbag (docs/data.md)")
     parser.add_argument("--backend", default="torch",
                         help="inference backend for networks: torch, onnxruntime, tensorrt, auto")
     parser.add_argument("--device", help="backend device: cpu, cuda or cuda:N")
@@ -65,7 +77,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.monotonic()
     model_log = baseline_log = None
     try:
-        frames = open_dataset(args.data, args.data_root)
+        frames = open_dataset(args.data, args.data_root, **dict(args.data_option))
         if args.report is not None:
             limit = len(frames) if args.max_frames is None else args.max_frames
             keep = panel_indices(max(0, min(limit, len(frames))))
@@ -82,7 +94,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "model": args.model,
         "backend": info.pop("backend", args.backend),
         "model_info": info,
-        "data": {"kind": args.data, "root": args.data_root},
+        "data": {"kind": args.data, "root": args.data_root,
+                 **({"options": dict(args.data_option)} if args.data_option else {})},
     }
     if args.baseline:
         output["baseline"] = {"model": args.baseline, **baseline_result}
@@ -143,7 +156,8 @@ def _write_report(
     details = {
         "model": args.model,
         "backend": output["backend"],
-        "data": f"{args.data} {args.data_root or ''}".strip(),
+        "data": " ".join([args.data, args.data_root or "",
+                          *(f"{name}={value}" for name, value in args.data_option)]).strip(),
         "frames": output["frames"],
         "skipped (no ground truth)": output["skipped"],
         "latency": "time of one prediction, camera images to metric depth, resizing included",

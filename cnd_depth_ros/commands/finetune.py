@@ -27,7 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="artifact path or shipped model name (cnd_stereo, cnd_mono, ...)")
     source.add_argument("--data", action="append", required=True, type=data_spec,
                         metavar="KIND:ROOT", help="unlabeled stereo recordings, e.g. "
-                        "rosbag:drive.bag (any ground truth is ignored); repeat to mix")
+                        "rosbag:drive.bag, or with its topics: rosbag:drive.bag,left_topic=/zed/"
+                        "left/image_rect_color,right_topic=... (any ground truth is ignored); "
+                        "repeat to mix")
     source.add_argument("--mix-data", action="append", type=data_spec, default=unset,
                         metavar="KIND:ROOT", help="labeled data mixed into every step")
     source.add_argument("--mix-weight", type=float, default=unset,

@@ -25,10 +25,14 @@ __all__ = ["add_arguments", "add_run_arguments", "data_spec", "run", "run_config
 
 
 def data_spec(text: str) -> str:
-    """argparse type of ``--data``-like options: ``KIND:ROOT``."""
-    kind, separator, root = text.partition(":")
-    if not separator or not kind.strip() or not root.strip():
-        raise argparse.ArgumentTypeError(f"{text!r} is not KIND:ROOT (e.g. synthetic:data/synth)")
+    """argparse type of ``--data``-like options: ``KIND:ROOT[,NAME=VALUE...]``, checked here and
+    kept as text (the run's config records it)."""
+    from cnd_depth_ros.training.data import DataSpec
+
+    try:
+        DataSpec.parse(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
     return text
 
 
@@ -46,7 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     unset = argparse.SUPPRESS  # so TrainConfig's defaults stay the only ones
     data = parser.add_argument_group("data")
     data.add_argument("--data", action="append", required=True, type=data_spec,
-                      metavar="KIND:ROOT", help="training data; repeat to mix sources")
+                      metavar="KIND:ROOT", help="training data; repeat to mix sources; loader "
+                      "options follow the root, e.g. rosbag:BAG,left_topic=/cam/left/image_rect"
+                      ",right_topic=/cam/right/image_rect (docs/data.md)")
     data.add_argument("--val-data", action="append", type=data_spec, metavar="KIND:ROOT",
                       default=unset, help="validation data (default: hold out --val-fraction)")
     data.add_argument("--val-fraction", type=float, default=unset,

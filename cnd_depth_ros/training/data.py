@@ -32,6 +32,7 @@ __all__ = [
     "build_training_data",
     "eval_transform",
     "open_frames",
+    "parse_option",
     "split_validation",
     "train_loader",
     "train_transform",
@@ -39,26 +40,53 @@ __all__ = [
 ]
 
 
+def parse_option(text: str) -> tuple[str, Any]:
+    """``"NAME=VALUE"`` -> ``(NAME, VALUE)``, the value an int or float where it reads as one,
+    ``None`` for ``none`` (e.g. ``right_topic=none``: a mono bag), else the string.
+
+    :raises ValueError: ``text`` is not ``NAME=VALUE``.
+    """
+    name, separator, value = text.partition("=")
+    if not separator or not name.strip():
+        raise ValueError(f"dataset option {text!r} must be NAME=VALUE, e.g. left_topic=/cam/left")
+    value = value.strip()
+    if value.lower() == "none":
+        return name.strip(), None
+    for number in (int, float):
+        try:
+            return name.strip(), number(value)
+        except ValueError:
+            pass
+    return name.strip(), value
+
+
 @dataclass(frozen=True)
 class DataSpec:
-    """One data source: a dataset kind of the registry and its root folder (or bag)."""
+    """One data source: a dataset kind of the registry, its root folder (or bag) and the
+    loader's options (a bag's topic names, say)."""
 
     kind: str
     root: Path
+    options: tuple[tuple[str, Any], ...] = ()
 
     @classmethod
     def parse(cls, text: str) -> DataSpec:
-        """``"synthetic:data/synth"`` -> ``DataSpec("synthetic", Path("data/synth"))``.
+        """``"synthetic:data/synth"`` -> ``DataSpec("synthetic", Path("data/synth"))``; options
+        follow the root, comma-separated (:func:`parse_option`):
+        ``"rosbag:drive,left_topic=/zed/left/image_rect_color,right_topic=/zed/right/..."``.
 
-        :raises ValueError: ``text`` is not ``KIND:ROOT``.
+        :raises ValueError: ``text`` is not ``KIND:ROOT[,NAME=VALUE...]``.
         """
-        kind, separator, root = text.partition(":")
+        kind, separator, rest = text.partition(":")
+        root, *options = rest.split(",")
         if not separator or not kind.strip() or not root.strip():
             raise ValueError(f"data source {text!r} must be KIND:ROOT, e.g. synthetic:data/synth")
-        return cls(kind.strip().lower(), Path(root.strip()))
+        return cls(kind.strip().lower(), Path(root.strip()),
+                   tuple(parse_option(option) for option in options))
 
     def __str__(self) -> str:
-        return f"{self.kind}:{self.root}"
+        options = "".join(f",{name}={value}" for name, value in self.options)
+        return f"{self.kind}:{self.root}{options}"
 
 
 def open_frames(
@@ -74,7 +102,9 @@ def open_frames(
         raise ValueError("no data source given")
     sources = []
     for spec in specs:
-        options = {"depth_topic": None} if spec.kind == "rosbag" and not labeled else {}
+        options = dict(spec.options)
+        if spec.kind == "rosbag" and not labeled:
+            options["depth_topic"] = None
         frames = open_dataset(spec.kind, spec.root, **options)
         if len(frames) == 0:
             raise ValueError(f"data source {spec} has no frames")
