@@ -18,6 +18,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
 import rclpy
@@ -556,8 +557,8 @@ def test_mono_mode(artifacts: dict[str, str]) -> None:
 def test_compressed_camera_images(artifacts: dict[str, str]) -> None:
     """image_transport:=compressed: CompressedImage on */image_rect/compressed (the raw topics
     are not subscribed). Lossless PNG gives exactly the depth of the decoded pair, JPEG a
-    depth image of the right size; an undecodable or depth-map message is skipped and counted
-    while the next pair is answered."""
+    depth image of the right size; an undecodable, depth-map or wrongly sized message is
+    skipped and counted while the next pair is answered."""
     spinning = Spinning(_depth_node(artifacts["cnd_stereo"], namespace="compressed",
                                     image_transport="compressed", max_depth=10000.0))
     png, jpeg = Harness("compressed", compression="png"), Harness("compressed", compression="jpeg")
@@ -573,9 +574,11 @@ def test_compressed_camera_images(artifacts: dict[str, str]) -> None:
         depth = jpeg.wait_for(jpeg.depth, jpeg.send())
         assert (depth.width, depth.height, depth.header.frame_id) == (CAMERA.width,
                                                                       CAMERA.height, FRAME)
+        small = cv2.imencode(".png", np.zeros((10, 10, 3), np.uint8))[1].tobytes()
         broken = {
             "undecodable": CompressedImage(data=b"\x89PNG but not really", format="png"),
             "depth map": CompressedImage(data=b"\0" * 16, format="32FC1; compressedDepth png"),
+            "wrong size": CompressedImage(data=small, format="rgb8; png compressed bgr8"),
         }
         for case, message in broken.items():
             drops = _drops(node, "bad input")
