@@ -16,7 +16,9 @@ from fixtures.artifacts import SMALL, make_artifact
 from fixtures.training import one_torch_thread, synthetic_folder  # noqa: F401
 
 from cnd_depth_ros import cli
+from cnd_depth_ros.commands.arguments import SGBM_BASELINES
 from cnd_depth_ros.evaluation.dataset_eval import evaluate_dataset, open_predictor
+from cnd_depth_ros.inference.sgbm import PRESETS
 from cnd_depth_ros.synthetic.bag_writer import write_sequence_bag
 from cnd_depth_ros.synthetic.dataset_writer import kitti_like_camera
 from cnd_depth_ros.training.datasets.registry import open_dataset
@@ -96,6 +98,24 @@ def test_data_options_reach_the_loader_and_the_result(
     with pytest.raises(SystemExit):
         cli.main(["eval", "--model", "sgbm", "--data", "synthetic", "--data-option", "oops"])
     assert "must be NAME=VALUE" in capsys.readouterr().err
+
+
+def test_sgbm_as_stereo_image_proc_ships_it_as_model_and_baseline(
+    synthetic_root: Path, stereo_artifact: Path, tmp_path: Path
+) -> None:
+    code, result = _eval(tmp_path, "--model", "sgbm:stereo_image_proc", "--data", "synthetic",
+                         "--data-root", str(synthetic_root), "--max-frames", "1")
+    assert code == 0 and result["model_info"]["preset"] == "stereo_image_proc"
+    code, result = _eval(
+        tmp_path, "--model", str(stereo_artifact), "--data", "synthetic", "--data-root",
+        str(synthetic_root), "--max-frames", "1", "--baseline", "sgbm:stereo_image_proc",
+        "--report", str(tmp_path / "report"),
+    )
+    assert code == 0 and result["baseline"]["model"] == "sgbm:stereo_image_proc"
+    assert "SGBM (stereo_image_proc)" in (tmp_path / "report" / "report.html").read_text()
+    assert tuple(
+        "sgbm" if preset == "tuned" else f"sgbm:{preset}" for preset in PRESETS
+    ) == SGBM_BASELINES
 
 
 def test_ground_truth_as_prediction_scores_perfectly(synthetic_root: Path) -> None:

@@ -10,7 +10,17 @@ from __future__ import annotations
 import argparse
 import math
 
-__all__ = ["non_negative_float", "non_negative_int", "positive_float", "positive_int"]
+__all__ = [
+    "SGBM_BASELINES",
+    "non_negative_float",
+    "non_negative_int",
+    "positive_float",
+    "positive_int",
+]
+
+#: ``--baseline`` choices: SGBM with each of ``inference.sgbm.PRESETS`` (``tuned`` is plain sgbm),
+#: spelled out here so that building the parser imports no OpenCV.
+SGBM_BASELINES = ("sgbm", "sgbm:stereo_image_proc")
 
 
 def positive_int(text: str) -> int:

@@ -1,11 +1,13 @@
 """Score a model (or the SGBM baseline) on a dataset with the paper's metrics.
 
---model takes an artifact path, a shipped model name (cnd_micro, cnd_mono, cnd_stereo) or sgbm.
+--model takes an artifact path, a shipped model name (cnd_micro, cnd_mono, cnd_stereo) or sgbm
+(sgbm:stereo_image_proc for SGBM with stereo_image_proc's own settings).
 The model runs through an inference backend, from camera images to metric depth at the ground
 truth's resolution, so the numbers are those of the deployed model. The JSON result is
 {"metrics": {"rel", "log10", "rmse", ...}, "frames": N, "model", "backend", "data"}, plus
-"baseline" with --baseline sgbm and "report" with --report DIR (report.html and its figures:
-frames, metrics table, error by distance, per-frame error, inference time).
+"baseline" with --baseline sgbm[:stereo_image_proc] and "report" with --report DIR
+(report.html and its figures: frames, metrics table, error by distance, per-frame error,
+inference time).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cnd_depth_ros.commands.arguments import SGBM_BASELINES
 from cnd_depth_ros.errors import CndDepthError
 
 if TYPE_CHECKING:
@@ -37,7 +40,8 @@ def _data_option(text: str) -> tuple[str, Any]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True,
-                        help="artifact path, cnd_micro, cnd_mono, cnd_stereo, or sgbm")
+                        help="artifact path, cnd_micro, cnd_mono, cnd_stereo, sgbm or "
+                        "sgbm:stereo_image_proc")
     parser.add_argument("--data", required=True, metavar="KIND",
                         help="dataset kind: synthetic, kitti, kitti_raw, middlebury, motorcycle, "
                              "nyu, apolloscape, rosbag")
@@ -57,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-frames", type=int, metavar="N", help="score the first N frames")
     parser.add_argument("--no-progress", dest="progress", action="store_false",
                         help="no progress bar")
-    parser.add_argument("--baseline", choices=["sgbm"],
+    parser.add_argument("--baseline", choices=SGBM_BASELINES,
                         help="also score this baseline on the same frames, next to the model")
     parser.add_argument("--report", type=Path, metavar="DIR",
                         help="write report.html and its PNG figures into DIR")
@@ -68,12 +72,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    from cnd_depth_ros.evaluation.dataset_eval import is_sgbm
     from cnd_depth_ros.evaluation.report import ReportCollector, panel_indices
     from cnd_depth_ros.training.datasets.registry import open_dataset
 
     if args.baseline == args.model:
         raise CndDepthError(f"--baseline {args.baseline} is the model itself: nothing to compare")
-    options = {} if args.model == "sgbm" else _backend_options(args)
+    options = {} if is_sgbm(args.model) else _backend_options(args)
     started = time.monotonic()
     model_log = baseline_log = None
     try:
@@ -148,11 +153,12 @@ def _write_report(
     model_log: ReportCollector,
     baseline_log: ReportCollector | None,
 ) -> Path:
+    from cnd_depth_ros.evaluation.dataset_eval import sgbm_label
     from cnd_depth_ros.evaluation.report import write_report
 
     baseline = None
     if baseline_log is not None:
-        baseline = baseline_log.baseline(args.baseline.upper(), output["baseline"]["metrics"])
+        baseline = baseline_log.baseline(sgbm_label(args.baseline), output["baseline"]["metrics"])
     details = {
         "model": args.model,
         "backend": output["backend"],

@@ -15,7 +15,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from cnd_depth_ros.commands.arguments import non_negative_float, positive_float
+from cnd_depth_ros.commands.arguments import SGBM_BASELINES, non_negative_float, positive_float
 from cnd_depth_ros.errors import CndDepthError
 
 __all__ = ["add_arguments", "run"]
@@ -87,9 +87,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "clipped to the range (the KITTI protocol)")
     score.add_argument("--max-depth", type=positive_float, default=80.0,
                        help="ground truth farther than this (m) is not scored")
-    score.add_argument("--baseline", choices=["sgbm"],
+    score.add_argument("--baseline", choices=SGBM_BASELINES,
                        help="also score OpenCV StereoSGBM on the bag's stereo pairs against the "
-                            "same depth ground truth, next to the node in the report")
+                            "same depth ground truth, next to the node in the report "
+                            "(sgbm:stereo_image_proc: with stereo_image_proc's own settings)")
     score.add_argument("--panels", type=int, default=4, help="frames shown as images in the "
                        "report")
     score.add_argument("--record", type=Path, metavar="PATH",
@@ -182,7 +183,7 @@ def _sgbm_baseline(
 ) -> tuple[str, Any, dict[str, float]]:
     """SGBM on the bag's stereo pairs, scored like the node on the same ground truth and depth
     range; frame i of the bag keeps index i, so the report's panels line up."""
-    from cnd_depth_ros.evaluation.dataset_eval import evaluate_dataset, open_predictor
+    from cnd_depth_ros.evaluation.dataset_eval import evaluate_dataset, open_predictor, sgbm_label
     from cnd_depth_ros.evaluation.report import ReportCollector
     from cnd_depth_ros.training.datasets.rosbag_dataset import RosbagDataset
 
@@ -192,12 +193,12 @@ def _sgbm_baseline(
         depth_topic=args.gt_topic, slop=args.gt_slop,
     )
     collector = ReportCollector(keep=panels)
-    with open_predictor("sgbm") as (predict, _):
+    with open_predictor(args.baseline) as (predict, _):
         result = evaluate_dataset(
-            predict, frames, progress=not args.no_progress, description="sgbm",
+            predict, frames, progress=not args.no_progress, description=args.baseline,
             on_frame=collector.on_frame, min_depth=args.min_depth, max_depth=args.max_depth,
         )
-    return "SGBM", collector, result["metrics"]
+    return sgbm_label(args.baseline), collector, result["metrics"]
 
 
 def _replay(

@@ -18,7 +18,14 @@ import numpy as np
 
 from cnd_depth_ros.training.datasets.frame import Frame
 
-__all__ = ["FrameCallback", "Predictor", "evaluate_dataset", "open_predictor"]
+__all__ = [
+    "FrameCallback",
+    "Predictor",
+    "evaluate_dataset",
+    "is_sgbm",
+    "open_predictor",
+    "sgbm_label",
+]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -30,21 +37,35 @@ Predictor = Callable[[Frame], np.ndarray]
 FrameCallback = Callable[[int, Frame, np.ndarray, np.ndarray, float], None]
 
 
+def is_sgbm(model: str) -> bool:
+    """Whether ``model`` names the SGBM baseline (``sgbm`` or ``sgbm:PRESET``), not a network."""
+    return model == "sgbm" or model.startswith("sgbm:")
+
+
+def sgbm_label(model: str) -> str:
+    """How reports name an SGBM baseline: ``SGBM``, or ``SGBM (PRESET)``."""
+    preset = model.partition(":")[2]
+    return f"SGBM ({preset})" if preset else "SGBM"
+
+
 @contextlib.contextmanager
 def open_predictor(
     model: str, *, backend: str = "torch", **options: Any
 ) -> Iterator[tuple[Predictor, dict[str, Any]]]:
-    """``(predict, info)`` for ``model``: ``"sgbm"``, a shipped model name or an artifact path,
+    """``(predict, info)`` for ``model``: ``"sgbm"`` (``"sgbm:PRESET"`` for another of
+    :data:`~cnd_depth_ros.inference.sgbm.PRESETS`), a shipped model name or an artifact path,
     run by ``backend`` with its ``options``; the backend is closed on exit.
 
     :raises ArtifactError: the model cannot be found or read.
     :raises BackendError: the backend cannot run here.
+    :raises ValueError: an unknown SGBM preset.
     """
     from cnd_depth_ros.inference.registry import create_backend
     from cnd_depth_ros.inference.sgbm import SgbmMatcher
 
-    if model == "sgbm":
-        matcher = SgbmMatcher(**options)
+    if is_sgbm(model):
+        preset = model.partition(":")[2] or "tuned"
+        matcher = SgbmMatcher(preset=preset, **options)
         try:
             yield (
                 lambda frame: matcher.infer(frame.left, frame.right, camera=frame.camera),
