@@ -452,6 +452,7 @@ def test_a_node_that_never_subscribes_is_reported_with_its_log(
     assert replay(str(drive), *arguments) == 2
     err = capsys.readouterr().err
     assert "no depth_node subscribed to /left/image_rect" in err
+    assert "replay sees 0 publisher(s) of /depth/image" in err  # not even discovered yet
     assert f"the end of its log ({out / 'depth_node.log'})" in err
 
 

@@ -343,10 +343,14 @@ class _Player:
             if time.monotonic() > deadline:
                 missing = [p.topic_name for p in self.bridge.publishers.values()
                            if p.get_subscription_count() == 0]
+                # Tells a discovery failure (no publisher seen) from a node that does not
+                # subscribe although its outputs are listened to.
+                seen = self.bridge.node.count_publishers(self.bridge.depth_topic)
                 raise ReplayError(
                     f"no depth_node subscribed to {', '.join(missing)} within "
                     f"{self.pacing.startup_timeout_s:.0f} s (is it running, in this namespace "
-                    f"and ROS_DOMAIN_ID?){self.node.log_tail()}"
+                    f"and ROS_DOMAIN_ID?); replay sees {seen} publisher(s) of "
+                    f"{self.bridge.depth_topic}{self.node.log_tail()}"
                 )
             time.sleep(0.05)
 

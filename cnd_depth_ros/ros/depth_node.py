@@ -441,6 +441,9 @@ class DepthNode(LifecycleNode):
         self._active = True
         self._update_inputs()
         self.diagnostics.set_info("state", "active")
+        if not self._subscribers:
+            self.get_logger().info("active; subscribing to the cameras once an output has a "
+                                   "subscriber")
         return result
 
     def on_deactivate(self, state: LifecycleState) -> Result:
