@@ -28,6 +28,7 @@ __all__ = [
     "disparity_to_depth",
     "normals_from_depth",
     "normals_from_depth_torch",
+    "project_points",
 ]
 
 ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
@@ -212,3 +213,23 @@ def _check_batch(depth: torch.Tensor, camera: torch.Tensor) -> None:
             f"camera must be N x 5 [fx, fy, cx, cy, baseline] with N = {depth.shape[0]}, "
             f"got {tuple(camera.shape)}"
         )
+
+
+def project_points(
+    points: np.ndarray, camera: PinholeCamera, transform: np.ndarray | None = None
+) -> np.ndarray:
+    """Sparse depth image of ``points`` (N x 3, metres), moved into the camera's optical frame
+    by ``transform`` (4 x 4, when given): each point lands on the pixel whose centre is nearest
+    its projection; where several do, the nearest point is kept (the others are hidden behind
+    it); NaN where none does. How LiDAR becomes ground truth for scoring and training."""
+    if transform is not None:
+        points = points @ transform[:3, :3].T + transform[:3, 3]
+    points = points[np.isfinite(points).all(axis=1) & (points[:, 2] > 0)]
+    x, y, z = points.T
+    u = np.rint(camera.fx * x / z + camera.cx).astype(np.int64)
+    v = np.rint(camera.fy * y / z + camera.cy).astype(np.int64)
+    inside = (u >= 0) & (u < camera.width) & (v >= 0) & (v < camera.height)
+    depth = np.full((camera.height, camera.width), np.inf)
+    np.minimum.at(depth, (v[inside], u[inside]), z[inside])
+    depth[np.isinf(depth)] = np.nan
+    return depth.astype(np.float32)

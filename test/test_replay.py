@@ -25,6 +25,7 @@ from cnd_depth_ros.evaluation.bag_io import BagRecorder, RecordError
 from cnd_depth_ros.evaluation.tf_static import transform_matrix
 from cnd_depth_ros.synthetic.bag_writer import write_sequence_bag
 from cnd_depth_ros.synthetic.dataset_writer import kitti_like_camera
+from cnd_depth_ros.training.data import DataSpec, open_frames
 from cnd_depth_ros.training.datasets.rosbag_dataset import RosbagDataset, decode_rgb
 from cnd_depth_ros.training.metrics import METRIC_NAMES
 
@@ -206,6 +207,26 @@ def test_lidar_ground_truth_is_projected_exactly(
     # Every other pixel in each direction carries a point: about a quarter of the image.
     pixels = result["per_frame"][0]["pixels"]
     assert 0 < pixels <= (CAMERA.width // 2) * (CAMERA.height // 2)
+
+
+def test_lidar_ground_truth_trains_too(drive: Path, tmp_path: Path) -> None:
+    """``rosbag:BAG,points_topic=...`` (train, eval): the LiDAR clouds, moved through the bag's
+    /tf_static into the left optical frame and projected, give the depth image's values at
+    every other pixel and nothing elsewhere."""
+    bag = copy_bag(drive, tmp_path / "lidar", extra=predictions)
+    frames = open_frames([DataSpec.parse(f"rosbag:{bag},points_topic=/lidar/points")],
+                         stereo=True)
+    dense = RosbagDataset(drive)
+    assert len(frames) == FRAMES
+    for index in (0, FRAMES - 1):
+        sparse, truth = frames[index].depth, dense[index].depth
+        assert sparse is not None and truth is not None
+        hit = np.isfinite(sparse)
+        assert hit[::2, ::2].mean() > 0.2 and not hit[1::2, :].any() and not hit[:, 1::2].any()
+        np.testing.assert_allclose(sparse[hit], truth[hit], rtol=1e-5)
+    unlabeled = open_frames([DataSpec.parse(f"rosbag:{bag},points_topic=/lidar/points")],
+                            stereo=True, labeled=False)
+    assert unlabeled[0].depth is None
 
 
 def _node_arguments(artifact: Path, out: Path) -> list[str]:

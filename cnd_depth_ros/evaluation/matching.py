@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from cnd_depth_ros.camera import PinholeCamera
+from cnd_depth_ros.cloud_fields import pointcloud2_to_xyz
 from cnd_depth_ros.errors import DatasetError
 from cnd_depth_ros.evaluation.bag_io import (
     CAMERA_INFO,
@@ -26,6 +27,7 @@ from cnd_depth_ros.evaluation.bag_io import (
     stamp_ns,
 )
 from cnd_depth_ros.evaluation.tf_static import StaticTransforms
+from cnd_depth_ros.geometry import project_points
 from cnd_depth_ros.training.datasets.rosbag_dataset import decode_depth
 
 __all__ = [
@@ -34,7 +36,6 @@ __all__ = [
     "PointCloudTruth",
     "StampIndex",
     "decode_depth_message",
-    "project_points",
 ]
 
 
@@ -106,21 +107,6 @@ class DepthTopicTruth:
         return decode_depth_message(self.reader.at(self.topic, log_time), self.topic)
 
 
-def project_points(points: np.ndarray, camera: PinholeCamera) -> np.ndarray:
-    """Sparse depth image of ``points`` (N x 3, metres, the camera's optical frame): each point
-    lands on the pixel whose centre is nearest its projection; where several do, the nearest
-    point is kept (the others are hidden behind it); NaN where none does."""
-    points = points[np.isfinite(points).all(axis=1) & (points[:, 2] > 0)]
-    x, y, z = points.T
-    u = np.rint(camera.fx * x / z + camera.cx).astype(np.int64)
-    v = np.rint(camera.fy * y / z + camera.cy).astype(np.int64)
-    inside = (u >= 0) & (u < camera.width) & (v >= 0) & (v < camera.height)
-    depth = np.full((camera.height, camera.width), np.inf)
-    np.minimum.at(depth, (v[inside], u[inside]), z[inside])
-    depth[np.isinf(depth)] = np.nan
-    return depth.astype(np.float32)
-
-
 class PointCloudTruth:
     """Ground truth from a LiDAR ``PointCloud2`` topic, projected into the left camera.
 
@@ -172,8 +158,6 @@ class PointCloudTruth:
         return self._tree.lookup(camera_frame, cloud_frame)
 
     def depth(self, stamp: int, shape: tuple[int, int]) -> np.ndarray | None:
-        from cnd_depth_ros.ros.pointcloud import pointcloud2_to_xyz
-
         log_time = self.index.find(stamp, self.slop_ns)
         if log_time is None:
             return None
@@ -183,6 +167,5 @@ class PointCloudTruth:
         except ValueError as error:
             raise BagError(f"{self.topic} in {self.reader.path}: {error}") from error
         camera, camera_frame = self._camera(stamp, shape)
-        transform = self._cloud_to_camera(cloud.header.frame_id, camera_frame)
-        points = points @ transform[:3, :3].T + transform[:3, 3]
-        return project_points(points, camera)
+        return project_points(points, camera, self._cloud_to_camera(cloud.header.frame_id,
+                                                                    camera_frame))

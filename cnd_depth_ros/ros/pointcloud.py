@@ -4,7 +4,8 @@ Each point is a 16-byte record ``x, y, z`` (float32, metres, optical frame) foll
 padding or ``rgb``, the packed colour rviz2 reads (``0x00RRGGBB`` stored in a float32 field). The
 record array is a numpy view of the ``array.array`` the message keeps, so the coordinates are
 written straight into the message buffer: no per-point Python, no intermediate H x W x 3 array.
-The maths is :func:`cnd_depth_ros.geometry.backproject`'s, which the tests compare against.
+The maths is :func:`cnd_depth_ros.geometry.backproject`'s, which the tests compare against; the
+readers for the other direction are in :mod:`cnd_depth_ros.cloud_fields`.
 """
 
 from __future__ import annotations
@@ -18,12 +19,7 @@ from std_msgs.msg import Header
 
 from cnd_depth_ros.camera import PinholeCamera
 
-__all__ = [
-    "POINT_STEP",
-    "depth_to_pointcloud2",
-    "pointcloud2_to_rgb",
-    "pointcloud2_to_xyz",
-]
+__all__ = ["POINT_STEP", "depth_to_pointcloud2"]
 
 POINT_STEP = 16
 _XYZ = [
@@ -95,48 +91,3 @@ def depth_to_pointcloud2(
         record_bytes[..., _RGB_BYTES] = rgb[::stride, ::stride]
     msg.is_dense = bool(valid.all())
     return msg
-
-
-def _field(msg: PointCloud2, name: str, dtype: np.dtype) -> np.ndarray:
-    """Field ``name`` of every point as an H x W x 1 array of ``dtype``, native byte order.
-
-    :raises ValueError: the field is missing, has another type, or the data is too short.
-    """
-    fields = {field.name: field for field in msg.fields}
-    if name not in fields:
-        raise ValueError(f"point cloud has no {name!r} field (fields: {sorted(fields)})")
-    field = fields[name]
-    if field.datatype != PointField.FLOAT32 or field.count != 1:
-        raise ValueError(f"point cloud field {name!r} is not a single float32")
-    if len(msg.data) < msg.height * msg.row_step:
-        raise ValueError(
-            f"point cloud data has {len(msg.data)} bytes, expected height * row_step = "
-            f"{msg.height * msg.row_step}"
-        )
-    wire = dtype.newbyteorder(">" if msg.is_bigendian else "<")
-    view = np.ndarray(
-        shape=(msg.height, msg.width, 1),
-        dtype=wire,
-        buffer=msg.data,
-        offset=field.offset,
-        strides=(msg.row_step, msg.point_step, wire.itemsize),
-    )
-    return view.astype(dtype)
-
-
-def pointcloud2_to_xyz(msg: PointCloud2) -> np.ndarray:
-    """The points of a cloud with float32 ``x, y, z`` fields as H x W x 3 float32.
-
-    :raises ValueError: a field is missing or not float32, or the data is shorter than declared.
-    """
-    return np.concatenate([_field(msg, name, np.dtype(np.float32)) for name in "xyz"], axis=2)
-
-
-def pointcloud2_to_rgb(msg: PointCloud2) -> np.ndarray:
-    """The colours of a cloud with a packed float32 ``rgb`` field as H x W x 3 uint8.
-
-    :raises ValueError: the ``rgb`` field is missing or not float32, or the data is too short.
-    """
-    packed = _field(msg, "rgb", np.dtype(np.uint32))
-    shifts = np.array([16, 8, 0], dtype=np.uint32)
-    return ((packed >> shifts) & 0xFF).astype(np.uint8)

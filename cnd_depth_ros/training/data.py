@@ -103,8 +103,8 @@ def open_frames(
     sources = []
     for spec in specs:
         options = dict(spec.options)
-        if spec.kind == "rosbag" and not labeled:
-            options["depth_topic"] = None
+        if spec.kind == "rosbag" and not labeled:  # ground truth is neither needed nor read
+            options.update(depth_topic=None, points_topic=None)
         frames = open_dataset(spec.kind, spec.root, **options)
         if len(frames) == 0:
             raise ValueError(f"data source {spec} has no frames")

@@ -17,8 +17,10 @@ from typing import Any
 import numpy as np
 
 from cnd_depth_ros.camera import PinholeCamera
+from cnd_depth_ros.cloud_fields import pointcloud2_to_xyz
 from cnd_depth_ros.compressed_image import CompressedImageError, compressed_to_rgb
 from cnd_depth_ros.errors import DatasetError
+from cnd_depth_ros.geometry import project_points
 from cnd_depth_ros.training.datasets.base import FrameDataset
 from cnd_depth_ros.training.datasets.frame import Frame
 
@@ -118,8 +120,11 @@ class RosbagDataset(FrameDataset[_Item]):
     a stamp within ``slop`` seconds (0: exact match). Camera intrinsics come from the left
     camera_info nearest in time, scaled to the image size; the baseline from the right one
     (``P[0, 3] = -fx * B``). ``right_topic=None`` reads a mono bag; ``depth_topic=None`` an
-    unlabeled one (frames without depth, for self-supervised fine-tuning). Missing topics are an
-    error that names them.
+    unlabeled one (frames without depth, for self-supervised fine-tuning). ``points_topic`` takes
+    the ground truth from a LiDAR ``PointCloud2`` topic instead of a depth image: each cloud is
+    moved into the left camera's optical frame through the bag's static transforms
+    (``tf_topic``) and projected, nearest point per pixel, into sparse depth. Missing topics are
+    an error that names them.
     """
 
     def __init__(
@@ -131,6 +136,8 @@ class RosbagDataset(FrameDataset[_Item]):
         right_topic: str | None = DEFAULT_TOPICS["right_topic"],
         right_info_topic: str | None = DEFAULT_TOPICS["right_info_topic"],
         depth_topic: str | None = DEFAULT_TOPICS["depth_topic"],
+        points_topic: str | None = None,
+        tf_topic: str = "/tf_static",
         slop: float = 0.0,
     ) -> None:
         from rosbags.rosbag2 import Reader, ReaderError
@@ -140,8 +147,11 @@ class RosbagDataset(FrameDataset[_Item]):
             raise ValueError(f"slop must be >= 0 seconds, got {slop}")
         self.path = Path(path)
         self.topics = {"left": left_topic, "left_info": left_info_topic}
-        if depth_topic is not None:
-            self.topics["depth"] = depth_topic
+        if points_topic is not None or depth_topic is not None:
+            self.topics["depth"] = points_topic or depth_topic
+        self.lidar = points_topic is not None
+        self.tf_topic = tf_topic
+        self._cloud_to_camera: dict[str, np.ndarray] = {}
         if right_topic is not None:
             self.topics["right"] = right_topic
             self.topics["right_info"] = right_info_topic or DEFAULT_TOPICS["right_info_topic"]
@@ -167,6 +177,7 @@ class RosbagDataset(FrameDataset[_Item]):
                         messages[role].append(_Message(_header_stamp(raw), log_time))
         except (ReaderError, OSError) as error:
             raise DatasetError(f"cannot read rosbag {self.path}: {error}") from error
+        self._camera_frame = infos["left_info"][0][1].header.frame_id if infos["left_info"] else ""
         items = self._match(messages, infos, round(slop * 1e9))
         if not items:
             counts = {self.topics[role]: len(found) for role, found in messages.items()}
@@ -257,10 +268,40 @@ class RosbagDataset(FrameDataset[_Item]):
         camera = item.camera
         if (camera.width, camera.height) != (width, height):
             camera = camera.resized(width, height)
+        depth = None
+        if "depth" in decoded:
+            truth = decoded["depth"]
+            depth = self._lidar_depth(truth, camera) if self.lidar else decode_depth(truth)
         return Frame(
             left=left,
             right=decode_rgb(decoded["right"]) if "right" in decoded else None,
             camera=camera,
-            depth=decode_depth(decoded["depth"]) if "depth" in decoded else None,
+            depth=depth,
             name=f"{self.path.name}/{item.stamp}",
         )
+
+    def _lidar_depth(self, cloud: Any, camera: PinholeCamera) -> np.ndarray:
+        """Sparse depth of a LiDAR cloud seen by ``camera`` (see the class docstring)."""
+        try:
+            points = pointcloud2_to_xyz(cloud).reshape(-1, 3).astype(np.float64)
+        except ValueError as error:
+            raise DatasetError(f"rosbag {self.path}, {self.topics['depth']}: {error}") from error
+        return project_points(points, camera, self._transform(cloud.header.frame_id))
+
+    def _transform(self, cloud_frame: str) -> np.ndarray:
+        """The 4 x 4 transform from ``cloud_frame`` to the left optical frame, from the bag's
+        static transforms (read once per frame name)."""
+        if cloud_frame not in self._cloud_to_camera:
+            # Imported here: evaluation's bag reading imports this module.
+            from cnd_depth_ros.evaluation.bag_io import BagError, BagReader
+            from cnd_depth_ros.evaluation.tf_static import StaticTransforms
+
+            try:
+                with BagReader(self.path) as reader:
+                    transforms = StaticTransforms(reader, self.tf_topic)
+                    self._cloud_to_camera[cloud_frame] = transforms.lookup(
+                        self._camera_frame, cloud_frame
+                    )
+            except BagError as error:
+                raise DatasetError(f"rosbag {self.path}: {error}") from error
+        return self._cloud_to_camera[cloud_frame]
