@@ -18,6 +18,7 @@ belongs to the thread that opened it).
 
 from __future__ import annotations
 
+import atexit
 import os
 import queue
 import signal
@@ -198,6 +199,28 @@ class _Output:
     received_ns: int  # time.time_ns(), the log time of a recording
 
 
+_shared_context: Any = None
+
+
+def _replay_context() -> Any:
+    """The rclpy context (one DDS participant) every replay of this process shares, shut down
+    at exit (a new one only if Ctrl-C shut it down). A process that re-creates its participant
+    again and again, as a test session replaying one bag after another did, stops being
+    discovered by new node processes now and then (the node never saw the replay's
+    subscription in 120 s; Fast DDS reports the like for TCP participants re-created in one
+    application, eProsima/Fast-DDS#3845)."""
+    global _shared_context
+    if _shared_context is None or not _shared_context.ok():
+        import rclpy
+        from rclpy.context import Context
+
+        os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+        _shared_context = Context()
+        rclpy.init(context=_shared_context)
+        atexit.register(_shared_context.try_shutdown)
+    return _shared_context
+
+
 class _Bridge:
     """The rclpy side: input publishers, raw output subscriptions, an executor thread.
 
@@ -207,14 +230,11 @@ class _Bridge:
 
     def __init__(self, namespace: str, roles: dict[str, str], record: bool) -> None:
         import rclpy
-        from rclpy.context import Context
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
-        os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
-        self.context = Context()
-        rclpy.init(context=self.context)
+        self.context = _replay_context()
         self.node = rclpy.create_node("cnd_replay", namespace=namespace or "/",
                                       context=self.context)
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -250,8 +270,7 @@ class _Bridge:
     def close(self) -> None:
         self.executor.shutdown(timeout_sec=5.0)
         self._thread.join(timeout=5.0)
-        self.node.destroy_node()
-        self.context.try_shutdown()
+        self.node.destroy_node()  # the context stays for the next replay (_replay_context)
 
 
 class _Player:
