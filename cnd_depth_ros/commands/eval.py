@@ -162,8 +162,10 @@ def _write_report(
     details = {
         "model": args.model,
         "backend": output["backend"],
-        "data": " ".join([args.data, args.data_root or "",
-                          *(f"{name}={value}" for name, value in args.data_option)]).strip(),
+        "data": " ".join(
+            part for part in (args.data, args.data_root,
+                              *(f"{name}={value}" for name, value in args.data_option)) if part
+        ),
         "frames": output["frames"],
         "skipped (no ground truth)": output["skipped"],
         "latency": "time of one prediction, camera images to metric depth, resizing included",
