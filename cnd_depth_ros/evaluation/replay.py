@@ -19,6 +19,7 @@ belongs to the thread that opened it).
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import queue
 import signal
@@ -56,11 +57,16 @@ __all__ = [
     "score_depth_topic",
 ]
 
+_LOGGER = logging.getLogger(__name__)
+
 #: Seconds between re-sends of the first frame while waiting for the node's first answer.
 _PRIME_INTERVAL_S = 1.0
 #: With a recording, the playback ends once no output has come for this long after the last
 #: answer, so the last frame's camera_info and points, published after its depth, are kept.
 _LINGER_S = 0.5
+#: Seconds without discovering the node's outputs after which the replay joins DDS again
+#: (:meth:`_Bridge.rejoin`); a node still loading its model is not disturbed by it.
+_REJOIN_AFTER_S = 20.0
 #: Unanswered frames kept for scoring; older ones count as dropped (bounds memory if the node
 #: stops answering).
 _MAX_PENDING = 32
@@ -202,14 +208,15 @@ class _Output:
 _shared_context: Any = None
 
 
-def _replay_context() -> Any:
+def _replay_context(renew: bool = False) -> Any:
     """The rclpy context (one DDS participant) every replay of this process shares, shut down
-    at exit (a new one only if Ctrl-C shut it down). A process that re-creates its participant
-    again and again, as a test session replaying one bag after another did, stops being
-    discovered by new node processes now and then (the node never saw the replay's
-    subscription in 120 s; Fast DDS reports the like for TCP participants re-created in one
-    application, eProsima/Fast-DDS#3845)."""
+    at exit; a new one if ``renew`` (or if Ctrl-C shut it down). A process that re-creates its
+    participant again and again, as a test session replaying one bag after another did, gains
+    nothing from it, and Fast DDS reports discovery failures for TCP participants re-created in
+    one application (eProsima/Fast-DDS#3845)."""
     global _shared_context
+    if renew and _shared_context is not None:
+        _shared_context.try_shutdown()
     if _shared_context is None or not _shared_context.ok():
         import rclpy
         from rclpy.context import Context
@@ -229,24 +236,28 @@ class _Bridge:
     """
 
     def __init__(self, namespace: str, roles: dict[str, str], record: bool) -> None:
+        self.namespace, self.roles, self.record = namespace, roles, record
+        self.outputs: queue.SimpleQueue[_Output] = queue.SimpleQueue()
+        self.rejoins = 0
+        self._join(_replay_context())
+
+    def _join(self, context: Any) -> None:
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
-        self.context = _replay_context()
-        self.node = rclpy.create_node("cnd_replay", namespace=namespace or "/",
-                                      context=self.context)
+        self.node = rclpy.create_node("cnd_replay", namespace=self.namespace or "/",
+                                      context=context)
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         classes = {IMAGE: Image, COMPRESSED_IMAGE: CompressedImage, CAMERA_INFO: CameraInfo}
         self.publishers = {
             role: self.node.create_publisher(classes[msgtype], role, reliable)
-            for role, msgtype in roles.items()
+            for role, msgtype in self.roles.items()
         }
-        self.outputs: queue.SimpleQueue[_Output] = queue.SimpleQueue()
         self.topics: dict[str, str] = {}  # resolved name -> message type
         outputs = [(IMAGE, Image, "depth/image")]
-        if record:
+        if self.record:
             outputs += [(CAMERA_INFO, CameraInfo, "depth/camera_info"),
                         (POINT_CLOUD, PointCloud2, "points")]
         for msgtype, msg_class, name in outputs:
@@ -255,7 +266,7 @@ class _Bridge:
             self.node.create_subscription(msg_class, name, self._queue(resolved), reliable,
                                           raw=True)
         self.depth_topic = self.node.resolve_topic_name("depth/image")
-        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor = SingleThreadedExecutor(context=context)
         self.executor.add_node(self.node)
         self._thread = threading.Thread(target=self.executor.spin, name="replay_outputs",
                                         daemon=True)
@@ -266,6 +277,18 @@ class _Bridge:
 
     def subscribed(self) -> bool:
         return all(p.get_subscription_count() > 0 for p in self.publishers.values())
+
+    def node_seen(self) -> bool:
+        """Whether a publisher of ``depth/image`` (the node's first output) is discovered."""
+        return self.node.count_publishers(self.depth_topic) > 0
+
+    def rejoin(self) -> None:
+        """Leave DDS and join again as a new participant: under load, discovery between two
+        live participants was seen to stall for good (a TCP connection up, no endpoint ever
+        matched; docs/replay.md) where a new participant is discovered at once."""
+        self.close()
+        self.rejoins += 1
+        self._join(_replay_context(renew=True))
 
     def close(self) -> None:
         self.executor.shutdown(timeout_sec=5.0)
@@ -356,10 +379,15 @@ class _Player:
     # ---- inputs ------------------------------------------------------------------------------
 
     def wait_subscribed(self) -> None:
-        deadline = time.monotonic() + self.pacing.startup_timeout_s
+        """Wait until the node subscribes to every input; the bridge joins DDS again each
+        ``_REJOIN_AFTER_S`` in which it has not even discovered the node's outputs."""
+        start = time.monotonic()
+        deadline = start + self.pacing.startup_timeout_s
+        rejoin_at = start + _REJOIN_AFTER_S
         while not self.bridge.subscribed():
             self.node.check()
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if now > deadline:
                 missing = [p.topic_name for p in self.bridge.publishers.values()
                            if p.get_subscription_count() == 0]
                 # Tells a discovery failure (no publisher seen) from a node that does not
@@ -369,8 +397,16 @@ class _Player:
                     f"no depth_node subscribed to {', '.join(missing)} within "
                     f"{self.pacing.startup_timeout_s:.0f} s (is it running, in this namespace "
                     f"and ROS_DOMAIN_ID?); replay sees {seen} publisher(s) of "
-                    f"{self.bridge.depth_topic}{self.node.log_tail()}"
+                    f"{self.bridge.depth_topic} (having joined DDS {self.bridge.rejoins + 1} "
+                    f"time(s)){self.node.log_tail()}"
                 )
+            if now > rejoin_at:
+                if not self.bridge.node_seen():
+                    _LOGGER.warning(
+                        "no depth_node discovered after %.0f s; replay joins DDS again as a "
+                        "new participant, in case discovery stalled", now - start)
+                    self.bridge.rejoin()
+                rejoin_at = now + _REJOIN_AFTER_S
             time.sleep(0.05)
 
     def _prime(self, first: list[tuple[str, bytes]], stamp: int) -> None:
