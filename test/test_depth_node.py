@@ -9,9 +9,6 @@ depend on what the weights predict. Every wait has a deadline.
 from __future__ import annotations
 
 import itertools
-import signal
-import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, replace
@@ -24,6 +21,7 @@ import pytest
 import rclpy
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
+from fixtures.node_process import DepthNodeProcess
 from fixtures.ros import Inbox, spin_until
 from fixtures.stereo_publisher import StereoFixturePublisher, pattern
 from lifecycle_msgs.msg import Transition
@@ -596,24 +594,24 @@ def test_compressed_camera_images(artifacts: dict[str, str]) -> None:
         spinning.close()
 
 
-def _node_process(artifact: str, log: Path, *arguments: str) -> subprocess.Popen[bytes]:
-    command = [
-        sys.executable, "-m", "cnd_depth_ros.ros.depth_node", "--ros-args",
-        "-r", "__ns:=/process", "-p", f"model_path:={artifact}", "-p", "backend:=torch",
-        "-p", "threads:=1", *arguments,
-    ]
-    with log.open("wb") as stream:
-        return subprocess.Popen(command, stdout=stream, stderr=subprocess.STDOUT)
+def _node_process(artifact: str, log: Path, *arguments: str) -> DepthNodeProcess:
+    return DepthNodeProcess(log, "process", "-p", f"model_path:={artifact}",
+                            "-p", "backend:=torch", "-p", "threads:=1", *arguments)
 
 
 def test_node_process_logs_bad_input_and_stops_on_sigint(
     artifacts: dict[str, str], tmp_path: Path
 ) -> None:
     log = tmp_path / "depth_node.log"
-    process = _node_process(artifacts["cnd_stereo"], log)
+    node = _node_process(artifacts["cnd_stereo"], log)
     harness = Harness("process")
     try:
-        harness.wait_connected()
+        if not node.start_discovered(
+            lambda seconds: spin_until(harness.executor, harness.camera_node.subscribers_ready,
+                                       seconds),
+            120.0,
+        ):
+            pytest.fail(f"depth_node did not subscribe:\n{log.read_text()}")
 
         def logged() -> bool:
             return "'yuv422'" in log.read_text()
@@ -629,19 +627,16 @@ def test_node_process_logs_bad_input_and_stops_on_sigint(
         assert "skipping input" in log.read_text()
         harness.wait_for(harness.depth, harness.send())
         assert all(msg.header.stamp not in bad for msg in harness.depth.messages)
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=WAIT_S) == 0
+        assert node.stop(WAIT_S) == 0
     finally:
         harness.close()
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=WAIT_S)
+        node.stop(WAIT_S)
 
 
 def test_node_process_exits_with_the_reason_for_invalid_overrides(
     artifacts: dict[str, str], tmp_path: Path
 ) -> None:
     log = tmp_path / "depth_node.log"
-    process = _node_process(artifacts["cnd_stereo"], log, "-p", "output_encoding:=bgr8")
+    process = _node_process(artifacts["cnd_stereo"], log, "-p", "output_encoding:=bgr8").start()
     assert process.wait(timeout=60) == 1
     assert "output_encoding must be one of" in log.read_text()

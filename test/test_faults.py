@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +21,7 @@ import numpy as np
 import pytest
 from builtin_interfaces.msg import Time
 from fixtures.artifacts import SMALL, make_artifact
+from fixtures.node_process import DepthNodeProcess
 from fixtures.ros import Inbox, rclpy_init_fixture, spin_until  # noqa: F401
 from fixtures.stereo_publisher import StereoFixturePublisher, pattern
 from rclpy.executors import SingleThreadedExecutor
@@ -240,16 +239,6 @@ def test_fallback_that_cannot_load_fails_configure(
         node.destroy_node()
 
 
-def _node_process(artifact: Path, log: Path, namespace: str) -> subprocess.Popen[bytes]:
-    command = [
-        sys.executable, "-m", "cnd_depth_ros.ros.depth_node", "--ros-args",
-        "-r", f"__ns:=/{namespace}", "-p", f"model_path:={artifact}", "-p", "backend:=torch",
-        "-p", "threads:=1",
-    ]
-    with log.open("wb") as stream:
-        return subprocess.Popen(command, stdout=stream, stderr=subprocess.STDOUT)
-
-
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_shutdown_during_inference(
     tmp_path: Path, signum: signal.Signals, rclpy_init: None
@@ -259,7 +248,8 @@ def test_shutdown_during_inference(
     artifact = make_artifact(tmp_path, "cnd_stereo", width=320, height=240, **SMALL)
     log = tmp_path / "depth_node.log"
     namespace = f"shutdown_{signum.name.lower()}"
-    process = _node_process(artifact, log, namespace)
+    depth_node = DepthNodeProcess(log, namespace, "-p", f"model_path:={artifact}",
+                                  "-p", "backend:=torch", "-p", "threads:=1")
     executor = SingleThreadedExecutor()
     camera = StereoFixturePublisher(CAMERA, namespace=namespace, node_name="camera")
     listener = Node("listener", namespace=namespace)
@@ -268,8 +258,12 @@ def test_shutdown_during_inference(
         executor.add_node(node)
     stop = threading.Event()
     try:
-        if not spin_until(executor, camera.subscribers_ready, 120.0):
+        if not depth_node.start_discovered(
+            lambda seconds: spin_until(executor, camera.subscribers_ready, seconds), 120.0
+        ):
             pytest.fail(f"depth_node did not subscribe:\n{log.read_text()}")
+        process = depth_node.process
+        assert process is not None
 
         left, right = pattern(CAMERA), pattern(CAMERA, 4)
 
@@ -294,6 +288,6 @@ def test_shutdown_during_inference(
             executor.remove_node(node)
             node.destroy_node()
         executor.shutdown(timeout_sec=1.0)
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=WAIT_S)
+        if depth_node.process is not None and depth_node.process.poll() is None:
+            depth_node.process.kill()
+            depth_node.process.wait(timeout=WAIT_S)

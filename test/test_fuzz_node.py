@@ -20,11 +20,7 @@ counts are exact; the node's handling of content does not depend on the QoS.
 from __future__ import annotations
 
 import math
-import os
 import random
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -38,6 +34,7 @@ import pytest
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
 from fixtures.artifacts import SMALL, make_artifact
+from fixtures.node_process import DepthNodeProcess
 from fixtures.ros import Inbox, rclpy_init_fixture, spin_until  # noqa: F401
 from fixtures.stereo_publisher import StereoFixturePublisher, pattern
 from rclpy.executors import SingleThreadedExecutor
@@ -251,8 +248,8 @@ def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def node_process(artifact: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
-    log = tmp_path / "depth_node.log"
+def depth_node(artifact: Path, tmp_path: Path) -> Iterator[DepthNodeProcess]:
+    """The node, not started yet (the test starts it once its camera is up), stopped after."""
     reliable = [
         argument
         for topic in ("left/image_rect", "left/camera_info", "right/image_rect",
@@ -262,36 +259,29 @@ def node_process(artifact: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Po
             "-p", f"qos_overrides./{NAMESPACE}/{topic}.subscription.depth:=20",
         )
     ]
-    command = [
-        sys.executable, "-m", "cnd_depth_ros.ros.depth_node", "--ros-args",
-        "-r", f"__ns:=/{NAMESPACE}", "-p", f"model_path:={artifact}", "-p", "backend:=torch",
-        "-p", "threads:=1", "-p", "diagnostic_period:=0.2", "-p", "queue_size:=20", *reliable,
-    ]
-    with log.open("wb") as stream:
-        process = subprocess.Popen(command, stdout=stream, stderr=subprocess.STDOUT,
-                                   env={**os.environ, "RCUTILS_LOGGING_BUFFERED_STREAM": "0"})
+    node = DepthNodeProcess(
+        tmp_path / "depth_node.log", NAMESPACE, "-p", f"model_path:={artifact}",
+        "-p", "backend:=torch", "-p", "threads:=1", "-p", "diagnostic_period:=0.2",
+        "-p", "queue_size:=20", *reliable,
+    )
     try:
-        yield process, log
+        yield node
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=WAIT_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=WAIT_S)
+        node.stop(WAIT_S)
 
 
-def test_fuzzed_inputs_never_stop_the_node(
-    node_process: tuple[subprocess.Popen[bytes], Path], artifact: Path
-) -> None:
-    process, log = node_process
+def test_fuzzed_inputs_never_stop_the_node(depth_node: DepthNodeProcess, artifact: Path) -> None:
+    log = depth_node.log
     reference = TorchBackend(artifact, threads=1)
     rng = random.Random(SEED)
     camera = _Camera()
     try:
-        if not camera.spin(camera.publisher.subscribers_ready, START_S):
+        if not depth_node.start_discovered(
+            lambda seconds: camera.spin(camera.publisher.subscribers_ready, seconds), START_S
+        ):
             pytest.fail(f"depth_node did not subscribe:\n{log.read_text()}")
+        process = depth_node.process
+        assert process is not None
         started = time.monotonic()
         sent_broken: Counter[str] = Counter()
         odd_stamps: Counter[str] = Counter()

@@ -142,6 +142,7 @@ class NodeProcess:
     def __enter__(self) -> NodeProcess:
         env = {**os.environ}
         env.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+        env.setdefault("RCUTILS_LOGGING_BUFFERED_STREAM", "0")  # a complete log tail on errors
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("wb") as stream:
             self._process = subprocess.Popen(
