@@ -9,6 +9,7 @@ depend on what the weights predict. Every wait has a deadline.
 from __future__ import annotations
 
 import itertools
+import signal
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, replace
@@ -627,6 +628,13 @@ def test_node_process_logs_bad_input_and_stops_on_sigint(
         assert "skipping input" in log.read_text()
         harness.wait_for(harness.depth, harness.send())
         assert all(msg.header.stamp not in bad for msg in harness.depth.messages)
+
+        # SIGUSR1 writes every thread's stack into the log, and the node goes on.
+        assert node.process is not None
+        node.process.send_signal(signal.SIGUSR1)
+        assert spin_until(harness.executor, lambda: "_work" in log.read_text(), WAIT_S)
+        assert "most recent call first" in log.read_text()
+        harness.wait_for(harness.depth, harness.send())
         assert node.stop(WAIT_S) == 0
     finally:
         harness.close()

@@ -11,6 +11,7 @@ and QoS are described in docs/node.md.
 from __future__ import annotations
 
 import collections
+import faulthandler
 import signal
 import threading
 import time
@@ -785,6 +786,9 @@ class _InterruptUntilSpinning:
 def main(args: list[str] | None = None) -> int:
     """``ros2 run cnd_depth_ros depth_node [--ros-args -p mode:=mono ...]``."""
     keep_freed_buffers()  # every frame's message buffers, without page faults
+    # `kill -USR1 <pid>` writes every thread's Python stack to stderr: where a node that no
+    # longer answers or will not stop is stuck, without stopping it.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     interrupts = _InterruptUntilSpinning()
     try:
         rclpy.init(args=args)
