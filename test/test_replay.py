@@ -327,9 +327,9 @@ def test_a_replay_that_joins_dds_again_still_scores_every_frame(
 ) -> None:
     """The replay joins DDS again while it has not discovered the node, its remedy for a
     discovery that stalls (seen once in a few full test runs under load; it cannot be caused on
-    purpose). With 2 s instead of 20 it does so while the node is still loading, and the new
-    participant must carry the whole replay."""
-    monkeypatch.setattr(replay_module, "_REJOIN_AFTER_S", 2.0)
+    purpose). With 0.5 s instead of 20 it does so before the node process can even have
+    started (then after 1, 2, 4 s, ...), and the new participant must carry the whole replay."""
+    monkeypatch.setattr(replay_module, "_REJOIN_AFTER_S", 0.5)
     out = tmp_path / "out"
     assert replay(str(drive), *_node_arguments(artifact, out), "--max-rate") == 0
     assert "replay joins DDS again as a new participant" in caplog.text

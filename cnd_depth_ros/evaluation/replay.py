@@ -65,7 +65,8 @@ _PRIME_INTERVAL_S = 1.0
 #: answer, so the last frame's camera_info and points, published after its depth, are kept.
 _LINGER_S = 0.5
 #: Seconds without discovering the node's outputs after which the replay joins DDS again
-#: (:meth:`_Bridge.rejoin`); a node still loading its model is not disturbed by it.
+#: (:meth:`_Bridge.rejoin`), doubled for each next time; a node still loading its model is
+#: not disturbed by it.
 _REJOIN_AFTER_S = 20.0
 #: Unanswered frames kept for scoring; older ones count as dropped (bounds memory if the node
 #: stops answering).
@@ -380,11 +381,13 @@ class _Player:
     # ---- inputs ------------------------------------------------------------------------------
 
     def wait_subscribed(self) -> None:
-        """Wait until the node subscribes to every input; the bridge joins DDS again each
-        ``_REJOIN_AFTER_S`` in which it has not even discovered the node's outputs."""
+        """Wait until the node subscribes to every input. While the bridge has not even
+        discovered the node's outputs it joins DDS again, first after ``_REJOIN_AFTER_S``, then
+        after twice as long each time (a new participant needs a moment to be discovered)."""
         start = time.monotonic()
         deadline = start + self.pacing.startup_timeout_s
-        rejoin_at = start + _REJOIN_AFTER_S
+        rejoin_after = _REJOIN_AFTER_S
+        rejoin_at = start + rejoin_after
         while not self.bridge.subscribed():
             self.node.check()
             now = time.monotonic()
@@ -407,7 +410,8 @@ class _Player:
                         "no depth_node discovered after %.0f s; replay joins DDS again as a "
                         "new participant, in case discovery stalled", now - start)
                     self.bridge.rejoin()
-                rejoin_at = now + _REJOIN_AFTER_S
+                rejoin_after *= 2
+                rejoin_at = now + rejoin_after
             time.sleep(0.05)
 
     def _prime(self, first: list[tuple[str, bytes]], stamp: int) -> None:
