@@ -19,7 +19,12 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
 from cnd_depth_ros.ros.image_codec import array_to_image, image_to_array
-from cnd_depth_ros.ros.qos import overriding_options, publisher_qos, subscription_qos
+from cnd_depth_ros.ros.qos import (
+    large_sample_warning,
+    overriding_options,
+    publisher_qos,
+    subscription_qos,
+)
 
 # What rviz2's displays request unless the user changes them: reliable, volatile, keep last 5.
 RVIZ_DEFAULT = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
@@ -109,3 +114,41 @@ def test_large_image_reaches_rviz_and_sensor_subscribers(
     for inbox in (rviz, sensor):
         (received,) = inbox.wait_for(ros_executor, 1, timeout_s=10.0)
         np.testing.assert_array_equal(image_to_array(received), image)
+
+
+@pytest.mark.parametrize(
+    ("rmw", "environ", "warned"),
+    [
+        ("rmw_fastrtps_cpp", {}, True),
+        ("rmw_fastrtps_cpp", {"FASTDDS_BUILTIN_TRANSPORTS": "DEFAULT"}, True),
+        ("rmw_fastrtps_dynamic_cpp", {"FASTDDS_BUILTIN_TRANSPORTS": "udpv4"}, True),
+        ("rmw_fastrtps_cpp", {"FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA"}, False),
+        ("rmw_fastrtps_cpp", {"FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA?max_msg_size=1MB"}, False),
+        ("rmw_fastrtps_cpp", {"FASTDDS_BUILTIN_TRANSPORTS": "SHM?max_msg_size=8MB"}, False),
+        ("rmw_fastrtps_cpp", {"FASTDDS_DEFAULT_PROFILES_FILE": "/etc/fastdds.xml"}, False),
+        ("rmw_cyclonedds_cpp", {}, False),
+    ],
+)
+def test_large_sample_warning_names_the_setting(
+    rmw: str, environ: dict[str, str], warned: bool
+) -> None:
+    warning = large_sample_warning(rmw, environ)
+    assert (warning is not None) == warned
+    if warning is not None:
+        assert "FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA" in warning
+        assert environ.get("FASTDDS_BUILTIN_TRANSPORTS", "unset") in warning
+
+
+def test_the_node_warns_at_start_when_images_would_be_lost(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The check reads the environment when the node starts (this process's own participant
+    keeps the transports it was created with: only the warning is under test)."""
+    from cnd_depth_ros.ros.depth_node import DepthNode
+
+    autostart_off = [Parameter("autostart", value=False)]
+    for transports, warned in (("DEFAULT", True), ("LARGE_DATA", False)):
+        monkeypatch.setenv("FASTDDS_BUILTIN_TRANSPORTS", transports)
+        node = DepthNode(parameter_overrides=autostart_off)
+        node.destroy_node()
+        assert ("FASTDDS_BUILTIN_TRANSPORTS DEFAULT" in capfd.readouterr().err) == warned

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import faulthandler
+import os
 import signal
 import threading
 import time
@@ -328,6 +329,9 @@ class DepthNode(LifecycleNode):
         self.diagnostics.set_info("mode", self.mode)
         self.diagnostics.set_info("synchronizer", IMPLEMENTATION)
         self.diagnostics.set_info("state", "unconfigured")
+        if warning := qos.large_sample_warning(rclpy.get_rmw_implementation_identifier(),
+                                               os.environ):
+            self.get_logger().warning(warning)
         self._diagnostics_publisher: Publisher[DiagnosticArray] = self.create_publisher(
             DiagnosticArray, "/diagnostics", 10
         )
