@@ -595,9 +595,9 @@ def test_compressed_camera_images(artifacts: dict[str, str]) -> None:
         spinning.close()
 
 
-def _node_process(artifact: str, log: Path, *arguments: str) -> DepthNodeProcess:
-    return DepthNodeProcess(log, "process", "-p", f"model_path:={artifact}",
-                            "-p", "backend:=torch", "-p", "threads:=1", *arguments)
+def _node_process(artifact: str, log: Path, **parameters: str) -> DepthNodeProcess:
+    return DepthNodeProcess(log, "process", {"model_path": artifact, "backend": "torch",
+                                             "threads": "1", **parameters})
 
 
 def test_node_process_logs_bad_input_and_stops_on_sigint(
@@ -645,6 +645,6 @@ def test_node_process_exits_with_the_reason_for_invalid_overrides(
     artifacts: dict[str, str], tmp_path: Path
 ) -> None:
     log = tmp_path / "depth_node.log"
-    process = _node_process(artifacts["cnd_stereo"], log, "-p", "output_encoding:=bgr8").start()
+    process = _node_process(artifacts["cnd_stereo"], log, output_encoding="bgr8").start()
     assert process.wait(timeout=60) == 1
     assert "output_encoding must be one of" in log.read_text()

@@ -249,8 +249,9 @@ def test_shutdown_during_inference(
     artifact = make_artifact(tmp_path, "cnd_stereo", width=320, height=240, **SMALL)
     log = tmp_path / "depth_node.log"
     namespace = f"shutdown_{signum.name.lower()}"
-    depth_node = DepthNodeProcess(log, namespace, "-p", f"model_path:={artifact}",
-                                  "-p", "backend:=torch", "-p", "threads:=1")
+    depth_node = DepthNodeProcess(
+        log, namespace, {"model_path": str(artifact), "backend": "torch", "threads": "1"}
+    )
     executor = SingleThreadedExecutor()
     camera = StereoFixturePublisher(CAMERA, namespace=namespace, node_name="camera")
     listener = Node("listener", namespace=namespace)

@@ -250,19 +250,16 @@ def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def depth_node(artifact: Path, tmp_path: Path) -> Iterator[DepthNodeProcess]:
     """The node, not started yet (the test starts it once its camera is up), stopped after."""
-    reliable = [
-        argument
+    reliable = {
+        f"qos_overrides./{NAMESPACE}/{topic}.subscription.{policy}": value
         for topic in ("left/image_rect", "left/camera_info", "right/image_rect",
                       "right/camera_info")
-        for argument in (
-            "-p", f"qos_overrides./{NAMESPACE}/{topic}.subscription.reliability:=reliable",
-            "-p", f"qos_overrides./{NAMESPACE}/{topic}.subscription.depth:=20",
-        )
-    ]
+        for policy, value in (("reliability", "reliable"), ("depth", "20"))
+    }
     node = DepthNodeProcess(
-        tmp_path / "depth_node.log", NAMESPACE, "-p", f"model_path:={artifact}",
-        "-p", "backend:=torch", "-p", "threads:=1", "-p", "diagnostic_period:=0.2",
-        "-p", "queue_size:=20", *reliable,
+        tmp_path / "depth_node.log", NAMESPACE,
+        {"model_path": str(artifact), "backend": "torch", "threads": "1",
+         "diagnostic_period": "0.2", "queue_size": "20", **reliable},
     )
     try:
         yield node

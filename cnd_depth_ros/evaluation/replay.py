@@ -129,7 +129,8 @@ class Pacing:
 
 class NodeProcess:
     """``depth_node`` as a child process in ``namespace`` with ``parameters``, logging to
-    ``log``; Fast DDS large-data transports on (docs/node.md)."""
+    ``log``; Fast DDS large-data transports on (docs/node.md). A context manager: started on
+    entry, stopped on exit."""
 
     def __init__(self, namespace: str, parameters: dict[str, str], log: Path) -> None:
         self.log = log
@@ -138,38 +139,50 @@ class NodeProcess:
             "-r", f"__ns:={namespace or '/'}",
             *(arg for name, value in parameters.items() for arg in ("-p", f"{name}:={value}")),
         ]
-        self._process: subprocess.Popen[bytes] | None = None
+        self.process: subprocess.Popen[bytes] | None = None
 
-    def __enter__(self) -> NodeProcess:
+    def start(self, append: bool = False) -> subprocess.Popen[bytes]:
+        """Start the process, its log begun anew (or continued with ``append``)."""
         env = {**os.environ}
         env.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
         env.setdefault("RCUTILS_LOGGING_BUFFERED_STREAM", "0")  # a complete log tail on errors
         self.log.parent.mkdir(parents=True, exist_ok=True)
-        with self.log.open("wb") as stream:
-            self._process = subprocess.Popen(
+        with self.log.open("ab" if append else "wb") as stream:
+            self.process = subprocess.Popen(
                 self.command, stdout=stream, stderr=subprocess.STDOUT, env=env
             )
+        return self.process
+
+    def stop(self, timeout_s: float = 10.0) -> int | None:
+        """SIGINT, then SIGKILL if it has not exited after ``timeout_s``; the exit code
+        (``None`` if it never started)."""
+        process = self.process
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=timeout_s)
+        return process.returncode
+
+    def __enter__(self) -> NodeProcess:
+        self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        process = self._process
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        self.stop()
 
     def check(self) -> None:
         """:raises ReplayError: the node has exited, with its fatal and error log lines (or
         the end of its log when it has none)."""
-        if self._process is not None and self._process.poll() is not None:
+        if self.process is not None and self.process.poll() is not None:
             lines = self.log.read_text(errors="replace").strip().splitlines()
             reasons = [line for line in lines if line.startswith(("[FATAL]", "[ERROR]"))]
             raise ReplayError(
-                f"depth_node exited with code {self._process.returncode}; from its log "
+                f"depth_node exited with code {self.process.returncode}; from its log "
                 f"({self.log}):\n" + "\n".join(reasons[-4:] or lines[-8:])
             )
 
