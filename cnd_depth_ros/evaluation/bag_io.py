@@ -36,7 +36,7 @@ __all__ = [
     "stamp_ns",
 ]
 
-_LOG = logging.getLogger(__name__)
+_LOGGER = logging.getLogger(__name__)
 
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
@@ -261,7 +261,7 @@ class BagRecorder:
             with contextlib.suppress(OSError, sqlite3.Error):
                 self._writer.abort()
             shutil.rmtree(self.scratch, ignore_errors=True)
-            _LOG.error("cannot finalise the bag %s: %s", self.path, error)
+            _LOGGER.error("cannot finalise the bag %s: %s", self.path, error)
             return f"the bag could not be finalised ({error}) and was removed"
         if not after_failure:
             return f"the {self.count} messages are in {self.path}"

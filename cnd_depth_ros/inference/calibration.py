@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CalibrationCache", "CalibrationSet", "output_layer_nodes", "quantize_qdq"]
 
-LOGGER = logging.getLogger(__name__)
+_LOGGER = logging.getLogger(__name__)
 
 # The encoder-decoder's operators. Left out, so left in float: the stereo matcher's MatMul,
 # GatherElements, Mul and Softmax (correlation and soft-argmin) and the output head.
@@ -173,7 +173,7 @@ class CalibrationCache:
         except OSError as error:
             raise ArtifactError(f"{self.path}: unreadable calibration cache ({error})") from error
         if not data:
-            LOGGER.warning("%s: empty calibration cache, calibrating again", self.path)
+            _LOGGER.warning("%s: empty calibration cache, calibrating again", self.path)
             return None
         return data
 
@@ -181,7 +181,7 @@ class CalibrationCache:
         """Store the table atomically."""
         table = bytes(data)
         write_atomically(self.path, lambda temporary: temporary.write_bytes(table))
-        LOGGER.info("wrote INT8 calibration cache %s", self.path)
+        _LOGGER.info("wrote INT8 calibration cache %s", self.path)
 
 
 def quantize_qdq(
@@ -216,7 +216,7 @@ def quantize_qdq(
     if tensorrt:
         source = output_path.with_name(f"{output_path.stem}.shapes.onnx")
         quant_pre_process(str(onnx_path), str(source), skip_optimization=True)
-    LOGGER.info(
+    _LOGGER.info(
         "calibrating INT8 Q/DQ ranges on %d batch(es) of %d frame(s)",
         len(calibration),
         calibration.batch_size,

@@ -47,7 +47,7 @@ __all__ = [
     "save_engine_file",
 ]
 
-LOGGER = logging.getLogger(__name__)
+_LOGGER = logging.getLogger(__name__)
 
 #: Environment variable that moves the engine cache (default ``~/.cache/cnd_depth_ros/engines``).
 CACHE_ENV = "CND_DEPTH_CACHE"
@@ -324,7 +324,7 @@ class EngineCache:
             try:
                 found.append((path, read_record(path)))
             except ArtifactError as error:
-                LOGGER.warning("engine cache: skipping %s", error)
+                _LOGGER.warning("engine cache: skipping %s", error)
         return found
 
     def stale_entries(self, key: EngineKey) -> list[tuple[Path, EngineRecord]]:
@@ -360,18 +360,18 @@ class EngineCache:
             try:
                 engine, record = load_engine_file(path, target=key.target, key=key)
             except ArtifactError as error:
-                LOGGER.warning("%s: rebuilding", error)
+                _LOGGER.warning("%s: rebuilding", error)
             else:
-                LOGGER.info("using cached engine %s", path)
+                _LOGGER.info("using cached engine %s", path)
                 return path, engine, record
         stale = self.stale_entries(key)
         for old_path, old in stale:
-            LOGGER.warning(
+            _LOGGER.warning(
                 "%s is stale (%s): rebuilding",
                 old_path,
                 "; ".join(old.key.differences(key)),
             )
-        LOGGER.info(
+        _LOGGER.info(
             "building a %s engine for %s with %s; a first build can take minutes",
             key.precision,
             source,
@@ -387,7 +387,7 @@ class EngineCache:
             build_seconds=time.monotonic() - started,
             source=source,
         )
-        LOGGER.info("built %s in %.1f s", path, record.build_seconds)
+        _LOGGER.info("built %s in %.1f s", path, record.build_seconds)
         for old_path, _ in stale:
             self.remove(old_path)
         return path, engine, record

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = ["TensorRTBackend"]
 
-LOGGER = logging.getLogger(__name__)
+_LOGGER = logging.getLogger(__name__)
 
 _TORCH_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float16): torch.float16}
 
@@ -115,7 +115,7 @@ class TensorRTBackend(DepthBackend):
                 self._host[name] = torch.empty(shape, dtype=dtype).pin_memory()
                 if not context.set_tensor_address(name, self._device[name].data_ptr()):
                     raise BackendError(f"{self._engine_path}: cannot bind tensor {name!r}")
-        LOGGER.info("TensorRT engine %s ready (%s)", self._engine_path, self.record.key.precision)
+        _LOGGER.info("TensorRT engine %s ready (%s)", self._engine_path, self.record.key.precision)
 
     @staticmethod
     def _engine_bytes(

@@ -50,7 +50,7 @@ __all__ = [
     "weakly_typed",
 ]
 
-LOGGER = logging.getLogger(__name__)
+_LOGGER = logging.getLogger(__name__)
 
 #: How often a build without progress callbacks logs that it is still running.
 HEARTBEAT_SECONDS = 15.0
@@ -72,7 +72,7 @@ class _LoggingBridge(trt.ILogger):
         trt.ILogger.__init__(self)
 
     def log(self, severity: trt.ILogger.Severity, msg: str) -> None:
-        LOGGER.log(self._LEVELS.get(severity, logging.INFO), "TensorRT: %s", msg)
+        _LOGGER.log(self._LEVELS.get(severity, logging.INFO), "TensorRT: %s", msg)
 
 
 @functools.cache
@@ -109,7 +109,7 @@ def _heartbeat(what: str, every: float = HEARTBEAT_SECONDS) -> Iterator[None]:
 
     def beat() -> None:
         while not done.wait(every):
-            LOGGER.info("%s: still working, %.0f s so far", what, time.monotonic() - started)
+            _LOGGER.info("%s: still working, %.0f s so far", what, time.monotonic() - started)
 
     thread = threading.Thread(target=beat, name="tensorrt-build-heartbeat", daemon=True)
     thread.start()
@@ -137,12 +137,12 @@ if hasattr(trt, "IProgressMonitor"):
         def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
             self._steps[phase_name] = num_steps
             indent = "  " if parent_phase else ""
-            LOGGER.info("build: %s%s (%d steps)", indent, phase_name, num_steps)
+            _LOGGER.info("build: %s%s (%d steps)", indent, phase_name, num_steps)
 
         def step_complete(self, phase_name: str, step: int) -> bool:
             total = self._steps.get(phase_name, 0)
             if total >= 10 and (step + 1) % max(1, total // 10) == 0:
-                LOGGER.info("build: %s %d/%d", phase_name, step + 1, total)
+                _LOGGER.info("build: %s %d/%d", phase_name, step + 1, total)
             return True
 
         def phase_finish(self, phase_name: str) -> None:
@@ -182,7 +182,7 @@ if hasattr(trt, "IInt8EntropyCalibrator2"):
             for name in names:
                 self._device[name].copy_(torch.from_numpy(batch[name]))
             self._done += 1
-            LOGGER.info("INT8 calibration batch %d/%d", self._done, len(self._calibration))
+            _LOGGER.info("INT8 calibration batch %d/%d", self._done, len(self._calibration))
             return [self._device[name].data_ptr() for name in names]
 
         # The stubs say Buffer; TensorRT's docs: return None when there is no cache to read.
@@ -206,10 +206,10 @@ def _attach_timing_cache(config: trt.IBuilderConfig, path: Path) -> trt.ITimingC
     data = b""
     if path.is_file():
         data = path.read_bytes()
-        LOGGER.info("reusing timing cache %s (%d bytes)", path, len(data))
+        _LOGGER.info("reusing timing cache %s (%d bytes)", path, len(data))
     cache = config.create_timing_cache(data)
     if not config.set_timing_cache(cache, False):
-        LOGGER.warning("%s: timing cache rejected by TensorRT, starting an empty one", path)
+        _LOGGER.warning("%s: timing cache rejected by TensorRT, starting an empty one", path)
         cache = config.create_timing_cache(b"")
         config.set_timing_cache(cache, False)
     return cache

@@ -18,7 +18,7 @@ import logging
 
 __all__ = ["LARGE_BUFFER_BYTES", "keep_freed_buffers"]
 
-_LOG = logging.getLogger(__name__)
+_LOGGER = logging.getLogger(__name__)
 
 # glibc's malloc.h parameter numbers.
 _M_TRIM_THRESHOLD = -1
@@ -45,7 +45,7 @@ def keep_freed_buffers(threshold_bytes: int = LARGE_BUFFER_BYTES) -> bool:
     try:
         mallopt = ctypes.CDLL(name).mallopt
     except (OSError, AttributeError):
-        _LOG.debug("no glibc mallopt in %r: large buffers stay mmapped", name)
+        _LOGGER.debug("no glibc mallopt in %r: large buffers stay mmapped", name)
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int

@@ -41,7 +41,7 @@ __all__ = [
     "write_sequence_bag",
 ]
 
-_LOG = logging.getLogger(__name__)
+_LOGGER = logging.getLogger(__name__)
 
 #: ROS 2 distro -> (rosbags type store, rosbag2 metadata version).
 DISTROS: dict[str, tuple[str, Literal[8, 9]]] = {
@@ -265,7 +265,7 @@ def write_sequence_bag(
         raise BagWriteError(f"cannot write the bag {path}: {error}") from error
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    _LOG.info("%s: %d frames, %d messages", path, frames, count)
+    _LOGGER.info("%s: %d frames, %d messages", path, frames, count)
     return BagWriteSummary(
         path=path,
         frames=frames,

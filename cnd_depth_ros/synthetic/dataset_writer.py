@@ -41,7 +41,7 @@ from cnd_depth_ros.synthetic.textures import default_bank
 
 __all__ = ["WriteSummary", "kitti_like_camera", "render_frame", "write_dataset", "write_frame"]
 
-_LOG = logging.getLogger(__name__)
+_LOGGER = logging.getLogger(__name__)
 
 #: KITTI's colour rig (``P_rect_02``: fx 721.5 px at 1242 px wide; baseline 0.54 m).
 KITTI_FX_PER_WIDTH = 721.5377 / 1242.0
@@ -201,7 +201,7 @@ def write_dataset(
     todo = [index for index in range(frames) if index not in done]
     skipped = frames - len(todo)
     if skipped:
-        _LOG.info("%s: %d of %d frames already complete", root, skipped, frames)
+        _LOGGER.info("%s: %d of %d frames already complete", root, skipped, frames)
     make = functools.partial(_make_frame, root=root, seed=seed, camera=camera, style=style)
     workers = min(workers, max(len(todo), 1))
     start = time.perf_counter()
