@@ -300,7 +300,7 @@ class _Bridge:
     def rejoin(self) -> None:
         """Leave DDS and join again as a new participant: under load, discovery between two
         live participants was seen to stall for good (a TCP connection up, no endpoint ever
-        matched; docs/replay.md) where a new participant is discovered at once."""
+        matched; decision 17), while a new participant is normally discovered within a second."""
         self.close()
         self.rejoins += 1
         self._join(_replay_context(renew=True))
