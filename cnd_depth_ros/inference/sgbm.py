@@ -114,30 +114,33 @@ class SgbmMatcher:
         self._matchers: dict[tuple[int, int], cv2.StereoSGBM] = {}
 
     def _matcher(self, width: int, height: int) -> cv2.StereoSGBM:
-        """A matcher with parameters for this image size (cached: creating one is not free)."""
+        """A matcher for this image size (cached: creating one is not free)."""
         key = (width, height)
-        if key not in self._matchers and self.preset == "stereo_image_proc":
-            self._matchers[key] = cv2.StereoSGBM.create(**STEREO_IMAGE_PROC_SGBM)
         if key not in self._matchers:
-            search = self.max_disparity or width // 4
-            # OpenCV wants a multiple of 16; the usual P1/P2 are 8 and 32 * channels * block^2.
-            num_disparities = max(16, 16 * math.ceil(search / 16))
-            area = self.block_size * self.block_size
-            self._matchers[key] = cv2.StereoSGBM.create(
-                minDisparity=0,
-                numDisparities=num_disparities,
-                blockSize=self.block_size,
-                P1=8 * area,
-                P2=32 * area,
-                disp12MaxDiff=1,
-                preFilterCap=63,
-                uniquenessRatio=10,
-                # 100 pixels at VGA, scaled with the image area.
-                speckleWindowSize=max(20, round(100 * width * height / (640 * 480))),
-                speckleRange=2,
-                mode=cv2.STEREO_SGBM_MODE_SGBM_3WAY,
-            )
+            self._matchers[key] = cv2.StereoSGBM.create(**self._parameters(width, height))
         return self._matchers[key]
+
+    def _parameters(self, width: int, height: int) -> dict[str, int]:
+        """``cv2.StereoSGBM.create`` arguments: the preset's, for this image size."""
+        if self.preset == "stereo_image_proc":
+            return STEREO_IMAGE_PROC_SGBM
+        search = self.max_disparity or width // 4
+        # OpenCV wants a multiple of 16; the usual P1/P2 are 8 and 32 * channels * block^2.
+        area = self.block_size * self.block_size
+        return {
+            "minDisparity": 0,
+            "numDisparities": max(16, 16 * math.ceil(search / 16)),
+            "blockSize": self.block_size,
+            "P1": 8 * area,
+            "P2": 32 * area,
+            "disp12MaxDiff": 1,
+            "preFilterCap": 63,
+            "uniquenessRatio": 10,
+            # 100 pixels at VGA, scaled with the image area.
+            "speckleWindowSize": max(20, round(100 * width * height / (640 * 480))),
+            "speckleRange": 2,
+            "mode": cv2.STEREO_SGBM_MODE_SGBM_3WAY,
+        }
 
     def disparity(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
         """Disparity in pixels of two H x W x 3 uint8 RGB images at their size; NaN holes unless

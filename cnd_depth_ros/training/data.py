@@ -46,18 +46,17 @@ def parse_option(text: str) -> tuple[str, Any]:
 
     :raises ValueError: ``text`` is not ``NAME=VALUE``.
     """
-    name, separator, value = text.partition("=")
-    if not separator or not name.strip():
+    name, separator, value = (part.strip() for part in text.partition("="))
+    if not separator or not name:
         raise ValueError(f"dataset option {text!r} must be NAME=VALUE, e.g. left_topic=/cam/left")
-    value = value.strip()
     if value.lower() == "none":
-        return name.strip(), None
+        return name, None
     for number in (int, float):
         try:
-            return name.strip(), number(value)
+            return name, number(value)
         except ValueError:
             pass
-    return name.strip(), value
+    return name, value
 
 
 @dataclass(frozen=True)
