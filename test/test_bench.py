@@ -1,4 +1,4 @@
-"""`cnd-depth bench`: the issue's JSON, measured for real on tiny models and the motorcycle pair."""
+"""`cnd-depth bench`: its JSON rows, measured for real on tiny models and the motorcycle pair."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ import pytest
 from fixtures.artifacts import SMALL, make_artifact
 
 from cnd_depth_ros import cli
-from cnd_depth_ros.inference.benchmark import max_abs_diff, parse_backend_spec
+from cnd_depth_ros.inference import benchmark
+from cnd_depth_ros.inference.benchmark import StereoInput, max_abs_diff, parse_backend_spec
+from cnd_depth_ros.inference.registry import create_backend
+from cnd_depth_ros.training.datasets.registry import open_dataset
 
 FIELDS = {"backend", "model", "height", "width", "p50_ms", "p95_ms", "fps", "max_abs_diff_vs_torch"}
 
@@ -20,7 +23,7 @@ def micro(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_artifact(tmp_path_factory.mktemp("bench"), "cnd_micro", **SMALL)
 
 
-def test_bench_writes_the_issue_json(
+def test_bench_times_every_backend_and_writes_json(
     micro: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     report = tmp_path / "bench.json"
@@ -58,6 +61,8 @@ def test_bench_writes_the_issue_json(
         assert (row["height"], row["width"], row["model"]) == (48, 64, str(micro))
         assert 0 < row["p50_ms"] <= row["p95_ms"] and row["fps"] > 0
     torch_row, onnx_row, sgbm_row = results
+    # The reference is the torch backend with the same weights, input and thread count: oneDNN
+    # is bit-reproducible for a fixed thread count, so exactly 0 (not across thread counts).
     assert torch_row["max_abs_diff_vs_torch"] == 0.0
     assert 0.0 <= onnx_row["max_abs_diff_vs_torch"] < 1e-2
     assert sgbm_row["max_abs_diff_vs_torch"] is None
@@ -103,3 +108,26 @@ def test_backend_specs_and_difference() -> None:
     b = np.array([1.5, 2.0, np.nan, 2.0])
     assert max_abs_diff(a, b) == 2.0
     assert np.isnan(max_abs_diff(a[1:3], b[1:3]))
+
+
+def test_the_reference_runs_with_the_timed_backends_settings(
+    micro: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The torch reference and every timed backend get the same device and threads (results of
+    one network differ in the last bits between thread counts on some CPUs). A spy on the real
+    factory records the options; the backends run for real."""
+    created: list[tuple[str, dict[str, object]]] = []
+
+    def spy(name: str, model: object, **options: object) -> object:
+        created.append((name, options))
+        return create_backend(name, model, **options)
+
+    monkeypatch.setattr(benchmark, "create_backend", spy)
+    frame = open_dataset("motorcycle")[0]
+    assert frame.right is not None
+    pair = StereoInput(frame.left, frame.right, frame.camera).resized(96, 64)
+    benchmark.run_benchmark(micro, ["onnxruntime", "torch"], pair, height=48, width=64,
+                            iterations=1, warmup=0, options={"device": "cpu", "threads": 1})
+    assert [name for name, _ in created] == ["torch", "onnxruntime", "torch"]
+    for _, options in created:
+        assert options["device"] == "cpu" and options["threads"] == 1

@@ -41,7 +41,7 @@ class _Estimator(Protocol):
 
 @dataclass(frozen=True)
 class BenchmarkResult:
-    """One row of ``cnd-depth bench --json``: exactly the fields the issue specifies."""
+    """One row of ``cnd-depth bench --json``: one backend's latency and agreement with torch."""
 
     backend: str
     model: str
@@ -137,7 +137,9 @@ def run_benchmark(
     options = dict(options or {})
     reference: np.ndarray | None = None
     if any(name != "sgbm" for name, _ in parsed):
-        torch_backend = create_backend("torch", model, height=height, width=width)
+        # The reference runs with the same device and threads as the timed backends: oneDNN's
+        # results are reproducible for one thread count, not across counts.
+        torch_backend = create_backend("torch", model, height=height, width=width, **options)
         reference = torch_backend.infer(pair.left, pair.right, camera=pair.camera)
         torch_backend.close()
     results = []
