@@ -10,7 +10,7 @@ import pytest
 from fixtures.artifacts import SMALL, make_artifact
 
 from cnd_depth_ros import cli
-from cnd_depth_ros.inference import benchmark
+from cnd_depth_ros.inference import benchmark, planned_backend
 from cnd_depth_ros.inference.benchmark import StereoInput, max_abs_diff, parse_backend_spec
 from cnd_depth_ros.inference.registry import create_backend
 from cnd_depth_ros.training.datasets.registry import open_dataset
@@ -34,14 +34,10 @@ def test_bench_times_every_backend_and_writes_json(
             str(micro),
             "--backends",
             "torch,onnxruntime,sgbm",
-            "--height",
-            "48",
-            "--width",
-            "64",
-            "--input-height",
-            "120",
-            "--input-width",
-            "180",
+            "--input-size",
+            "64x48",
+            "--camera",
+            "180x120",
             "--iters",
             "3",
             "--warmup",
@@ -88,10 +84,8 @@ def test_bench_reports_bad_backends(
             str(micro),
             "--backends",
             backends,
-            "--height",
-            "48",
-            "--width",
-            "64",
+            "--input-size",
+            "64x48",
             "--iters",
             "1",
         ]
@@ -122,11 +116,11 @@ def test_the_reference_runs_with_the_timed_backends_settings(
         created.append((name, options))
         return create_backend(name, model, **options)
 
-    monkeypatch.setattr(benchmark, "create_backend", spy)
+    monkeypatch.setattr(planned_backend, "create_backend", spy)
     frame = open_dataset("motorcycle")[0]
     assert frame.right is not None
     pair = StereoInput(frame.left, frame.right, frame.camera).resized(96, 64)
-    benchmark.run_benchmark(micro, ["onnxruntime", "torch"], pair, height=48, width=64,
+    benchmark.run_benchmark(micro, ["onnxruntime", "torch"], pair, input_size=(64, 48),
                             iterations=1, warmup=0, options={"device": "cpu", "threads": 1})
     assert [name for name, _ in created] == ["torch", "onnxruntime", "torch"]
     for _, options in created:

@@ -47,7 +47,9 @@ from cnd_depth_ros.ros.pointcloud import POINT_STEP
 pytestmark = pytest.mark.ros
 
 NETWORK = (64, 48)  # tiny artifacts: width, height
-CAMERA = PinholeCamera(width=96, height=64, fx=80.0, fy=80.0, cx=47.5, cy=31.5, baseline=0.12)
+# The nodes' pixel budget: CAMERA (4:3) runs at NETWORK, the largest 4:3 input within it.
+PIXEL_BUDGET = 64 * 48
+CAMERA = PinholeCamera(width=128, height=96, fx=100.0, fy=100.0, cx=63.5, cy=47.5, baseline=0.12)
 FRAME = "left_camera_optical_frame"
 WAIT_S = 15.0
 _stamps = itertools.count(1000)
@@ -112,7 +114,8 @@ class Spinning:
 
 
 def _depth_node(artifact: str, **overrides: Any) -> DepthNode:
-    parameters = {"model_path": artifact, "backend": "torch", "threads": 1, **overrides}
+    parameters = {"model_path": artifact, "backend": "torch", "threads": 1,
+                  "pixel_budget": PIXEL_BUDGET, **overrides}
     namespace = parameters.pop("namespace", "")
     return DepthNode(
         namespace=namespace,
@@ -266,6 +269,38 @@ def test_diagnostics_time_every_stage(stereo: DepthNode, harness: Harness) -> No
     assert all(0 <= p50_ms[stage] < 1e3 * WAIT_S for stage in stages[1:]), p50_ms
 
 
+def test_a_new_camera_size_is_planned_again(stereo: DepthNode, harness: Harness) -> None:
+    """Images and camera_info of another size mid-stream: the node plans the network input for
+    that camera (its 1:1 aspect kept within the budget), reports the plan in /diagnostics,
+    publishes at the new size, and plans the first camera again when it returns."""
+    square = PinholeCamera(width=96, height=96, fx=90.0, fy=90.0, cx=47.5, cy=47.5,
+                           baseline=0.12)
+    stamp = harness.send(
+        left=array_to_image(pattern(square), "rgb8", Header()),
+        right=array_to_image(pattern(square, 4), "rgb8", Header()),
+        left_info=camera_info_for(square, Header()),
+        right_info=camera_info_for(square, Header(), right=True),
+    )
+    depth = harness.wait_for(harness.depth, stamp)
+    assert (depth.width, depth.height) == (96, 96)
+    assert stereo.backend is not None and stereo.backend.backend.input_size == (48, 48)
+    plan = "camera 96x96 -> network input 48x48"
+
+    def reported() -> bool:
+        return any(
+            status.name == stereo.diagnostics.name
+            and any(value.key == "input plan" and value.value.startswith(plan)
+                    for value in status.values)
+            for msg in harness.diagnostics.messages for status in msg.status
+        )
+
+    if not spin_until(harness.executor, reported, WAIT_S):
+        pytest.fail(f"/diagnostics did not report the plan {plan!r}")
+    depth = harness.wait_for(harness.depth, harness.send())
+    assert (depth.width, depth.height) == (CAMERA.width, CAMERA.height)
+    assert stereo.backend.backend.input_size == NETWORK
+
+
 def test_colored_depth_runs_near_to_far_through_turbo() -> None:
     """Nearest pixel: turbo's last colour (dark red), farthest: its first (dark blue), in RGB
     order; invalid pixels black."""
@@ -282,8 +317,12 @@ def test_colored_depth_runs_near_to_far_through_turbo() -> None:
 
 
 @pytest.mark.parametrize("scale", ["baseline", "focal_length"])
-def test_depth_scales_with_the_live_camera_info(harness: Harness, scale: str) -> None:
-    """A disparity model's depth is fx * B / d: doubling either in camera_info doubles depth."""
+def test_depth_scales_with_the_live_camera_info(
+    harness: Harness, parameters: Callable[..., None], scale: str
+) -> None:
+    """A disparity model's depth is fx * B / d: doubling either in camera_info doubles depth
+    (no depth limit in the way of the doubled depth)."""
+    parameters(max_depth=10000.0)
     reference = harness.wait_for(harness.depth, harness.send())
     if scale == "baseline":
         changed = replace(CAMERA, baseline=2 * CAMERA.baseline)

@@ -12,6 +12,9 @@ import math
 
 __all__ = [
     "SGBM_BASELINES",
+    "add_input_plan_arguments",
+    "image_size",
+    "network_size",
     "non_negative_float",
     "non_negative_int",
     "positive_float",
@@ -53,3 +56,59 @@ def non_negative_float(text: str) -> float:
     if not 0.0 <= value < math.inf:
         raise argparse.ArgumentTypeError(f"must be a non-negative number, got {text}")
     return value
+
+
+def image_size(text: str) -> tuple[int, int]:
+    """``WIDTHxHEIGHT`` (e.g. ``640x192``) -> ``(width, height)``, both positive."""
+    width, separator, height = text.lower().partition("x")
+    try:
+        size = (int(width), int(height))
+    except ValueError:
+        size = (0, 0)
+    if not separator or min(size) < 1:
+        raise argparse.ArgumentTypeError(f"must be WIDTHxHEIGHT, e.g. 640x192, got {text}")
+    return size
+
+
+def add_input_plan_arguments(
+    parser: argparse.ArgumentParser, *, camera: bool = False, input_size: bool = True
+) -> None:
+    """The options of the network-input planner (``inference/input_plan.py``): ``--pixel-budget``;
+    ``camera``: ``--camera WxH``, the camera to plan for; ``input_size``: ``--input-size WxH``."""
+    group = parser.add_argument_group("network input size (planned per camera by default)")
+    if camera:
+        group.add_argument("--camera", type=image_size, metavar="WxH",
+                           help="the camera's image size: the network input is planned for it "
+                                "(its aspect ratio kept within --pixel-budget)")
+    group.add_argument("--pixel-budget", type=positive_int, metavar="PX",
+                       help="network pixels per frame (default: 76800 on a CPU, 307200 on a GPU)")
+    if input_size:
+        group.add_argument("--input-size", type=image_size, metavar="WxH",
+                           help="run the network at this size for every camera instead of "
+                                "planning (multiples of 16)")
+
+
+def network_size(
+    args: argparse.Namespace, *, device: str | None
+) -> tuple[int | None, int | None]:
+    """``(width, height)`` of an export or engine: ``--width``/``--height`` as given, planned for
+    ``--camera`` within ``--pixel-budget`` (the default for ``device``), or ``(None, None)`` for
+    the model's own size.
+
+    :raises CndDepthError: ``--camera`` together with ``--width`` or ``--height``.
+    """
+    from cnd_depth_ros.errors import CndDepthError
+
+    if args.camera is None:
+        return args.width, args.height
+    if args.width is not None or args.height is not None:
+        raise CndDepthError("give either --camera (the input is planned for it) or "
+                            "--width/--height, not both")
+    from cnd_depth_ros.camera import PinholeCamera
+    from cnd_depth_ros.inference.input_plan import default_pixel_budget, plan_input
+
+    width, height = args.camera
+    camera = PinholeCamera(width, height, fx=width, fy=width, cx=width / 2, cy=height / 2)
+    plan = plan_input(camera, pixel_budget=args.pixel_budget or default_pixel_budget(device))
+    print(plan.describe())
+    return plan.size

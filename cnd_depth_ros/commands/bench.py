@@ -1,7 +1,8 @@
 """Benchmark inference backends side by side with OpenCV StereoSGBM, in one run.
 
 Every backend does the node's whole job on the same real stereo pair (the Middlebury 2014
-motorcycle that scikit-image ships): resize to the network size, run, convert to metres, resize
+motorcycle that scikit-image ships, at its own 741x500 or resized to ``--camera``): resize to the
+network input planned for that camera (or ``--input-size``), run, convert to metres, resize
 back. Reports p50/p95 latency, frames/s, and the largest depth difference to the torch reference
 (metres; null for sgbm). Backend specs are NAME or NAME:PRECISION, e.g. onnxruntime:int8.
 """
@@ -13,7 +14,7 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from cnd_depth_ros.commands.arguments import positive_int
+from cnd_depth_ros.commands.arguments import add_input_plan_arguments, positive_int
 from cnd_depth_ros.errors import CndDepthError
 
 if TYPE_CHECKING:
@@ -34,18 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated NAME[:PRECISION] (torch, onnxruntime, tensorrt, auto, sgbm); "
         "sgbm:stereo_image_proc is SGBM with stereo_image_proc's own defaults",
     )
-    parser.add_argument("--height", type=positive_int, default=160, help="network input height")
-    parser.add_argument("--width", type=positive_int, default=256, help="network input width")
-    parser.add_argument(
-        "--input-height",
-        type=positive_int,
-        help="camera image height fed to every backend (default: --height)",
-    )
-    parser.add_argument(
-        "--input-width",
-        type=positive_int,
-        help="camera image width fed to every backend (default: --width)",
-    )
+    add_input_plan_arguments(parser, camera=True)
     parser.add_argument("--iters", type=positive_int, default=50, help="timed iterations")
     parser.add_argument("--warmup", type=int, default=5, help="untimed iterations first")
     parser.add_argument(
@@ -78,9 +68,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         frame = open_dataset("motorcycle")[0]
         assert frame.right is not None
-        pair = StereoInput(frame.left, frame.right, frame.camera).resized(
-            args.input_width or args.width, args.input_height or args.height
-        )
+        pair = StereoInput(frame.left, frame.right, frame.camera)
+        if args.camera is not None:
+            pair = pair.resized(*args.camera)
         calibration: Sequence[Frame] = [frame]
         if args.calib_data:
             from cnd_depth_ros.training.data import DataSpec, open_frames
@@ -90,8 +80,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             args.model,
             specs,
             pair,
-            height=args.height,
-            width=args.width,
+            pixel_budget=args.pixel_budget,
+            input_size=args.input_size,
             iterations=args.iters,
             warmup=args.warmup,
             options=options,

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cnd_depth_ros.commands.arguments import SGBM_BASELINES
+from cnd_depth_ros.commands.arguments import SGBM_BASELINES, add_input_plan_arguments
 from cnd_depth_ros.errors import CndDepthError
 
 if TYPE_CHECKING:
@@ -65,6 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also score this baseline on the same frames, next to the model")
     parser.add_argument("--report", type=Path, metavar="DIR",
                         help="write report.html and its PNG figures into DIR")
+    add_input_plan_arguments(parser)
     parser.add_argument("--min-depth", type=float, default=1e-3, metavar="M",
                         help="score ground truth from this depth (m); predictions are clipped")
     parser.add_argument("--max-depth", type=float, default=80.0, metavar="M",
@@ -98,6 +99,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         **result,
         "model": args.model,
         "backend": info.pop("backend", args.backend),
+        "input_plans": info.pop("input_plans", []),
         "model_info": info,
         "data": {"kind": args.data, "root": args.data_root,
                  **({"options": dict(args.data_option)} if args.data_option else {})},
@@ -111,8 +113,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _backend_options(args: argparse.Namespace) -> dict[str, Any]:
-    """``--device``, ``--precision`` and the ``--calib-data`` frames as backend options."""
-    options: dict[str, Any] = {}
+    """``--device``, ``--precision``, the ``--calib-data`` frames and the input plan's options
+    as backend options."""
+    options: dict[str, Any] = {"pixel_budget": args.pixel_budget, "input_size": args.input_size}
     if args.device is not None:
         options["device"] = args.device
     if args.precision is not None:
@@ -134,8 +137,10 @@ def _evaluate(
     **options: Any,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(result, info)`` of ``model`` over ``frames``, feeding ``collector`` if there is one."""
-    from cnd_depth_ros.evaluation.dataset_eval import evaluate_dataset, open_predictor
+    from cnd_depth_ros.evaluation.dataset_eval import evaluate_dataset, is_sgbm, open_predictor
 
+    if not is_sgbm(model) and len(frames):
+        options["camera"] = frames[0].camera
     with open_predictor(model, **options) as (predict, info):
         if info["stereo"] and len(frames) and frames[0].right is None:
             raise ValueError(f"{model} needs stereo pairs but {args.data} data has no right images")

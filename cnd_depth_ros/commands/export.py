@@ -1,6 +1,7 @@
 """Export a model artifact to ONNX for ONNX Runtime and TensorRT.
 
-Static shapes (default: the artifact's input size), inputs `left` (and `right`) as 1x3xHxW float32
+Static shapes (default: the artifact's input size; `--camera WxH` plans the size for a camera, as
+the node does), inputs `left` (and `right`) as 1x3xHxW float32
 RGB in [0, 1], output `depth`: the raw network output (disparity in pixels for stereo models,
 focal-normalised depth for mono models; the artifact metadata inside the file says which).
 BatchNorm is folded and stride-1 transposed convolutions become convolutions; the graph is checked
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cnd_depth_ros.commands.arguments import add_input_plan_arguments, network_size
 from cnd_depth_ros.errors import CndDepthError
 
 __all__ = ["add_arguments", "run"]
@@ -35,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--width", type=int, help="network input width (multiple of 16; default: the artifact's)"
     )
+    add_input_plan_arguments(parser, camera=True, input_size=False)
     parser.add_argument(
         "--fp16",
         action="store_true",
@@ -53,12 +56,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.onnx.suffix != ".onnx":
         raise CndDepthError(f"--onnx must name a .onnx file, got {str(args.onnx)!r}")
     started = time.monotonic()
+    # The device the export is for is not known here: a --camera plan uses the CPU budget
+    # unless --pixel-budget says otherwise.
+    width, height = network_size(args, device=None)
     try:
         path = export_onnx(
             args.model,
             args.onnx,
-            height=args.height,
-            width=args.width,
+            height=height,
+            width=width,
             fp16=args.fp16,
             opset=args.opset,
         )

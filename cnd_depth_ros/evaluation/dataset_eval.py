@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from cnd_depth_ros.camera import PinholeCamera
 from cnd_depth_ros.training.datasets.frame import Frame
 
 __all__ = [
@@ -50,17 +51,27 @@ def sgbm_label(model: str) -> str:
 
 @contextlib.contextmanager
 def open_predictor(
-    model: str, *, backend: str = "torch", **options: Any
+    model: str,
+    *,
+    backend: str = "torch",
+    camera: PinholeCamera | None = None,
+    pixel_budget: int | None = None,
+    input_size: tuple[int, int] | None = None,
+    **options: Any,
 ) -> Iterator[tuple[Predictor, dict[str, Any]]]:
     """``(predict, info)`` for ``model``: ``"sgbm"`` (``"sgbm:PRESET"`` for another of
     :data:`~cnd_depth_ros.inference.sgbm.PRESETS`), a shipped model name or an artifact path,
     run by ``backend`` with its ``options``; the backend is closed on exit.
 
+    Networks run at the input planned for each frame's camera (``pixel_budget``, or
+    ``input_size`` for every frame; ``camera``: the first frame's, planned at once); ``info``
+    gains ``"input_plans"``, one per camera size seen, when the block ends.
+
     :raises ArtifactError: the model cannot be found or read.
     :raises BackendError: the backend cannot run here.
     :raises ValueError: an unknown SGBM preset.
     """
-    from cnd_depth_ros.inference.registry import create_backend
+    from cnd_depth_ros.inference.planned_backend import PlannedBackend
     from cnd_depth_ros.inference.sgbm import SgbmMatcher
 
     if is_sgbm(model):
@@ -74,16 +85,19 @@ def open_predictor(
         finally:
             matcher.close()
         return
-    runner = create_backend(backend, model, **options)
+    runner = PlannedBackend(backend, model, camera=camera, pixel_budget=pixel_budget,
+                            input_size=input_size, **options)
     stereo = runner.metadata.stereo
+    info = {**runner.info(), "stereo": stereo}
     try:
         yield (
             lambda frame: runner.infer(
                 frame.left, frame.right if stereo else None, camera=frame.camera
             ),
-            {**runner.info(), "stereo": stereo},
+            info,
         )
     finally:
+        info["input_plans"] = [plan.to_json() for plan in runner.plans]
         runner.close()
 
 

@@ -20,7 +20,8 @@ import cv2
 import numpy as np
 
 from cnd_depth_ros.camera import PinholeCamera
-from cnd_depth_ros.inference.registry import BACKENDS, create_backend
+from cnd_depth_ros.inference.planned_backend import PlannedBackend
+from cnd_depth_ros.inference.registry import BACKENDS
 from cnd_depth_ros.inference.sgbm import SgbmMatcher
 
 if TYPE_CHECKING:
@@ -113,16 +114,17 @@ def run_benchmark(
     specs: Sequence[str],
     pair: StereoInput,
     *,
-    height: int,
-    width: int,
+    pixel_budget: int | None = None,
+    input_size: tuple[int, int] | None = None,
     iterations: int = 50,
     warmup: int = 5,
     options: dict[str, Any] | None = None,
     calibration: Sequence[Frame] | None = None,
 ) -> list[BenchmarkResult]:
     """Time each backend spec (``torch``, ``onnxruntime:int8``, ``sgbm``, ...) on ``pair`` with
-    the network at ``width`` x ``height``; ``options`` (device, threads) go to every backend,
-    ``calibration`` frames to INT8 ones.
+    the network at the input planned for the pair's camera (``pixel_budget``; ``input_size``:
+    this size instead); ``options`` (device, threads) go to every backend, ``calibration``
+    frames to INT8 ones. SGBM matches at the same size.
 
     :raises ValueError: bad specs or sizes; backend errors propagate as they are.
     """
@@ -135,16 +137,16 @@ def run_benchmark(
         if name == "sgbm":
             SgbmMatcher(**spec_options)
     options = dict(options or {})
-    reference: np.ndarray | None = None
-    if any(name != "sgbm" for name, _ in parsed):
-        # The reference runs with the same device and threads as the timed backends: oneDNN's
-        # results are reproducible for one thread count, not across counts.
-        torch_backend = create_backend("torch", model, height=height, width=width, **options)
-        reference = torch_backend.infer(pair.left, pair.right, camera=pair.camera)
-        torch_backend.close()
+    plan = {"pixel_budget": pixel_budget, "input_size": input_size, "camera": pair.camera}
+    # The reference runs with the same device and threads as the timed backends: oneDNN's
+    # results are reproducible for one thread count, not across counts.
+    torch_backend = PlannedBackend("torch", model, **plan, **options)
+    reference = torch_backend.infer(pair.left, pair.right, camera=pair.camera)
+    width, height = torch_backend.backend.input_size
+    torch_backend.close()
     results = []
     for spec, (name, spec_options) in zip(specs, parsed, strict=True):
-        _LOGGER.info("benchmarking %s: %d iterations", spec, iterations)
+        _LOGGER.info("benchmarking %s: %d iterations at %dx%d", spec, iterations, width, height)
         if name == "sgbm":
             matcher = SgbmMatcher(working_size=(width, height), **spec_options)
             times = _time(matcher, pair, iterations, warmup)
@@ -153,10 +155,9 @@ def run_benchmark(
             backend_options = {**options, **spec_options}
             if backend_options.get("precision") == "int8":
                 backend_options["calibration"] = calibration
-            backend = create_backend(name, model, height=height, width=width, **backend_options)
+            backend = PlannedBackend(name, model, **plan, **backend_options)
             try:
                 depth = backend.infer(pair.left, pair.right, camera=pair.camera)
-                assert reference is not None
                 difference = max_abs_diff(depth, reference)
                 times = _time(backend, pair, iterations, warmup)
             finally:

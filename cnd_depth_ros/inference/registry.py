@@ -27,7 +27,14 @@ from typing import Any
 from cnd_depth_ros.errors import BackendError
 from cnd_depth_ros.inference.backend import DepthBackend
 
-__all__ = ["BACKENDS", "available_backends", "backend_class", "choose_backend", "create_backend"]
+__all__ = [
+    "BACKENDS",
+    "available_backends",
+    "backend_class",
+    "choose_backend",
+    "create_backend",
+    "resolve_backend",
+]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -111,14 +118,16 @@ def choose_backend(
     raise BackendError(f"no backend available for {model_path} (importable: {available or 'none'})")
 
 
-def create_backend(name: str, model_path: str | os.PathLike[str], **options: Any) -> DepthBackend:
-    """Load ``model_path`` (artifact path, shipped model name or exported ``.onnx``) into the
-    backend ``name`` (``"auto"``, or one of :data:`BACKENDS`).
+def resolve_backend(
+    name: str, model_path: str | os.PathLike[str], options: dict[str, Any]
+) -> tuple[str, dict[str, Any]]:
+    """The concrete backend ``name`` stands for (``"auto"`` resolved, logged with the reason) and
+    the options to create it with (``auto`` choosing torch on a GPU adds ``device="cuda"``).
 
-    :raises ValueError: an unknown backend name or an option the backend does not take.
-    :raises ArtifactError: a missing, corrupt or unsuitable model file, named in the message.
-    :raises BackendError: the backend cannot run here.
+    :raises ValueError: an engine file for a backend other than tensorrt.
+    :raises BackendError: ``auto`` finds no backend that runs here.
     """
+    options = dict(options)
     is_engine = str(model_path).endswith(".engine")
     if name == "auto" and is_engine:
         name = "tensorrt"
@@ -133,6 +142,18 @@ def create_backend(name: str, model_path: str | os.PathLike[str], **options: Any
             f"{model_path} is a TensorRT engine: only the tensorrt backend runs it (backend "
             f"{name!r} takes an artifact, a shipped model name or an .onnx export)"
         )
+    return name, options
+
+
+def create_backend(name: str, model_path: str | os.PathLike[str], **options: Any) -> DepthBackend:
+    """Load ``model_path`` (artifact path, shipped model name or exported ``.onnx``) into the
+    backend ``name`` (``"auto"``, or one of :data:`BACKENDS`).
+
+    :raises ValueError: an unknown backend name or an option the backend does not take.
+    :raises ArtifactError: a missing, corrupt or unsuitable model file, named in the message.
+    :raises BackendError: the backend cannot run here.
+    """
+    name, options = resolve_backend(name, model_path, options)
     # Backends are constructed as cls(model_path, **options), unlike the DepthBackend base.
     factory: Callable[..., DepthBackend] = backend_class(name)
     try:

@@ -35,7 +35,18 @@ __all__ = [
     "cnd_micro",
     "cnd_mono",
     "cnd_stereo",
+    "stereo_disparity_range",
 ]
+
+# cnd_stereo's settings beyond CNDConfig's defaults: the paper's residual decoder, a wider ASPP
+# for two encodings, and 24 matching levels at 1/4 resolution.
+_STEREO_DEFAULTS: dict[str, Any] = {
+    "residual_after": (0, 1),
+    "aspp_channels": 320,
+    "cost_volume_levels": 24,
+}
+# The matcher's correlation volume is at 1/4 of the input resolution.
+_MATCHING_STRIDE = 4
 
 
 @dataclass
@@ -236,5 +247,12 @@ def cnd_stereo(**overrides: Any) -> CNDStereo:
     shared-weight encoder for both images, whose concatenated encodings feed a 320-wide ASPP,
     plus a stereo matcher over 24 disparities at 1/4 resolution (up to 92 px at the input;
     this package's extension, docs/decisions.md, 10 and 13)."""
-    defaults = {"residual_after": (0, 1), "aspp_channels": 320, "cost_volume_levels": 24}
-    return CNDStereo(CNDConfig(**{**defaults, **overrides}))
+    return CNDStereo(CNDConfig(**{**_STEREO_DEFAULTS, **overrides}))
+
+
+def stereo_disparity_range(**overrides: Any) -> float:
+    """The largest disparity (pixels at the network input) that :func:`cnd_stereo` with
+    ``overrides`` matches: its highest matching level at 1/4 resolution, 92 px by default.
+    Nearer surfaces are beyond what the net can represent."""
+    levels = int({**_STEREO_DEFAULTS, **overrides}["cost_volume_levels"])
+    return float(_MATCHING_STRIDE * (levels - 1))

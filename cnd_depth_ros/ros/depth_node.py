@@ -47,7 +47,7 @@ from stereo_msgs.msg import DisparityImage
 from cnd_depth_ros.camera import PinholeCamera
 from cnd_depth_ros.compressed_image import compressed_to_rgb
 from cnd_depth_ros.errors import CndDepthError
-from cnd_depth_ros.inference.backend import DepthBackend
+from cnd_depth_ros.inference.planned_backend import PlannedBackend
 from cnd_depth_ros.ros import qos
 from cnd_depth_ros.ros.camera_info import camera_from_info, camera_info_for, check_image_size
 from cnd_depth_ros.ros.diagnostics import PipelineDiagnostics
@@ -137,6 +137,9 @@ PARAMETERS: dict[str, _Spec] = {
     "precision": _Spec("", "fp32, fp16 or int8; empty: the backend's default", read_only=True),
     "threads": _Spec(0, "CPU threads for the inference runtime; 0: the runtime's default",
                      read_only=True, low=0, high=256),
+    "pixel_budget": _Spec(0, "network input pixels per frame, planned per camera with its aspect "
+                             "ratio kept; 0: 76800 (320x240) on a CPU, 307200 on a GPU",
+                          read_only=True, low=0, high=4096 * 4096),
     "queue_size": _Spec(5, "messages kept per input by the synchroniser", read_only=True,
                         low=1, high=100),
     "approximate_sync": _Spec(False, "pair images whose stamps differ by up to the tolerance "
@@ -152,7 +155,8 @@ PARAMETERS: dict[str, _Spec] = {
                                       "16UC1 millimetres with 0 invalid (REP 118)"),
     "output_resolution": _Spec("input", "size of every output: input (the camera's) or "
                                         "network (the model's, cheaper)"),
-    "min_depth": _Spec(0.0, "metres; nearer depth is marked invalid", low=0.0, high=10000.0),
+    "min_depth": _Spec(0.0, "metres; nearer depth is marked invalid, and the stereo network "
+                            "input is planned small enough to match it", low=0.0, high=10000.0),
     "max_depth": _Spec(100.0, "metres; farther depth is marked invalid", low=0.0, high=10000.0),
     "publish_points": _Spec(True, "publish the organised point cloud on points"),
     "points_color": _Spec(True, "add the left image's colour (rgb field) to the points"),
@@ -309,8 +313,8 @@ class DepthNode(LifecycleNode):
         self.add_post_set_parameters_callback(self._apply_parameters)
 
         self.mode: str = values["mode"]
-        self.backend: DepthBackend | None = None
-        self.fallback: DepthBackend | None = None
+        self.backend: PlannedBackend | None = None
+        self.fallback: PlannedBackend | None = None
         self._output_publishers: dict[str, LifecyclePublisher[Any]] = {}
         self._subscribers: list[Any] = []
         self._synchronizer: Any = None
@@ -370,6 +374,9 @@ class DepthNode(LifecycleNode):
 
     def _apply_parameters(self, parameters: list[Parameter[Any]]) -> None:
         self._outputs = self._read_outputs(self._values())
+        for backend in (self.backend, self.fallback):
+            if backend is not None:  # the worker plans again on its next frame
+                backend.min_depth = self._outputs.min_depth
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -398,14 +405,15 @@ class DepthNode(LifecycleNode):
 
     def _load_backend(
         self, name: str, options: dict[str, Any], role: str = ""
-    ) -> DepthBackend | None:
-        """Backend ``name`` with the model loaded and warmed up; ``None`` after logging why not."""
-        from cnd_depth_ros.inference.registry import create_backend
-
-        model = self._values()["model_path"] or _SHIPPED[self.mode]
+    ) -> PlannedBackend | None:
+        """Backend ``name`` with the model loaded at its own input size (planned again for the
+        first camera) and warmed up; ``None`` after logging why not."""
+        values = self._values()
+        model = values["model_path"] or _SHIPPED[self.mode]
         started = time.monotonic()
         try:
-            backend = create_backend(name, model, **options)
+            backend = PlannedBackend(name, model, pixel_budget=values["pixel_budget"] or None,
+                                     min_depth=values["min_depth"], **options)
         except (CndDepthError, ValueError) as error:
             self.get_logger().error(f"{role}backend {name!r} cannot load model {model!r}: {error}")
             return None
@@ -431,7 +439,7 @@ class DepthNode(LifecycleNode):
         )
         return backend
 
-    def _report_backend(self, backend: DepthBackend) -> None:
+    def _report_backend(self, backend: PlannedBackend) -> None:
         for key, value in backend.info().items():
             self.diagnostics.set_info(key, value)
 
@@ -643,17 +651,19 @@ class DepthNode(LifecycleNode):
             self._warn(raise_site(error), f"skipping input: {error}")
             return
 
-        if outputs.output_resolution == "network":
-            camera_out = camera.resized(*backend.input_size)
-            colors = cv2.resize(left, backend.input_size, interpolation=cv2.INTER_AREA)
-        else:
-            camera_out, colors = camera, left
         started = self._lap("decode", lap)
         try:
+            self._plan_input(backend, camera)
+            input_size = backend.backend.input_size
+            if outputs.output_resolution == "network":
+                camera_out = camera.resized(*input_size)
+                colors = cv2.resize(left, input_size, interpolation=cv2.INTER_AREA)
+            else:
+                camera_out, colors = camera, left
             depth = backend.infer(
                 left, right, camera=camera, output_size=(camera_out.width, camera_out.height)
             )
-        except (CndDepthError, RuntimeError) as error:
+        except (CndDepthError, RuntimeError, ValueError) as error:
             self.diagnostics.record_drop("inference error")
             self._warn(raise_site(error), f"inference failed on {backend.name}: {error}",
                        error=True)
@@ -670,7 +680,26 @@ class DepthNode(LifecycleNode):
                 f"frame {header.stamp.sec}.{header.stamp.nanosec:09d} took (ms): {stages}"
             )
 
-    def _fall_back(self, failed: DepthBackend, error: Exception) -> None:
+    def _plan_input(self, backend: PlannedBackend, camera: PinholeCamera) -> None:
+        """Worker thread: plan the network input for ``camera`` (the first, or a new size or
+        ``min_depth``); a new size loads the backend again, which takes seconds (ONNX Runtime)
+        or minutes (a TensorRT engine not yet built: ``cnd-depth build-engine`` ahead of time).
+
+        :raises CndDepthError: the backend cannot be loaded at the planned size.
+        """
+        plan = backend.prepare(camera)
+        if plan is None:
+            return
+        self.get_logger().info(f"{plan.describe()} on {backend.name}")
+        if backend.wanted is not None:
+            wanted = backend.wanted
+            self._warn("static input", (
+                f"{backend.model} is compiled for {plan.width}x{plan.height}; this camera "
+                f"would run at {wanted.width}x{wanted.height}: cnd-depth export --height "
+                f"{wanted.height} --width {wanted.width} (or build-engine) makes that model"))
+        self._report_backend(backend)
+
+    def _fall_back(self, failed: PlannedBackend, error: Exception) -> None:
         """Worker thread: replace a backend that failed at run time by the fallback, for good (a
         GPU error usually leaves the device unusable until the process restarts)."""
         fallback = self.fallback

@@ -1,0 +1,163 @@
+"""A backend whose network input follows the camera it is given (:mod:`input_plan`).
+
+The node, ``eval`` and ``bench`` hold one :class:`PlannedBackend` instead of a bare
+:class:`~cnd_depth_ros.inference.backend.DepthBackend`: the first camera (or a new camera size
+mid-stream) is planned, and when the plan's size differs from the loaded one the backend is
+created again at that size (torch: the weights again; ONNX Runtime: a new export; TensorRT: an
+engine from the cache or a build). A model file with static shapes (``.onnx``, ``.engine``) keeps
+its own size; the plan it would have had is reported so the user can export for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import numpy as np
+
+from cnd_depth_ros.camera import PinholeCamera
+from cnd_depth_ros.inference.backend import DepthBackend
+from cnd_depth_ros.inference.input_plan import (
+    InputPlan,
+    default_pixel_budget,
+    model_disparity_range,
+    plan_input,
+)
+from cnd_depth_ros.inference.registry import create_backend, resolve_backend
+from cnd_depth_ros.models.artifact import ModelMetadata, read_metadata
+
+__all__ = ["PlannedBackend", "has_static_shapes"]
+
+_LOGGER = logging.getLogger(__name__)
+
+
+def has_static_shapes(model: str | os.PathLike[str]) -> bool:
+    """Whether ``model`` is a file compiled for one input size (an ONNX export, an engine)."""
+    return str(model).endswith((".onnx", ".engine"))
+
+
+class PlannedBackend:
+    """Backend ``name`` running ``model`` at the input planned for each camera.
+
+    :param pixel_budget: network pixels per frame; ``None``: the default for the device.
+    :param min_depth: metres; the nearest depth whose disparity must fit the stereo matcher's
+        range (0: no such limit).
+    :param input_size: (width, height) to use for every camera instead of planning.
+    :param camera: plan for this camera at once, so the first frame does not re-create the
+        backend; ``None``: load at the model's own size until a camera arrives.
+    :param options: the backend's own options (device, precision, threads, ...).
+    :raises ValueError: an unknown backend, a bad option or a budget below the smallest input.
+    :raises ArtifactError: a missing or unreadable model.
+    :raises BackendError: the backend cannot run here.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        model: str | os.PathLike[str],
+        *,
+        pixel_budget: int | None = None,
+        min_depth: float = 0.0,
+        input_size: tuple[int, int] | None = None,
+        camera: PinholeCamera | None = None,
+        **options: Any,
+    ) -> None:
+        self.name, self._options = resolve_backend(name, model, options)
+        self.model = model
+        self.static_shapes = has_static_shapes(model)
+        device = self._options.get("device") or ("cuda" if self.name == "tensorrt" else "cpu")
+        self.pixel_budget = pixel_budget or default_pixel_budget(device)
+        self.min_depth = min_depth
+        self.input_size = input_size
+        self._camera_key: tuple[Any, ...] | None = None
+        self.plan: InputPlan | None = None
+        #: Every plan made, in order (one per camera size seen).
+        self.plans: list[InputPlan] = []
+        #: What planning chose for the camera when the model file fixes another size.
+        self.wanted: InputPlan | None = None
+        if self.static_shapes:
+            self._backend = self._create(input_size)
+            self._disparity_range = model_disparity_range(self._backend.metadata)
+        else:
+            self._disparity_range = model_disparity_range(read_metadata(model))
+            size = input_size if camera is None else self._plan(camera).size
+            self._backend = self._create(size)
+        if camera is not None:
+            self.prepare(camera)
+
+    @property
+    def backend(self) -> DepthBackend:
+        """The backend loaded now."""
+        return self._backend
+
+    @property
+    def metadata(self) -> ModelMetadata:
+        return self._backend.metadata
+
+    def _create(self, size: tuple[int, int] | None) -> DepthBackend:
+        sizes = {} if size is None else {"width": size[0], "height": size[1]}
+        return create_backend(self.name, self.model, **sizes, **self._options)
+
+    def _plan(self, camera: PinholeCamera) -> InputPlan:
+        if self.input_size is not None:
+            width, height = self.input_size
+            return InputPlan(camera.width, camera.height, width, height, self.pixel_budget,
+                             "fixed by the model file" if self.static_shapes else "pixel budget")
+        return plan_input(
+            camera,
+            pixel_budget=self.pixel_budget,
+            disparity_range=self._disparity_range,
+            min_depth=self.min_depth,
+        )
+
+    def prepare(self, camera: PinholeCamera) -> InputPlan | None:
+        """Plan for ``camera``; create the backend again if the plan changes its size.
+
+        :returns: the new plan when this camera changed it (for a log line), else ``None``.
+        """
+        key = (camera.width, camera.height, camera.fx, camera.baseline, self.min_depth)
+        if key == self._camera_key:
+            return None
+        plan = self._plan(camera)
+        current = self._backend.input_size
+        if self.static_shapes:
+            self.wanted = plan if plan.size != current else None
+            plan = InputPlan(camera.width, camera.height, *current, self.pixel_budget,
+                             "fixed by the model file")
+        elif plan.size != current:
+            _LOGGER.info("%s: loading %s for it", plan.describe(), self.name)
+            backend = self._create(plan.size)
+            backend.warmup()
+            self._backend, old = backend, self._backend
+            old.close()
+        self._camera_key, self.plan = key, plan
+        self.plans.append(plan)
+        return plan
+
+    def infer(
+        self,
+        left: np.ndarray,
+        right: np.ndarray | None = None,
+        *,
+        camera: PinholeCamera,
+        output_size: tuple[int, int] | None = None,
+    ) -> np.ndarray:
+        """:meth:`DepthBackend.infer` at the input planned for ``camera``."""
+        self.prepare(camera)
+        return self._backend.infer(left, right, camera=camera, output_size=output_size)
+
+    def warmup(self) -> None:
+        self._backend.warmup()
+
+    def info(self) -> dict[str, Any]:
+        info = self._backend.info()
+        info["pixel_budget"] = self.pixel_budget
+        if self.plan is not None:
+            info["input plan"] = self.plan.describe()
+        if self.wanted is not None:
+            info["planned input"] = f"{self.wanted.width}x{self.wanted.height}"
+        return info
+
+    def close(self) -> None:
+        self._backend.close()
