@@ -8,8 +8,10 @@ simulated, by raising from inside the training loop after the checkpoint on disk
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +21,19 @@ from fixtures.artifacts import SMALL, make_artifact
 from fixtures.training import one_torch_thread, synthetic_folder  # noqa: F401
 
 from cnd_depth_ros import cli
+from cnd_depth_ros.commands import train as train_command
 from cnd_depth_ros.errors import ArtifactError, CndDepthError
 from cnd_depth_ros.models import build_model
 from cnd_depth_ros.models.artifact import load_artifact, read_metadata
 from cnd_depth_ros.synthetic.dataset_writer import kitti_like_camera
 from cnd_depth_ros.training import trainer
 from cnd_depth_ros.training.checkpoint import load_checkpoint, save_checkpoint
-from cnd_depth_ros.training.data import DataSpec, split_validation
+from cnd_depth_ros.training.data import (
+    DataSpec,
+    TrainingData,
+    build_training_data,
+    split_validation,
+)
 
 WIDTH, HEIGHT = 64, 48
 
@@ -226,6 +234,103 @@ def test_config_rejects_bad_values_by_name() -> None:
         trainer.TrainConfig(**{**base, "data": ["no-kind"]})
     with pytest.raises(ValueError, match="unknown training settings"):
         trainer.TrainConfig.from_dict({**base, "learning_rate": 1.0})
+    with pytest.raises(ValueError, match="must contain the network input"):
+        trainer.TrainConfig(**{**base, "crop_aspects": (2.0, 3.0)})
+    with pytest.raises(ValueError, match="scale_range must be two numbers"):
+        trainer.TrainConfig(**{**base, "scale_range": [0.5]})
+    with pytest.raises(ValueError, match="disparity_target must be two numbers 0 < low"):
+        trainer.TrainConfig(**{**base, "disparity_target": (50.0, 10.0)})
+    with pytest.raises(ValueError, match="applies to stereo nets"):
+        trainer.TrainConfig(**{**base, "disparity_target": (10.0, 50.0)}).augmentation(None)
+
+
+@pytest.mark.timeout(240)
+def test_a_stereo_run_with_the_default_augmentation_records_it(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    """A tiny real run of `cnd-depth train` with nothing but defaults: disparity-targeted
+    rescale, per-batch input sizes, camera effects; the artifact records what was done."""
+    out = tmp_path / "run"
+    code = cli.main(
+        [
+            "train", "--variant", "cnd_stereo", "--model-config", json.dumps(SMALL),
+            "--data", f"synthetic:{synthetic_root}", "--width", str(WIDTH), "--height",
+            str(HEIGHT), "--steps", "4", "--batch-size", "2", "--warmup-steps", "1",
+            "--workers", "0", "--device", "cpu", "--no-progress", "--out", str(out),
+        ]
+    )
+    assert code == 0
+    training = read_metadata(out / "model").training
+    assert training["steps"] == 4 and math.isfinite(training["train_loss"]["loss"])
+    pipeline = training["augmentation"]["pipeline"]
+    assert "disparity_target=(15.333333333333334, 92.0)" in pipeline
+    for step in ("RandomCrop", "RandomHorizontalFlip", "ViewGainGamma", "SensorNoise"):
+        assert step in pipeline
+    assert training["augmentation"]["input_sizes"] == [[WIDTH, HEIGHT], [96, 32]]
+    config = load_checkpoint(out / "checkpoint.pt")["config"]
+    assert config["rescale"] and config["camera_effects"]
+    assert tuple(config["crop_aspects"]) == (1.0, 3.4) and config["disparity_target"] is None
+
+
+def test_each_batch_has_one_input_size_the_same_on_every_process_and_after_a_resume(
+    synthetic_root: Path,
+) -> None:
+    """Per-batch input sizes are a function of (seed, epoch, batch): every sample of a batch
+    has its batch's size, the ranks of a DDP job agree on it, and a resumed epoch continues
+    with the sizes (and samples) of the uninterrupted one."""
+
+    def open_rank(rank: int) -> TrainingData:
+        return build_training_data(
+            [f"synthetic:{synthetic_root}"], val_fraction=0.0, width=WIDTH, height=HEIGHT,
+            batch_size=2, workers=0, seed=5, rank=rank, world_size=2, stereo=True,
+            aspect_range=(1.0, 3.4),
+        )
+
+    def epoch_batches(data: TrainingData, epoch: int, skip: int = 0) -> list[Any]:
+        data.set_epoch(epoch, skip_batches=skip)
+        batches = []
+        for batch in data.loader:
+            height, width = batch["left"].shape[-2:]
+            assert batch["right"].shape[-2:] == batch["depth"].shape[-2:] == (height, width)
+            batches.append(((int(width), int(height)), list(batch["name"])))
+        return batches
+
+    ranks = [open_rank(0), open_rank(1)]
+    assert len(ranks[0].loader) == 2  # 8 frames, 4 per process, batch 2
+    sizes: dict[int, list[tuple[int, int]]] = {0: [], 1: []}
+    for epoch in range(6):
+        for rank, data in enumerate(ranks):
+            batches = epoch_batches(data, epoch)
+            sizes[rank] += [size for size, _ in batches]
+            assert epoch_batches(data, epoch, skip=1) == batches[1:]
+    assert sizes[0] == sizes[1]
+    assert set(sizes[0]) == {(WIDTH, HEIGHT), (96, 32)}
+
+
+def test_augmentation_flags_reach_the_config_and_each_switches_off() -> None:
+    parser = argparse.ArgumentParser()
+    train_command.add_arguments(parser)
+    base = ["--data", "synthetic:x", "--steps", "2", "--out", "x", "--variant", "cnd_stereo"]
+
+    def config(*flags: str) -> trainer.TrainConfig:
+        settings = vars(parser.parse_args([*base, *flags]))
+        settings.pop("nproc")
+        return trainer.TrainConfig(**settings)
+
+    default = config()
+    assert (default.rescale, default.camera_effects) == (True, True)
+    assert (default.scale_range, default.crop_aspects) == ((0.1, 2.0), (1.0, 3.4))
+    assert default.augmentation(92.0).disparity_target == (92.0 / 6, 92.0)
+    off = config("--no-rescale", "--no-crop-aspects", "--no-camera-effects")
+    assert (off.rescale, off.crop_aspects, off.camera_effects) == (False, None, False)
+    pipeline = repr(trainer.D.train_transform(WIDTH, HEIGHT, off.augmentation(92.0)))
+    assert "scale_range=None" in pipeline and "ViewGainGamma" not in pipeline
+    ranges = config("--scale-range", "0.5", "1.5", "--disparity-target", "10", "60",
+                    "--crop-aspects", "1.2", "2.5")
+    assert ranges.scale_range == (0.5, 1.5) and ranges.crop_aspects == (1.2, 2.5)
+    assert ranges.augmentation(92.0).disparity_target == (10.0, 60.0)
+    # The JSON a multi-process run hands over gives lists; the config reads them back the same.
+    assert trainer.TrainConfig.from_dict(json.loads(json.dumps(ranges.to_dict()))) == ranges
 
 
 def test_validation_split_holds_out_the_tail() -> None:

@@ -60,6 +60,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--width", type=int, default=unset, help="network input width")
     data.add_argument("--height", type=int, default=unset, help="network input height")
 
+    augment = parser.add_argument_group(
+        "augmentation", "each on by default; docs/training.md, \"Augmentation\""
+    )
+    augment.add_argument("--rescale", action=argparse.BooleanOptionalAction, default=unset,
+                         help="scale each frame by a random factor before the crop (stereo nets:"
+                              " so its 98th-percentile disparity lands in --disparity-target)")
+    augment.add_argument("--scale-range", nargs=2, type=float, default=unset,
+                         metavar=("MIN", "MAX"),
+                         help="how far a frame may be shrunk and enlarged (default 0.1 2)")
+    augment.add_argument("--disparity-target", nargs=2, type=float, default=unset,
+                         metavar=("MIN", "MAX"), help="stereo nets: pixels at the network input "
+                         "(default: a sixth of the matcher's range to all of it, 15.3 92)")
+    augment.add_argument("--crop-aspects", nargs=2, type=float, default=unset,
+                         metavar=("MIN", "MAX"), help="batches at input sizes of --width x "
+                         "--height pixels with aspect ratios in this range (default 1 3.4)")
+    augment.add_argument("--no-crop-aspects", dest="crop_aspects", action="store_const",
+                         const=None, default=unset, help="every batch at --width x --height")
+    augment.add_argument("--camera-effects", action=argparse.BooleanOptionalAction,
+                         default=unset, help="per-view gain, gamma and white balance, blur, "
+                         "sensor noise, JPEG artefacts")
+
     model = parser.add_argument_group("model and loss")
     model.add_argument("--variant", default="cnd_mono",
                        help="network: cnd_micro, cnd_mono, cnd_stereo, fcrn (`cnd-depth models`)")

@@ -1,22 +1,38 @@
 """DataLoaders for training and validation, built from ``KIND:ROOT`` data specs.
 
 Everything random about the data is a function of the run's seed, the epoch and the sample index:
-the shuffle order (a :class:`~torch.utils.data.DistributedSampler` seeded per epoch) and each
-sample's augmentation (a generator seeded with ``(seed, epoch, index)``). So a resumed run sees
-the very batches an uninterrupted run would, whatever the number of loader workers.
+the shuffle order (a :class:`~torch.utils.data.DistributedSampler` seeded per epoch), each
+batch's network input size (seeded with ``(seed, epoch, batch)``, the same on every process)
+and each sample's augmentation (a generator seeded with ``(seed, epoch, index)``). So a resumed
+run sees the very batches an uninterrupted run would, whatever the number of loader workers.
+
+The training pipeline (:func:`train_transform`) rescales each frame at random (for stereo nets so
+that its disparities spread over the matcher's range), cuts the batch's input size out of it,
+flips, and adds the photometric differences of real cameras; the batches' input sizes vary in
+aspect ratio at a constant pixel count (:func:`crop_shapes`), as the per-camera input sizes of a
+deployed network do (docs/training.md, "Augmentation").
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
-from collections.abc import Iterator, Sequence
+import math
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler, Subset
+from torch.utils.data import (
+    ConcatDataset,
+    DataLoader,
+    Dataset,
+    DistributedSampler,
+    Sampler,
+    Subset,
+)
 
 from cnd_depth_ros.camera import PinholeCamera
 from cnd_depth_ros.training import transforms as T
@@ -24,12 +40,17 @@ from cnd_depth_ros.training.datasets.frame import Frame, to_sample
 from cnd_depth_ros.training.datasets.registry import open_dataset
 
 __all__ = [
+    "SIZE_MULTIPLE",
+    "Augmentation",
     "DataSpec",
+    "EpochBatchSampler",
     "ResumableDistributedSampler",
     "SampleDataset",
+    "SampleKey",
     "TrainingData",
     "batch_to",
     "build_training_data",
+    "crop_shapes",
     "eval_transform",
     "open_frames",
     "parse_option",
@@ -136,15 +157,83 @@ def split_validation(
     )
 
 
-def train_transform(width: int, height: int) -> T.Compose:
-    """Resize to the network, then flips (stereo-aware) and photometric jitter."""
-    return T.Compose(
-        [
-            T.Resize(width, height),
-            T.RandomHorizontalFlip(0.5),
-            T.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2),
-        ]
-    )
+#: Network input sides are multiples of this (the encoder's output stride; ``check_images``).
+SIZE_MULTIPLE = 16
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """What :func:`train_transform` does besides cutting the network's input size out of a
+    frame, flipping and colour jitter.
+
+    ``rescale``: scale each frame by a random factor first (:class:`~.transforms.RandomRescale`),
+    within ``scale_range`` of the incoming frame; with ``disparity_target`` (pixels at the
+    network input, a stereo net's matcher range) stereo frames are scaled so that their 98th
+    percentile disparity is drawn uniformly from it. Off: each frame is scaled to the widest
+    view the crop allows. ``camera_effects``: per-view gain, gamma and white balance, blur,
+    sensor noise and JPEG artefacts (the differences of real cameras and links).
+    """
+
+    rescale: bool = True
+    scale_range: tuple[float, float] = (0.1, 2.0)
+    disparity_target: tuple[float, float] | None = None
+    camera_effects: bool = True
+
+
+def train_transform(
+    width: int, height: int, augmentation: Augmentation | None = None
+) -> T.Compose:
+    """Rescale (``augmentation``, default :class:`Augmentation`), cut a random ``width`` x
+    ``height`` window (square pixels kept), flip (stereo-aware), jitter colours the same on both
+    views, then add the camera effects that differ between them."""
+    augmentation = augmentation or Augmentation()
+    steps: list[T.Transform] = [
+        T.RandomRescale(
+            width, height,
+            scale_range=augmentation.scale_range if augmentation.rescale else None,
+            disparity_target=augmentation.disparity_target,
+        ),
+        T.RandomCrop(width, height),
+        T.RandomHorizontalFlip(0.5),
+        T.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2),
+    ]
+    if augmentation.camera_effects:
+        steps += [T.ViewGainGamma(), T.GaussianBlur(), T.SensorNoise(), T.JpegArtifacts()]
+    return T.Compose(steps)
+
+
+def crop_shapes(
+    width: int, height: int, aspect_range: tuple[float, float] | None
+) -> list[tuple[int, int]]:
+    """Network input sizes of about ``width * height`` pixels (within 15 %), sides multiples of
+    :data:`SIZE_MULTIPLE`, aspect ratios (width / height) within ``aspect_range``, narrowest
+    first; ``width`` x ``height`` is always one. ``None``: that size alone.
+
+    :raises ValueError: a size that is not a positive multiple of :data:`SIZE_MULTIPLE`, or an
+        ``aspect_range`` that is not ``0 < low <= high`` or leaves out ``width / height``.
+    """
+    if width <= 0 or height <= 0 or width % SIZE_MULTIPLE or height % SIZE_MULTIPLE:
+        raise ValueError(
+            f"network input must be positive multiples of {SIZE_MULTIPLE}, got {width}x{height}"
+        )
+    if aspect_range is None:
+        return [(width, height)]
+    low, high = aspect_range
+    if not 0 < low <= high:
+        raise ValueError(f"aspect range must be 0 < low <= high, got {tuple(aspect_range)}")
+    if not low <= width / height <= high:
+        raise ValueError(
+            f"aspect range {low}-{high} must contain the network input's {width}x{height} "
+            f"({width / height:.3g})"
+        )
+    pixels = width * height
+    shapes = {(width, height)}
+    widest = math.ceil(math.sqrt(pixels * high * 1.15) / SIZE_MULTIPLE) * SIZE_MULTIPLE
+    for side in range(SIZE_MULTIPLE, widest + 1, SIZE_MULTIPLE):
+        other = max(1, round(pixels / side / SIZE_MULTIPLE)) * SIZE_MULTIPLE
+        if low <= side / other <= high and abs(side * other - pixels) <= 0.15 * pixels:
+            shapes.add((side, other))
+    return sorted(shapes, key=lambda shape: shape[0] / shape[1])
 
 
 def eval_transform(width: int, height: int) -> T.Compose:
@@ -152,17 +241,35 @@ def eval_transform(width: int, height: int) -> T.Compose:
     return T.Compose([T.Resize(width, height)])
 
 
+class SampleKey(NamedTuple):
+    """A sample index with the network input size of its batch (:class:`EpochBatchSampler`)."""
+
+    index: int
+    width: int
+    height: int
+
+
 class SampleDataset(Dataset[dict[str, Any]]):
     """Frames -> training tensors (:func:`to_sample`), augmented reproducibly.
 
     Each sample's augmentation draws from a generator seeded with ``(seed, epoch, index)``; call
     :meth:`set_epoch` before iterating a new epoch (the DataLoader copies the dataset into its
-    workers when an iterator is made, so workers see the new epoch too).
+    workers when an iterator is made, so workers see the new epoch too). An ``int`` key goes
+    through ``transform``; a :class:`SampleKey` through ``sized(width, height)``, the pipeline
+    for its batch's input size.
     """
 
-    def __init__(self, frames: Sequence[Frame], transform: T.Compose, *, seed: int = 0) -> None:
+    def __init__(
+        self,
+        frames: Sequence[Frame],
+        transform: T.Compose,
+        *,
+        seed: int = 0,
+        sized: Callable[[int, int], T.Compose] | None = None,
+    ) -> None:
         self.frames = frames
         self.transform = transform
+        self.sized = sized
         self.seed = seed
         self.epoch = 0
 
@@ -172,9 +279,14 @@ class SampleDataset(Dataset[dict[str, Any]]):
     def __len__(self) -> int:
         return len(self.frames)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        rng = np.random.default_rng((self.seed, self.epoch, index))
-        return to_sample(self.transform(self.frames[index], rng))
+    def __getitem__(self, key: int | SampleKey) -> dict[str, Any]:
+        transform = self.transform
+        if isinstance(key, SampleKey):
+            assert self.sized is not None, "per-batch input sizes need a dataset with sized"
+            transform = self.sized(key.width, key.height)
+            key = key.index
+        rng = np.random.default_rng((self.seed, self.epoch, key))
+        return to_sample(transform(self.frames[key], rng))
 
 
 class ResumableDistributedSampler(DistributedSampler):
@@ -199,6 +311,67 @@ class ResumableDistributedSampler(DistributedSampler):
         return itertools.islice(super().__iter__(), start, None)
 
 
+class EpochBatchSampler(Sampler[list[Any]]):
+    """Whole batches of ``sampler``'s indices, each with its network input size.
+
+    With ``shapes``, batch ``k`` of epoch ``e`` takes one of them, chosen by a generator seeded
+    with ``(seed, e, k)``: log-uniformly in aspect ratio (the nearest shape to a ratio drawn
+    uniformly in log space), the same on every process of a DDP job, and the same after a
+    resume. Its keys are then :class:`SampleKey`; without ``shapes`` they are plain indices.
+    :meth:`set_start` skips the first batches of the next iteration (a resumed run).
+    """
+
+    def __init__(
+        self,
+        sampler: ResumableDistributedSampler,
+        batch_size: int,
+        *,
+        seed: int,
+        shapes: Sequence[tuple[int, int]] | None = None,
+    ) -> None:
+        self.sampler = sampler
+        self.batch_size = batch_size
+        self.seed = seed
+        self.shapes = None if shapes is None else list(shapes)
+        self.epoch = 0
+        self.start = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.sampler.set_epoch(epoch)
+
+    def set_start(self, batches: int) -> None:
+        self.sampler.set_start(batches * self.batch_size)
+        self.start = batches
+
+    def shape(self, batch: int) -> tuple[int, int]:
+        """The input size of batch ``batch`` of the current epoch (``shapes`` given)."""
+        assert self.shapes, "shape() needs shapes"
+        ratios = np.log([width / height for width, height in self.shapes])
+        drawn = np.random.default_rng((self.seed, self.epoch, batch, 1)).uniform(
+            ratios[0], ratios[-1]
+        )
+        return self.shapes[int(np.argmin(np.abs(ratios - drawn)))]
+
+    def __len__(self) -> int:
+        return self.sampler.num_samples // self.batch_size
+
+    def __iter__(self) -> Iterator[list[Any]]:
+        start, self.start = self.start, 0
+        return self._batches(iter(self.sampler), start)
+
+    def _batches(self, indices: Iterator[int], start: int) -> Iterator[list[Any]]:
+        for number in itertools.count(start):
+            batch = list(itertools.islice(indices, self.batch_size))
+            if len(batch) < self.batch_size:
+                return
+            if self.shapes is None:
+                yield batch
+            else:
+                width, height = self.shape(number)
+                yield [SampleKey(index, width, height) for index in batch]
+
+
 def train_loader(
     dataset: SampleDataset,
     *,
@@ -208,8 +381,10 @@ def train_loader(
     world_size: int,
     seed: int,
     pin_memory: bool = False,
+    shapes: Sequence[tuple[int, int]] | None = None,
 ) -> DataLoader[dict[str, Any]]:
-    """Shuffled, sharded over ``world_size`` ranks, whole batches only.
+    """Shuffled, sharded over ``world_size`` ranks, whole batches only; with ``shapes``, each
+    batch at one of these input sizes (:class:`EpochBatchSampler`; ``dataset`` needs ``sized``).
 
     :raises ValueError: fewer samples per rank than one batch.
     """
@@ -223,11 +398,9 @@ def train_loader(
         )
     return DataLoader(
         dataset,
-        batch_size=batch_size,
-        sampler=sampler,
+        batch_sampler=EpochBatchSampler(sampler, batch_size, seed=seed, shapes=shapes),
         num_workers=workers,
         pin_memory=pin_memory,
-        drop_last=True,
         persistent_workers=False,
     )
 
@@ -271,11 +444,11 @@ class TrainingData:
     def set_epoch(self, epoch: int, *, skip_batches: int = 0) -> None:
         """Prepare the next iteration of :attr:`loader`: epoch ``epoch``, from batch
         ``skip_batches`` on (a resumed run)."""
-        sampler = self.loader.sampler
-        assert isinstance(sampler, ResumableDistributedSampler)
+        batches = self.loader.batch_sampler
+        assert isinstance(batches, EpochBatchSampler)
         self.train.set_epoch(epoch)
-        sampler.set_epoch(epoch)
-        sampler.set_start(skip_batches * (self.loader.batch_size or 1))
+        batches.set_epoch(epoch)
+        batches.set_start(skip_batches)
 
 
 def build_training_data(
@@ -292,23 +465,30 @@ def build_training_data(
     world_size: int = 1,
     stereo: bool,
     pin_memory: bool = False,
+    augmentation: Augmentation | None = None,
+    aspect_range: tuple[float, float] | None = None,
 ) -> TrainingData:
     """Open ``data`` (``KIND:ROOT`` specs) for training and ``val_data`` for validation, or hold
-    out ``val_fraction`` of ``data`` when no ``val_data`` is given.
+    out ``val_fraction`` of ``data`` when no ``val_data`` is given. Training batches go through
+    :func:`train_transform` with ``augmentation``, at the :func:`crop_shapes` of
+    ``aspect_range`` (``None``: ``width`` x ``height`` only); validation at ``width`` x
+    ``height``.
 
     :raises ValueError: a malformed spec, an empty or mono source for a stereo net, too few
-        frames for one batch per process.
+        frames for one batch per process, an ``aspect_range`` without ``width / height``.
     """
+    shapes = crop_shapes(width, height, aspect_range)
     frames = open_frames([DataSpec.parse(spec) for spec in data], stereo=stereo)
     if val_data:
         held_out = open_frames([DataSpec.parse(spec) for spec in val_data], stereo=stereo)
     else:
         frames, held_out = split_validation(frames, val_fraction)
     camera = eval_transform(width, height)(frames[0], np.random.default_rng(0)).camera
-    train = SampleDataset(frames, train_transform(width, height), seed=seed)
+    pipeline = functools.partial(train_transform, augmentation=augmentation)
+    train = SampleDataset(frames, pipeline(width, height), seed=seed, sized=pipeline)
     loader = train_loader(
         train, batch_size=batch_size, workers=workers, rank=rank, world_size=world_size,
-        seed=seed, pin_memory=pin_memory,
+        seed=seed, pin_memory=pin_memory, shapes=shapes if len(shapes) > 1 else None,
     )
     val = (
         val_loader(

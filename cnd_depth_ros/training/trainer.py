@@ -69,6 +69,7 @@ __all__ = [
     "init_distributed",
     "launch",
     "main",
+    "matcher_range",
     "predict_depth",
     "run_job",
     "seed_everything",
@@ -150,6 +151,17 @@ class RunConfig:
         return cls(**values)
 
 
+def _pair(name: str, value: Any) -> tuple[float, float] | None:
+    """``None`` or two numbers as a tuple of floats (JSON and argparse give lists)."""
+    if value is None:
+        return None
+    try:
+        low, high = (float(item) for item in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be two numbers MIN MAX, got {value!r}") from None
+    return low, high
+
+
 @dataclass(kw_only=True)
 class TrainConfig(RunConfig):
     """Everything that defines a training run from scratch.
@@ -157,6 +169,13 @@ class TrainConfig(RunConfig):
     ``data`` / ``val_data`` are ``KIND:ROOT`` specs. ``model`` holds keyword overrides for
     ``build_model``. ``init_from`` (an artifact or shipped name) starts the net from its weights
     wherever a tensor's name and shape match (:func:`warm_start`).
+
+    Augmentation (:class:`~cnd_depth_ros.training.data.Augmentation`, docs/training.md):
+    ``rescale`` within ``scale_range`` of each frame, for stereo nets so that a frame's 98th
+    percentile disparity lands in ``disparity_target`` pixels (default: a sixth of the matcher's
+    range to all of it, :func:`matcher_range`); batches at input sizes of ``width * height``
+    pixels with aspect ratios within ``crop_aspects`` (``None``: ``width`` x ``height`` only);
+    ``camera_effects``, the photometric differences of real cameras.
     """
 
     variant: str
@@ -168,6 +187,11 @@ class TrainConfig(RunConfig):
     phi: float = 2.0
     model: dict[str, Any] = field(default_factory=dict)
     init_from: str | None = None
+    rescale: bool = D.Augmentation.rescale
+    scale_range: tuple[float, float] = D.Augmentation.scale_range
+    disparity_target: tuple[float, float] | None = None
+    crop_aspects: tuple[float, float] | None = (1.0, 3.4)
+    camera_effects: bool = D.Augmentation.camera_effects
 
     def __post_init__(self) -> None:
         for spec in [*self.data, *self.val_data]:
@@ -176,12 +200,33 @@ class TrainConfig(RunConfig):
         for name in ("width", "height"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.width % 16 or self.height % 16:
-            raise ValueError(
-                f"network input must be multiples of 16, got {self.width}x{self.height}"
-            )
         if not self.phi > 0:
             raise ValueError(f"phi must be positive, got {self.phi}")
+        self.scale_range = _pair("scale_range", self.scale_range)  # type: ignore[assignment]
+        self.disparity_target = _pair("disparity_target", self.disparity_target)
+        self.crop_aspects = _pair("crop_aspects", self.crop_aspects)
+        D.crop_shapes(self.width, self.height, self.crop_aspects)  # checks size and aspects
+        D.train_transform(self.width, self.height, self._augmentation(self.disparity_target))
+
+    def augmentation(self, matcher: float | None) -> D.Augmentation:
+        """The training pipeline's settings for a net whose stereo matcher searches ``matcher``
+        pixels (``None``: a net without one, whose frames are rescaled log-uniformly).
+
+        :raises ValueError: a ``disparity_target`` for a net without a matcher.
+        """
+        if matcher is None:
+            if self.disparity_target is not None:
+                raise ValueError(
+                    f"disparity_target applies to stereo nets; {self.variant} has no matcher"
+                )
+            return self._augmentation(None)
+        return self._augmentation(self.disparity_target or (matcher / 6.0, matcher))
+
+    def _augmentation(self, disparity_target: tuple[float, float] | None) -> D.Augmentation:
+        return D.Augmentation(
+            rescale=self.rescale, scale_range=self.scale_range,
+            disparity_target=disparity_target, camera_effects=self.camera_effects,
+        )
 
 
 @dataclass(frozen=True)
@@ -531,6 +576,20 @@ def warm_start(model: nn.Module, source: str) -> None:
     )
 
 
+#: Input pixels per level of a stereo net's matcher: it correlates the encoder's 1/4-resolution
+#: features (``models/stereo_matching.py``).
+_MATCHER_STRIDE = 4
+
+
+def matcher_range(model: nn.Module) -> float | None:
+    """The largest disparity, in input pixels, that ``model``'s stereo matcher searches (92 for
+    ``cnd_stereo``'s 24 levels); ``None`` for a net without a matcher."""
+    matcher = getattr(model, "matcher", None)
+    if matcher is None:
+        return None
+    return float((matcher.levels - 1) * _MATCHER_STRIDE)
+
+
 def _training_job(config: TrainConfig, env: DistributedEnv) -> TrainingJob:
     """Training from scratch: a new ``config.variant`` on labeled data, the paper's loss."""
     from cnd_depth_ros.models import build_model
@@ -540,11 +599,13 @@ def _training_job(config: TrainConfig, env: DistributedEnv) -> TrainingJob:
         warm_start(model, config.init_from)
     output = cast(OutputKind, model.output_kind)
     stereo = bool(model.is_stereo)
+    augmentation = config.augmentation(matcher_range(model))
     data = D.build_training_data(
         config.data, config.val_data, val_fraction=config.val_fraction, width=config.width,
         height=config.height, batch_size=config.batch_size, workers=config.workers,
         seed=config.seed, rank=env.rank, world_size=env.world_size, stereo=stereo,
-        pin_memory=env.device.type == "cuda",
+        pin_memory=env.device.type == "cuda", augmentation=augmentation,
+        aspect_range=config.crop_aspects,
     )
     metadata = ModelMetadata(
         variant=config.variant, input_height=config.height, input_width=config.width,
@@ -556,6 +617,11 @@ def _training_job(config: TrainConfig, env: DistributedEnv) -> TrainingJob:
         "data": config.data,
         "val_data": config.val_data or f"last {config.val_fraction:.0%} of data",
         "loss": type(criterion).__name__,
+        "augmentation": {
+            "pipeline": repr(D.train_transform(config.width, config.height, augmentation)),
+            "input_sizes": [list(shape) for shape in
+                            D.crop_shapes(config.width, config.height, config.crop_aspects)],
+        },
         "config": config.to_dict(),
     }
     objective = SupervisedObjective(criterion, output=output, reference_fx=data.camera.fx)
