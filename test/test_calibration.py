@@ -3,7 +3,6 @@ Q/DQ ONNX that TensorRT builds INT8 engines from (made and run here with real ON
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from fixtures.calibration_frames import FailingFrames, random_frames
 from fixtures.tiny_onnx import HEIGHT, WIDTH, tiny_export, tiny_metadata
 from onnx import helper, numpy_helper
 
@@ -26,27 +26,10 @@ from cnd_depth_ros.inference.calibration import (
 from cnd_depth_ros.inference.engine_plan import ModelSource, plan_precision, prepare_onnx
 from cnd_depth_ros.models.artifact import ModelMetadata, save_artifact, weights_sha256
 from cnd_depth_ros.models.registry import build_model
-from cnd_depth_ros.training.datasets.frame import Frame
-
-
-def _frames(count: int, *, stereo: bool = True, size: tuple[int, int] = (48, 24)) -> list[Frame]:
-    width, height = size
-    camera = PinholeCamera(width, height, fx=40.0, fy=40.0, cx=width / 2, cy=height / 2,
-                           baseline=0.1 if stereo else None)
-    rng = np.random.default_rng(7)
-    return [
-        Frame(
-            left=rng.integers(0, 256, (height, width, 3), dtype=np.uint8),
-            right=rng.integers(0, 256, (height, width, 3), dtype=np.uint8) if stereo else None,
-            camera=camera,
-            name=f"frame{index}",
-        )
-        for index in range(count)
-    ]
 
 
 def test_batches_are_network_sized_inputs_spread_over_the_dataset() -> None:
-    frames = _frames(10)
+    frames = random_frames(10)
     calibration = CalibrationSet(frames, width=WIDTH, height=HEIGHT, stereo=True, batch_size=2,
                                  max_frames=5)
     assert calibration.indices == [0, 3, 6, 9]  # at most 5, in full batches, evenly spread
@@ -62,38 +45,19 @@ def test_batches_are_network_sized_inputs_spread_over_the_dataset() -> None:
 
 
 def test_mono_batches_and_bad_settings() -> None:
-    mono = CalibrationSet(_frames(3, stereo=False), width=WIDTH, height=HEIGHT, stereo=False)
+    mono = CalibrationSet(random_frames(3, stereo=False), width=WIDTH, height=HEIGHT, stereo=False)
     assert [set(batch) for batch in mono.batches()] == [{"left"}] * 3
     with pytest.raises(ValueError, match="frame0 has none"):
-        next(CalibrationSet(_frames(2, stereo=False), width=WIDTH, height=HEIGHT,
+        next(CalibrationSet(random_frames(2, stereo=False), width=WIDTH, height=HEIGHT,
                             stereo=True).batches())
     with pytest.raises(ValueError, match="at least 4 frame"):
-        CalibrationSet(_frames(3), width=WIDTH, height=HEIGHT, stereo=True, batch_size=4)
+        CalibrationSet(random_frames(3), width=WIDTH, height=HEIGHT, stereo=True, batch_size=4)
     with pytest.raises(ValueError, match="batch_size must be at least 1"):
-        CalibrationSet(_frames(3), width=WIDTH, height=HEIGHT, stereo=True, batch_size=0)
-
-
-class FailingFrames(Sequence[Frame]):
-    """Frames whose ``bad`` index raises as a loader does on an unreadable file, from its
-    ``fail_from``-th read on (1: always; 2: read once fine, as when a file goes away between
-    the engine-cache key and the build)."""
-
-    def __init__(self, frames: list[Frame], bad: int, fail_from: int = 1) -> None:
-        self.frames, self.bad, self.fail_from, self.reads = frames, bad, fail_from, 0
-
-    def __len__(self) -> int:
-        return len(self.frames)
-
-    def __getitem__(self, index):  # type: ignore[override]
-        if index == self.bad:
-            self.reads += 1
-            if self.reads >= self.fail_from:
-                raise DatasetError(f"/data/left/{index:06d}.png: truncated PNG")
-        return self.frames[index]
+        CalibrationSet(random_frames(3), width=WIDTH, height=HEIGHT, stereo=True, batch_size=0)
 
 
 def test_fingerprint_follows_the_inputs_calibration_reads() -> None:
-    frames = _frames(4)
+    frames = random_frames(4)
     calibration = CalibrationSet(frames, width=WIDTH, height=HEIGHT, stereo=True)
     again = CalibrationSet(list(frames), width=WIDTH, height=HEIGHT, stereo=True)
     assert calibration.fingerprint() == again.fingerprint()
@@ -108,7 +72,7 @@ def test_fingerprint_follows_the_inputs_calibration_reads() -> None:
 
 
 def test_a_failing_frame_is_named_and_never_ends_calibration_quietly(tmp_path: Path) -> None:
-    frames = FailingFrames(_frames(5, stereo=False), bad=3)
+    frames = FailingFrames(random_frames(5, stereo=False), bad=3)
     calibration = CalibrationSet(frames, width=WIDTH, height=HEIGHT, stereo=False)
     with pytest.raises(ValueError, match=r"batch 4/5 \(dataset frame\(s\) 3\).*truncated PNG"):
         calibration.fingerprint()
@@ -119,7 +83,7 @@ def test_a_failing_frame_is_named_and_never_ends_calibration_quietly(tmp_path: P
         reader.check()
     assert isinstance(raised.value.__cause__.__cause__, DatasetError)
     # Through ONNX Runtime's quantiser: the frame fails while calibrating, after a first read.
-    flaky = CalibrationSet(FailingFrames(_frames(5, stereo=False), bad=3, fail_from=2),
+    flaky = CalibrationSet(FailingFrames(random_frames(5, stereo=False), bad=3, fail_from=2),
                            width=WIDTH, height=HEIGHT, stereo=False)
     flaky.fingerprint()
     with pytest.raises(ValueError, match=r"INT8 calibration failed: calibration batch 4/5"):
@@ -127,7 +91,7 @@ def test_a_failing_frame_is_named_and_never_ends_calibration_quietly(tmp_path: P
 
 
 def test_a_reader_left_unfinished_is_an_error() -> None:
-    calibration = CalibrationSet(_frames(3, stereo=False), width=WIDTH, height=HEIGHT,
+    calibration = CalibrationSet(random_frames(3, stereo=False), width=WIDTH, height=HEIGHT,
                                  stereo=False)
     reader = calibration.data_reader()
     reader.get_next()
@@ -140,7 +104,7 @@ def test_a_reader_left_unfinished_is_an_error() -> None:
 
 def test_qdq_model_is_symmetric_int8_and_close_to_fp32(tmp_path: Path) -> None:
     source = tiny_export(tmp_path / "tiny.onnx")
-    calibration = CalibrationSet(_frames(8, stereo=False), width=WIDTH, height=HEIGHT,
+    calibration = CalibrationSet(random_frames(8, stereo=False), width=WIDTH, height=HEIGHT,
                                  stereo=False)
     quantized = quantize_qdq(source, tmp_path / "tiny.qdq.onnx", calibration)
     proto = onnx.load_model(str(quantized))
@@ -179,7 +143,7 @@ def test_the_output_layer_stays_float(tmp_path: Path) -> None:
     assert sorted(output_layer_nodes(model)) == ["conv2", "depthwise"]
     onnx.save_model(model, str(source))
 
-    calibration = CalibrationSet(_frames(4, stereo=False), width=WIDTH, height=HEIGHT,
+    calibration = CalibrationSet(random_frames(4, stereo=False), width=WIDTH, height=HEIGHT,
                                  stereo=False)
     proto = onnx.load_model(str(quantize_qdq(source, tmp_path / "q.onnx", calibration)))
     nodes = proto.graph.node
@@ -212,7 +176,7 @@ def test_prepare_onnx_uses_or_refuses_an_export(
     for int8 in (strong("int8"), weak("int8")):
         with pytest.raises(ValueError, match=r"INT8 needs calibration images.*--calib-data"):
             prepare_onnx(fp32, int8, tmp_path)
-    calibration = CalibrationSet.for_model(_frames(2, stereo=False), fp32.metadata)
+    calibration = CalibrationSet.for_model(random_frames(2, stereo=False), fp32.metadata)
     with caplog.at_level("WARNING"):
         qdq = prepare_onnx(fp32, strong("int8"), tmp_path, calibration)
     assert "fp32.onnx is an FP32 export: the layers INT8 does not cover stay FP32" in caplog.text
@@ -227,7 +191,7 @@ def test_int8_from_an_fp16_export_keeps_the_rest_in_fp16(tmp_path: Path) -> None
     """The Q/DQ graph TensorRT builds INT8 from: float16 scales (opset 19, raised from the
     export's 18), the layers not quantised (the softplus head, the output layer) in float16."""
     fp16 = ModelSource.open(tiny_export(tmp_path / "fp16.onnx", precision="fp16"))
-    frames = _frames(4, stereo=False)
+    frames = random_frames(4, stereo=False)
     calibration = CalibrationSet.for_model(frames, fp16.metadata)
     qdq = prepare_onnx(fp16, plan_precision("int8", weakly_typed=True), tmp_path, calibration)
     proto = onnx.load_model(str(qdq))
