@@ -210,8 +210,8 @@ def test_onnx_metadata_is_validated(artifact: Path, tmp_path: Path) -> None:
 
 def test_engines_load_only_intact_with_their_sidecar(artifact: Path, tmp_path: Path) -> None:
     """What the TensorRT backend calls before TensorRT sees a byte of an engine given by path."""
-    target = BuildTarget("10.13.0", "NVIDIA Orin", "8.7")
-    key = EngineKey("ab" * 32, "fp16", 48, 64, target)
+    target = BuildTarget("10.13.0", "NVIDIA Orin", "8.7", 16, 61)
+    key = EngineKey("ab" * 32, "fp16", 48, 64, target, recipe="cd" * 32)
     engine = tmp_path / "model.engine"
     save_engine_file(engine, b"engine bytes" * 100, key=key, metadata=read_metadata(artifact),
                      build_seconds=1.0, source=str(artifact))

@@ -11,7 +11,8 @@ TensorRT itself cannot be installed here, so its API is checked two ways:
 
 The build flow (flags, progress, timing cache, parse and build failures) runs against
 ``fixtures.fake_tensorrt`` because the real module cannot run here; the fake's names are
-themselves checked against the stubs.
+themselves checked against the stubs. The engine flow around it (cache, shapes, INT8,
+deserialisation, the CLI) is in ``test_tensorrt_engines.py``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import ast
 import importlib
 import importlib.metadata
+import json
 import logging
 import os
 import re
@@ -31,6 +33,7 @@ from typing import Any
 
 import pytest
 from fixtures import fake_tensorrt as fake
+from fixtures.tiny_onnx import tiny_export
 
 from cnd_depth_ros import cli
 from cnd_depth_ros.errors import ArtifactError, BackendError
@@ -177,18 +180,29 @@ def test_tensorrt_modules_use_only_real_tensorrt_10_api(stubs: Path, tmp_path: P
 def test_builder_flag_names_looked_up_by_string_exist(stub_members: dict[str, set[str]]) -> None:
     flags = {flag for precision in PRECISIONS
              for flag in plan_precision(precision, weakly_typed=True).builder_flags}
-    assert flags == {"FP16", "INT8"}
+    assert flags == {"FP16"}
     assert flags <= stub_members["BuilderFlag"]
-    assert {"IProgressMonitor", "IInt8EntropyCalibrator2"} <= set(stub_members)
+    assert {"IProgressMonitor", "NetworkDefinitionCreationFlag"} <= set(stub_members)
+    assert "STRONGLY_TYPED" in stub_members["NetworkDefinitionCreationFlag"]
 
 
 def test_strongly_typed_plans_need_nothing_tensorrt_11_removed() -> None:
     for precision in PRECISIONS:
         plan = plan_precision(precision, weakly_typed=False)
-        assert plan.strongly_typed and plan.builder_flags == () and not plan.calibrator
+        assert plan.strongly_typed and plan.builder_flags == ()
         assert plan.graph == {"fp32": "fp32", "fp16": "fp16", "int8": "qdq"}[precision]
     removed = set().union(*REMOVED_IN_TENSORRT_11.values())
     assert not removed & set(vars(engine_plan))
+
+
+def test_int8_is_explicit_quantization_on_tensorrt_10_and_11() -> None:
+    """No implicit calibration on TensorRT 10 (it may run any layer in INT8, the stereo
+    matcher's MatMul included): a strongly typed build of the Q/DQ graph on both."""
+    plans = {plan_precision("int8", weakly_typed=weak) for weak in (True, False)}
+    assert len(plans) == 1
+    (plan,) = plans
+    assert plan.strongly_typed and plan.graph == "qdq" and plan.builder_flags == ()
+    assert plan.onnx_precisions == ("fp16", "fp32")  # the rest of the graph in FP16
 
 
 def _guards(tree: ast.Module) -> dict[ast.AST, list[str]]:
@@ -257,7 +271,7 @@ def test_fake_tensorrt_only_defines_real_names(stub_members: dict[str, set[str]]
         own = {member for member in vars(value) if not member.startswith("_")}
         own |= {member for member in getattr(value, "__annotations__", {})}
         own -= {"initialised", "last_config", "data", "flags", "pools", "timing_cache",
-                "network", "errors", "logger", "parsed"}  # the fake's own bookkeeping
+                "network", "errors", "logger", "parsed", "path", "io"}  # the fake's bookkeeping
         assert own <= stub_members[name], f"tensorrt.{name} lacks {own - stub_members[name]}"
 
 
@@ -292,23 +306,38 @@ def test_build_flow_flags_progress_and_timing_cache(
     builder = builder_on(fake.fake_tensorrt(weakly_typed=weak))
     assert builder.weakly_typed() is weak
     plan = plan_precision("fp16", weakly_typed=builder.weakly_typed())
-    onnx_path = tmp_path / "model.onnx"
-    onnx_path.write_bytes(b"onnx graph")
+    onnx_path = tiny_export(tmp_path / "model.onnx", "fp32" if weak else "fp16")
     timing = tmp_path / "cache" / "timing.cache"
     with caplog.at_level(logging.INFO):
-        engine = builder.build_serialized_engine(onnx_path, plan, workspace_mb=64,
-                                                 timing_cache=timing)
+        engine = json.loads(builder.build_serialized_engine(onnx_path, plan, workspace_mb=64,
+                                                            timing_cache=timing))
     config = fake.Builder.last_config
     assert config is not None and config.pools == {"WORKSPACE": 64 << 20}
     if weak:
-        assert engine == b"engine:flags=0;builder=FP16"
-    else:
-        assert engine == b"engine:flags=2;builder="  # 1 << STRONGLY_TYPED, no precision flags
+        assert (engine["network_flags"], engine["builder_flags"]) == (0, ["FP16"])
+    else:  # 1 << STRONGLY_TYPED, no precision flags: the FP16 graph says it
+        assert (engine["network_flags"], engine["builder_flags"]) == (2, [])
+        assert engine["graph"]["float16"]
     assert "build: Building engine (20 steps)" in caplog.text
     assert "build: Building engine 20/20" in caplog.text
     assert timing.read_bytes() == b"|timed"
     builder.build_serialized_engine(onnx_path, plan, timing_cache=timing)
     assert timing.read_bytes() == b"|timed|timed"  # the saved cache was fed back in
+
+
+def test_an_unreadable_timing_cache_is_replaced_by_an_empty_one(
+    builder_on: Callable[[types.ModuleType], Any], tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    builder = builder_on(fake.fake_tensorrt())
+    timing = tmp_path / "timing.cache"
+    timing.write_bytes(b"\x00 half-written by a killed build")
+    onnx_path = tiny_export(tmp_path / "model.onnx")
+    with caplog.at_level(logging.WARNING):
+        builder.build_serialized_engine(onnx_path, plan_precision("fp32", weakly_typed=True),
+                                        timing_cache=timing)
+    assert "timing cache unreadable or rejected by TensorRT, starting an empty one" in caplog.text
+    assert timing.read_bytes() == b"|timed"
 
 
 def test_build_flow_failures_name_the_file(
@@ -320,9 +349,20 @@ def test_build_flow_failures_name_the_file(
     broken.write_bytes(b"\x00garbage")
     with pytest.raises(ArtifactError, match=r"broken\.onnx: TensorRT cannot parse.*INVALID_GRAPH"):
         builder.build_serialized_engine(broken, plan)
-    unbuildable = tmp_path / "big.onnx"
-    unbuildable.write_bytes(b"onnx unbuildable")
+    unbuildable = tiny_export(tmp_path / "big.onnx", doc_string="unbuildable")
     with pytest.raises(BackendError, match=r"could not build .*big\.onnx"):
         builder.build_serialized_engine(unbuildable, plan)
-    with pytest.raises(ValueError, match="needs a calibrator"):
-        builder.build_serialized_engine(unbuildable, plan_precision("int8", weakly_typed=True))
+
+
+def test_a_build_out_of_tactic_memory_names_the_workspace_setting(
+    builder_on: Callable[[types.ModuleType], Any], tmp_path: Path
+) -> None:
+    builder = builder_on(fake.fake_tensorrt(workspace_needed_mb=512))
+    plan = plan_precision("fp16", weakly_typed=True)
+    onnx_path = tiny_export(tmp_path / "model.onnx")
+    with pytest.raises(BackendError) as raised:
+        builder.build_serialized_engine(onnx_path, plan, workspace_mb=256)
+    message = str(raised.value)
+    assert "ran out of memory" in message and "insufficient workspace" in message
+    assert "workspace is 256 MB (build-engine --workspace-mb" in message
+    assert json.loads(builder.build_serialized_engine(onnx_path, plan, workspace_mb=512))

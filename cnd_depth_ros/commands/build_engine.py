@@ -4,6 +4,8 @@ The engine goes into the engine cache ($CND_DEPTH_CACHE, default ~/.cache/cnd_de
 where the tensorrt backend and the node find it, and with --engine OUT also to OUT (plus OUT.json,
 its sidecar) for loading by path.
 Build it ahead of time: a first build on a Jetson takes minutes; progress is logged meanwhile.
+An engine runs at one input shape only: build one per --height/--width the node will use
+(default: the model's own size).
 INT8 needs calibration images from any dataset kind, e.g. --calib-data kitti:/data/kitti.
 """
 
@@ -45,7 +47,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="artifact path, shipped model name, or .onnx from `cnd-depth export`")
     parser.add_argument("--engine", type=_engine_file, metavar="OUT",
                         help="also write the engine (and OUT.json, its sidecar) here")
-    parser.add_argument("--precision", choices=("fp16", "fp32", "int8"), default="fp16")
+    parser.add_argument("--precision", choices=("fp16", "fp32", "int8"),
+                        help="default: fp16 where the model can be built so (an FP32 .onnx on "
+                        "TensorRT 11 builds fp32)")
+    parser.add_argument("--height", type=positive_int,
+                        help="network input height (multiple of 16; default: the model's)")
+    parser.add_argument("--width", type=positive_int,
+                        help="network input width (multiple of 16; default: the model's)")
     parser.add_argument("--calib-data", metavar="KIND:ROOT",
                         help="INT8 calibration images: a dataset of any kind")
     parser.add_argument("--calib-frames", type=positive_int, default=256,
@@ -78,17 +86,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
             stereo = ModelSource.open(args.model).metadata.stereo
             frames = open_frames([DataSpec.parse(args.calib_data)], stereo=stereo)
-        path, _, record = tensorrt_builder.cached_engine(
+        cached = tensorrt_builder.cached_engine(
             args.model,
             precision=args.precision,
-            calibration_frames=frames,
-            calibration_id=args.calib_data or "",
+            calibration=frames,
+            max_calibration_frames=args.calib_frames,
+            height=args.height,
+            width=args.width,
             workspace_mb=args.workspace_mb,
             device=args.device,
             rebuild=args.rebuild,
         )
     except ValueError as error:
         raise CndDepthError(str(error)) from error
+    path, record = cached.path, cached.record
     if args.engine is not None:
         path = copy_engine_file(path, args.engine)
     return {

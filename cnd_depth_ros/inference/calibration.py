@@ -1,14 +1,15 @@
 """INT8 calibration data: frames from any dataset loader, as the network sees them.
 
-INT8 needs the value range of every activation, measured on representative images. Both ways
-TensorRT gets INT8 are fed from one :class:`CalibrationSet`:
+INT8 needs the value range of every activation, measured on representative images. TensorRT 10
+and 11 both get INT8 from the graph ("explicit quantization", NVIDIA's recommended path: the
+implicit calibrator is deprecated since TensorRT 10.1 and gone in 11): :func:`quantize_qdq`
+writes a Q/DQ ONNX with ONNX Runtime's static quantisation, calibrated on the batches of a
+:class:`CalibrationSet`, and TensorRT builds that as a strongly typed network. ONNX Runtime's
+own INT8 (the ``onnxruntime`` backend on the CPU) is made the same way.
 
-* TensorRT 10 calibrates while it builds (``BuilderFlag.INT8`` plus an ``IInt8Calibrator`` that
-  pulls :meth:`CalibrationSet.batches`, with a :class:`CalibrationCache` file so a rebuild skips
-  the pass; see :mod:`cnd_depth_ros.inference.tensorrt_builder`).
-* TensorRT 11 has no calibrator (strongly typed networks only): precision comes from the graph,
-  so :func:`quantize_qdq` writes a Q/DQ ONNX with ONNX Runtime's static quantisation, calibrated
-  on the same batches, and TensorRT builds that.
+A frame that fails while calibrating is never mistaken for the end of the data: the reader keeps
+the error, stops the batches and :func:`quantize_qdq` raises it once the quantiser returns, and a
+calibration that did not use every batch is an error too (:class:`CalibrationReader`).
 
 Frames are preprocessed exactly like live images (:func:`~cnd_depth_ros.inference.backend.
 to_network_input`: resize to network size, RGB in [0, 1]), otherwise the measured ranges would
@@ -17,8 +18,10 @@ not be the ranges the engine meets.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,23 +29,24 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx
 
-from cnd_depth_ros.atomic_file import write_atomically
-from cnd_depth_ros.errors import ArtifactError
 from cnd_depth_ros.inference.backend import to_network_input
 from cnd_depth_ros.models.artifact import ModelMetadata
 
 if TYPE_CHECKING:
-    from onnxruntime.quantization import CalibrationDataReader
-
     from cnd_depth_ros.training.datasets.frame import Frame
 
-__all__ = ["CalibrationCache", "CalibrationSet", "output_layer_nodes", "quantize_qdq"]
+__all__ = ["QDQ_FP16_OPSET", "CalibrationReader", "CalibrationSet", "output_layer_nodes",
+           "quantize_qdq"]
 
 _LOGGER = logging.getLogger(__name__)
 
 # The encoder-decoder's operators. Left out, so left in float: the stereo matcher's MatMul,
 # GatherElements, Mul and Softmax (correlation and soft-argmin) and the output head.
 _QUANTISED_OPS = ["Conv", "ConvTranspose", "Add", "Clip", "Relu", "MaxPool", "Resize"]
+
+#: ONNX's QuantizeLinear/DequantizeLinear take float16 scales from opset 19 on: a Q/DQ graph
+#: over an FP16 export is written at this opset at least.
+QDQ_FP16_OPSET = 19
 
 Batch = dict[str, np.ndarray]
 
@@ -128,60 +132,100 @@ class CalibrationSet:
         return len(self.indices) // self.batch_size
 
     def batches(self) -> Iterator[Batch]:
-        """Each batch once, in order; a new iterator starts over."""
+        """Each batch once, in order; a new iterator starts over.
+
+        :raises ValueError: a frame that cannot be read or used, naming its dataset index (a
+            stereo model's frame without a right image, say), chained to the loader's error.
+        """
         for start in range(0, len(self.indices), self.batch_size):
-            frames = [self.frames[i] for i in self.indices[start : start + self.batch_size]]
-            batch = {"left": self._stack([frame.left for frame in frames])}
-            if self.stereo:
-                missing = [frame.name or "frame" for frame in frames if frame.right is None]
-                if missing:
-                    raise ValueError(
-                        f"calibrating a stereo model needs right images; {missing[0]} has none"
-                    )
-                batch["right"] = self._stack([frame.right for frame in frames])  # type: ignore[misc]
+            indices = self.indices[start : start + self.batch_size]
+            try:
+                frames = [self.frames[i] for i in indices]
+                batch = {"left": self._stack([frame.left for frame in frames])}
+                if self.stereo:
+                    missing = [frame.name or "frame" for frame in frames if frame.right is None]
+                    if missing:
+                        raise ValueError(
+                            f"calibrating a stereo model needs right images; {missing[0]} has "
+                            "none"
+                        )
+                    batch["right"] = self._stack([frame.right for frame in frames])  # type: ignore[misc]
+            except Exception as error:  # any loader's failure, named and chained
+                batch_number = start // self.batch_size + 1
+                raise ValueError(
+                    f"calibration batch {batch_number}/{len(self)} (dataset frame(s) "
+                    f"{', '.join(map(str, indices))}): {error}"
+                ) from error
             yield batch
 
-    def data_reader(self) -> CalibrationDataReader:
+    def fingerprint(self) -> str:
+        """SHA-256 of every network input calibration reads, in order: the calibration part of
+        an INT8 engine's cache key (other frames, another selection or other preprocessing give
+        another engine). Reads every calibration frame once.
+
+        :raises ValueError: a frame that cannot be read, as :meth:`batches`.
+        """
+        digest = hashlib.sha256(f"{self.batch_size}:{len(self)}".encode())
+        for batch in self.batches():
+            for name in self.input_names:
+                digest.update(f"{name}{batch[name].shape}{batch[name].dtype}".encode())
+                digest.update(np.ascontiguousarray(batch[name]).tobytes())
+        return digest.hexdigest()
+
+    def data_reader(self) -> CalibrationReader:
         """The batches as an ONNX Runtime ``CalibrationDataReader`` (for ``quantize_static``)."""
-        from onnxruntime.quantization import CalibrationDataReader
-
-        batches = self.batches()
-
-        class _Reader(CalibrationDataReader):
-            def get_next(self) -> Batch | None:
-                return next(batches, None)
-
-        return _Reader()
+        return CalibrationReader(self)
 
     def _stack(self, images: list[np.ndarray]) -> np.ndarray:
         arrays = [to_network_input(image, self.width, self.height) for image in images]
         return np.concatenate(arrays)
 
 
-class CalibrationCache:
-    """TensorRT's calibration table in a file: read before calibrating, written after."""
+class CalibrationReader:
+    """An ONNX Runtime ``CalibrationDataReader`` (which recognises any class with
+    ``get_next``) over a :class:`CalibrationSet` that never lets an error pass for the end of
+    the data.
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
+    A quantiser reads until ``get_next`` returns ``None``. When a batch raises, the reader keeps
+    the error and returns ``None`` (whatever the quantiser does with exceptions, it stops);
+    :meth:`check` then raises it, and raises too when fewer batches were read than the set has.
+    """
 
-    def read(self) -> bytes | None:
-        """The cached table, or ``None`` when there is none yet (calibration then runs)."""
+    def __init__(self, calibration: CalibrationSet) -> None:
+        self.calibration = calibration
+        self.used = 0
+        self.error: ValueError | None = None
+        self._batches = calibration.batches()
+
+    def get_next(self) -> Batch | None:
+        if self.error is not None:
+            return None
         try:
-            data = self.path.read_bytes()
-        except FileNotFoundError:
+            batch = next(self._batches, None)
+        except ValueError as error:  # batches() names the frame and chains the cause
+            self.error = error
             return None
-        except OSError as error:
-            raise ArtifactError(f"{self.path}: unreadable calibration cache ({error})") from error
-        if not data:
-            _LOGGER.warning("%s: empty calibration cache, calibrating again", self.path)
-            return None
-        return data
+        if batch is not None:
+            self.used += 1
+        return batch
 
-    def write(self, data: bytes | memoryview) -> None:
-        """Store the table atomically."""
-        table = bytes(data)
-        write_atomically(self.path, lambda temporary: temporary.write_bytes(table))
-        _LOGGER.info("wrote INT8 calibration cache %s", self.path)
+    def check(self) -> None:
+        """:raises ValueError: a batch failed, or not every batch was read."""
+        if self.error is not None:
+            raise ValueError(f"INT8 calibration failed: {self.error}") from self.error
+        if self.used != len(self.calibration):
+            raise ValueError(
+                f"INT8 calibration read {self.used} of {len(self.calibration)} batches: the "
+                "activation ranges would not cover the calibration data"
+            )
+
+
+def _float16_graph(model: onnx.ModelProto) -> bool:
+    return any(init.data_type == onnx.TensorProto.FLOAT16 for init in model.graph.initializer)
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return next(entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx"))
 
 
 def quantize_qdq(
@@ -202,6 +246,13 @@ def quantize_qdq(
     the entropy method of TensorRT's own calibrator, after ONNX Runtime's shape-inference pre-pass
     (no graph optimisation: TensorRT does its own fusions). Without: ``QUInt8`` activations and
     min/max ranges, the form ONNX Runtime's CPU kernels run fastest.
+
+    An FP16 graph (``cnd-depth export --fp16``) gets float16 scales and keeps every operator that
+    is not quantised in FP16, which a strongly typed TensorRT build runs as it reads; the graph
+    is raised to opset :data:`QDQ_FP16_OPSET` first when it is older.
+
+    :raises ValueError: a calibration frame failed, or not every batch was used
+        (:meth:`CalibrationReader.check`).
     """
     from onnxruntime.quantization import (
         CalibrationMethod,
@@ -212,32 +263,41 @@ def quantize_qdq(
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     output_path = Path(output_path)
-    source = Path(onnx_path)
-    if tensorrt:
-        source = output_path.with_name(f"{output_path.stem}.shapes.onnx")
-        quant_pre_process(str(onnx_path), str(source), skip_optimization=True)
-    _LOGGER.info(
-        "calibrating INT8 Q/DQ ranges on %d batch(es) of %d frame(s)",
-        len(calibration),
-        calibration.batch_size,
-    )
-    quantize_static(
-        str(source),
-        str(output_path),
-        calibration.data_reader(),
-        quant_format=QuantFormat.QDQ,
-        activation_type=QuantType.QInt8 if tensorrt else QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        per_channel=True,
-        calibrate_method=CalibrationMethod.Entropy if tensorrt else CalibrationMethod.MinMax,
-        op_types_to_quantize=_QUANTISED_OPS,
-        nodes_to_exclude=output_layer_nodes(onnx.load_model(str(onnx_path))),
-        extra_options={
-            "ActivationSymmetric": tensorrt,
-            "WeightSymmetric": True,
-            "QuantizeBias": False,  # TensorRT fuses float biases; INT32 bias Q/DQ is not its form
-        },
-    )
-    if tensorrt:
-        source.unlink()
+    model = onnx.load_model(str(onnx_path))
+    with tempfile.TemporaryDirectory(prefix="cnd-qdq-", dir=output_path.parent) as workdir:
+        source = Path(onnx_path)
+        if _float16_graph(model) and _opset(model) < QDQ_FP16_OPSET:
+            source = Path(workdir) / "opset.onnx"
+            upgraded = onnx.version_converter.convert_version(model, QDQ_FP16_OPSET)
+            onnx.save_model(upgraded, str(source))
+        if tensorrt:
+            shaped = Path(workdir) / "shapes.onnx"
+            quant_pre_process(str(source), str(shaped), skip_optimization=True)
+            source = shaped
+        _LOGGER.info(
+            "calibrating INT8 Q/DQ ranges on %d batch(es) of %d frame(s)",
+            len(calibration),
+            calibration.batch_size,
+        )
+        reader = calibration.data_reader()
+        quantize_static(
+            str(source),
+            str(output_path),
+            reader,
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QInt8 if tensorrt else QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            calibrate_method=CalibrationMethod.Entropy if tensorrt else CalibrationMethod.MinMax,
+            op_types_to_quantize=_QUANTISED_OPS,
+            nodes_to_exclude=output_layer_nodes(model),
+            extra_options={
+                "ActivationSymmetric": tensorrt,
+                "WeightSymmetric": True,
+                # TensorRT fuses float biases; INT32 bias Q/DQ is not its form
+                "QuantizeBias": False,
+            },
+        )
+    reader.check()
     return output_path
+

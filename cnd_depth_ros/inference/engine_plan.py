@@ -1,26 +1,35 @@
 """What a TensorRT engine is built from: the model, the precision plan, and the ONNX to parse.
 
-TensorRT 10 chooses reduced precision itself ("weak typing": ``BuilderFlag.FP16`` / ``INT8``
-plus an INT8 calibrator). TensorRT 11 removed those flags and the calibrator: networks are
-strongly typed and the precision is in the ONNX graph, an FP16 export for FP16 and Q/DQ nodes
-for INT8 (NVIDIA, "Migrating from TensorRT 10.x to 11.x", Removed Python APIs:
+TensorRT 10 can choose reduced precision itself ("weak typing": ``BuilderFlag.FP16``).
+TensorRT 11 removed the precision flags and the INT8 calibrator: networks are strongly typed and
+the precision is in the ONNX graph, an FP16 export for FP16 and Q/DQ nodes for INT8 (NVIDIA,
+"Migrating from TensorRT 10.x to 11.x", Removed Python APIs:
 https://docs.nvidia.com/deeplearning/tensorrt/latest/api/migration/tensorrt-10x-to-11x-python-api-reference.html).
-:func:`plan_precision` maps a requested precision onto the TensorRT at hand and
-:func:`prepare_onnx` writes the ONNX the plan needs. Nothing here imports TensorRT.
+INT8 is built the same way on both: a strongly typed network from a Q/DQ graph over the FP16
+export ("explicit quantization", which NVIDIA recommends; TensorRT 10's implicit calibration
+would let the builder run any layer in INT8, the stereo matcher's MatMul included, against
+docs/decisions.md 13). :func:`plan_precision` maps a requested precision onto the TensorRT at
+hand, :func:`default_precision` picks one the model can be built in, :func:`export_recipe`
+fingerprints the code that makes the graph, and :func:`prepare_onnx` writes the ONNX the plan
+needs. Nothing here imports TensorRT.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from cnd_depth_ros.errors import ArtifactError
-from cnd_depth_ros.inference.calibration import CalibrationSet, quantize_qdq
+from cnd_depth_ros.inference.calibration import QDQ_FP16_OPSET, CalibrationSet, quantize_qdq
 from cnd_depth_ros.inference.engine_cache import PRECISIONS, file_sha256
 from cnd_depth_ros.inference.export import (
+    DEFAULT_OPSET,
     ONNX_EXPORT_KEY,
     export_onnx,
     load_onnx,
@@ -33,11 +42,32 @@ from cnd_depth_ros.models.artifact import (
     weights_sha256,
 )
 
-__all__ = ["ModelSource", "PrecisionPlan", "plan_precision", "prepare_onnx"]
+__all__ = [
+    "EXPORT_CODE",
+    "QDQ_CODE",
+    "ModelSource",
+    "PrecisionPlan",
+    "default_precision",
+    "export_recipe",
+    "plan_precision",
+    "prepare_onnx",
+]
+
+_LOGGER = logging.getLogger(__name__)
 
 Graph = Literal["fp32", "fp16", "qdq"]
 #: The graph a strongly typed build parses for each precision.
 _STRONGLY_TYPED_GRAPHS: dict[str, Graph] = {"fp32": "fp32", "fp16": "fp16", "int8": "qdq"}
+
+_PACKAGE = Path(__file__).resolve().parent.parent
+#: The code that turns an artifact into an ONNX graph: the networks, the exporter, its rewrites.
+EXPORT_CODE: tuple[Path, ...] = (
+    _PACKAGE / "models",
+    _PACKAGE / "inference" / "export.py",
+    _PACKAGE / "inference" / "layer_rewrites.py",
+)
+#: The code that turns a graph into its INT8 Q/DQ form.
+QDQ_CODE: tuple[Path, ...] = (_PACKAGE / "inference" / "calibration.py",)
 
 
 @dataclass(frozen=True)
@@ -98,32 +128,88 @@ class PrecisionPlan:
     strongly_typed: bool
     #: ``BuilderFlag`` member names to set (weakly typed TensorRT 10 only).
     builder_flags: tuple[str, ...] = ()
-    #: Attach an INT8 calibrator to the builder config (weakly typed TensorRT 10 only).
-    calibrator: bool = False
 
     @property
     def needs_calibration(self) -> bool:
-        return self.calibrator or self.graph == "qdq"
+        return self.graph == "qdq"
+
+    @property
+    def onnx_precisions(self) -> tuple[str, ...]:
+        """The ONNX exports (``fp32``/``fp16``) this plan builds from, the preferred first: a
+        Q/DQ graph is made from the FP16 export (an FP32 one leaves the layers INT8 does not
+        cover in FP32), TensorRT 10's FP16 flag takes either."""
+        if self.graph == "qdq":
+            return ("fp16", "fp32")
+        if not self.strongly_typed and self.precision == "fp16":
+            return ("fp32", "fp16")
+        return (self.graph,)
 
 
 def plan_precision(precision: str, *, weakly_typed: bool) -> PrecisionPlan:
     """The plan for ``precision`` on a TensorRT that does (10.x) or does not (11.x) still have the
-    weak-typing builder flags.
+    weak-typing builder flags. INT8 is a strongly typed Q/DQ build on both.
 
     :raises ValueError: an unknown precision.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if not weakly_typed:
+    if precision == "int8" or not weakly_typed:
         return PrecisionPlan(precision, _STRONGLY_TYPED_GRAPHS[precision], strongly_typed=True)
     if precision == "fp32":
         return PrecisionPlan(precision, "fp32", strongly_typed=False)
-    if precision == "fp16":
-        return PrecisionPlan(precision, "fp32", strongly_typed=False, builder_flags=("FP16",))
-    # FP16 as well, so layers INT8 has no kernel for fall back to FP16 rather than FP32.
-    return PrecisionPlan(
-        precision, "fp32", strongly_typed=False, builder_flags=("FP16", "INT8"), calibrator=True
+    return PrecisionPlan(precision, "fp32", strongly_typed=False, builder_flags=("FP16",))
+
+
+def default_precision(source: ModelSource, *, weakly_typed: bool) -> str:
+    """FP16 wherever this TensorRT can build it from ``source``; on a strongly typed TensorRT
+    (11.x) an ONNX export builds in its own precision (an FP32 export has no FP16 graph)."""
+    if source.onnx_precision is None or weakly_typed or source.onnx_precision == "fp16":
+        return "fp16"
+    _LOGGER.info(
+        "%s is an %s export: building an %s engine (this TensorRT takes precision from the graph;"
+        " `cnd-depth export --fp16` makes an FP16 one)",
+        source.path, source.onnx_precision.upper(), source.onnx_precision.upper(),
     )
+    return source.onnx_precision
+
+
+def _package_version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"
+
+
+def _code_digest(paths: tuple[Path, ...]) -> str:
+    """SHA-256 of the Python files at ``paths`` (files, or folders read recursively)."""
+    digest = hashlib.sha256()
+    for root in paths:
+        files = sorted(root.rglob("*.py")) if root.is_dir() else [root]
+        for path in files:
+            digest.update(f"{path.relative_to(root.parent)}\0".encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def export_recipe(source: ModelSource, plan: PrecisionPlan) -> str:
+    """SHA-256 of how ``source`` becomes the graph TensorRT parses for ``plan``: for an
+    artifact, the code of the networks, the exporter and its rewrites (:data:`EXPORT_CODE`),
+    the opset and the exporting packages' versions; for INT8, the quantiser's code
+    (:data:`QDQ_CODE`) and ONNX Runtime's version. An ONNX file's own hash is the model part of
+    the key, so only the INT8 step counts for it. Any change gives engines another key: the
+    weights alone do not say that the graph is the same.
+    """
+    parts: dict[str, str] = {"graph": plan.graph}
+    if source.onnx_precision is None:
+        parts["opset"] = str(QDQ_FP16_OPSET if plan.graph == "qdq" else DEFAULT_OPSET)
+        parts["export_code"] = _code_digest(EXPORT_CODE)
+        for package in ("torch", "onnx", "onnxscript"):
+            parts[package] = _package_version(package)
+    if plan.graph == "qdq":
+        parts["qdq_code"] = _code_digest(QDQ_CODE)
+        parts["onnxruntime"] = _package_version("onnxruntime")
+    canonical = json.dumps(parts, sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def prepare_onnx(
@@ -135,30 +221,36 @@ def prepare_onnx(
     """The ONNX file TensorRT should parse for ``plan``: the source itself when it already is
     that graph, else an export (and Q/DQ quantisation) written into ``workdir``.
 
-    :raises ValueError: INT8 without calibration data, or an ONNX file in the wrong precision
-        for a strongly typed build (the message says which export to make).
+    :raises ValueError: INT8 without calibration data (or with a failing frame), or an ONNX file
+        in a precision the plan cannot build from (the message says which export to make).
     """
     if plan.needs_calibration and calibration is None:
         raise ValueError("INT8 needs calibration images: give a dataset (--calib-data KIND:ROOT)")
-    export_graph = "fp32" if plan.graph == "qdq" else plan.graph
+    accepted = plan.onnx_precisions
     if source.onnx_precision is None:
         onnx_path = export_onnx(
             source.path,
-            workdir / f"model-{export_graph}.onnx",
+            workdir / f"model-{accepted[0]}.onnx",
             height=source.metadata.input_height,
             width=source.metadata.input_width,
-            fp16=export_graph == "fp16",
+            fp16=accepted[0] == "fp16",
+            opset=QDQ_FP16_OPSET if plan.graph == "qdq" else DEFAULT_OPSET,
         )
     else:
         onnx_path = source.path
-        if source.onnx_precision != export_graph and (
-            plan.strongly_typed or plan.graph == "qdq"
-        ):
-            hint = "cnd-depth export --fp16" if export_graph == "fp16" else "cnd-depth export"
+        if source.onnx_precision not in accepted:
+            hint = "cnd-depth export --fp16" if accepted[0] == "fp16" else "cnd-depth export"
             raise ValueError(
                 f"{source.path} is an {source.onnx_precision.upper()} export, but a "
                 f"{plan.precision.upper()} engine here is built from an "
-                f"{export_graph.upper()} graph: make one with `{hint}` or pass the artifact"
+                f"{accepted[0].upper()} graph: make one with `{hint}` or pass the artifact"
+            )
+        if plan.graph == "qdq" and source.onnx_precision != accepted[0]:
+            _LOGGER.warning(
+                "%s is an %s export: the layers %s does not cover stay %s (an %s export, "
+                "`cnd-depth export --fp16`, runs them in FP16)",
+                source.path, source.onnx_precision.upper(), plan.precision.upper(),
+                source.onnx_precision.upper(), accepted[0].upper(),
             )
     if plan.graph != "qdq":
         return onnx_path

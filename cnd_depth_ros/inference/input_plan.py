@@ -2,7 +2,7 @@
 
 A CND net is fully convolutional, so its input need not be the size it was trained at, and it
 must not be one size for every camera: squeezing a 1242x375 car camera into 256x160 makes its
-pixels twice as wide as tall, which the net never saw (docs/decisions.md, 18). The planner picks
+pixels twice as wide as tall, which the net never saw (docs/decisions.md, 21). The planner picks
 the largest input whose sides are multiples of the net's stride, whose aspect ratio is the
 camera's (square pixels after resizing, within a few percent), and whose pixel count fits the
 budget (the time per frame grows with it). For the stereo net it also keeps the nearest depth the

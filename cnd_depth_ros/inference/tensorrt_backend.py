@@ -1,11 +1,13 @@
 """The TensorRT backend: a serialized engine run asynchronously on its own CUDA stream.
 
 ``model_path`` is an artifact or ONNX export (the engine comes from the engine cache, built on
-first use: minutes on a Jetson, so ``cnd-depth build-engine`` does it ahead of time) or an
-``.engine`` file with its sidecar (checked, never rebuilt: a stale one is an error). Execution
-uses TensorRT 10/11's name-based I/O: device buffers are allocated once with torch (no pycuda),
-their addresses bound with ``set_tensor_address``, and each frame is pinned-host -> device copy,
-``execute_async_v3``, device -> pinned-host copy on one stream, synchronised before returning.
+first use for the asked input shape: minutes on a Jetson, so ``cnd-depth build-engine`` does it
+ahead of time) or an ``.engine`` file with its sidecar (checked, never rebuilt: a stale one, one
+for another shape, or one TensorRT cannot deserialize is an error). A cached engine TensorRT
+cannot deserialize is rebuilt from the model. Execution uses TensorRT 10/11's name-based I/O:
+device buffers are allocated once with torch (no pycuda), their addresses bound with
+``set_tensor_address``, and each frame is pinned-host -> device copy, ``execute_async_v3``,
+device -> pinned-host copy on one stream, synchronised before returning.
 
 Importing this module raises :class:`ImportError` where TensorRT cannot run, which is how the
 backend registry learns it is unavailable.
@@ -15,7 +17,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,13 +26,14 @@ import numpy as np
 import tensorrt as trt
 import torch
 
-from cnd_depth_ros.errors import ArtifactError, BackendError
+from cnd_depth_ros.errors import ArtifactError, BackendError, CndDepthError
 from cnd_depth_ros.inference.backend import DepthBackend
 from cnd_depth_ros.inference.devices import parse_device
 from cnd_depth_ros.inference.engine_cache import (
     ENGINE_SUFFIX,
     EngineCache,
     EngineRecord,
+    StaleEngineError,
     load_engine_file,
 )
 from cnd_depth_ros.inference.export import INPUT_NAMES, OUTPUT_NAME
@@ -47,22 +51,39 @@ __all__ = ["TensorRTBackend"]
 
 _LOGGER = logging.getLogger(__name__)
 
-_TORCH_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float16): torch.float16}
+#: The I/O types this backend binds; an export keeps float32 I/O even when FP16 inside.
+_TORCH_DTYPES = {trt.DataType.FLOAT: torch.float32, trt.DataType.HALF: torch.float16}
 
 
 def _shape(dims: trt.Dims) -> tuple[int, ...]:
     return tuple(dims[index] for index in range(len(dims)))
 
 
+@contextmanager
+def _on_cuda(where: str, index: int) -> Iterator[None]:
+    """Run the block on CUDA device ``index``; torch's and TensorRT's runtime errors there (no
+    CUDA, a busy device, out of memory) become the package's error, naming ``where``."""
+    try:
+        with torch.cuda.device(index):
+            yield
+    except CndDepthError:
+        raise
+    except RuntimeError as error:
+        raise BackendError(f"{where}: TensorRT cannot run on cuda:{index}: {error}") from error
+
+
 class TensorRTBackend(DepthBackend):
     """Runs a TensorRT engine on a CUDA GPU (``device="cuda"`` or ``"cuda:N"``).
 
-    ``precision`` (``fp32``, ``fp16``, ``int8``) picks the engine to build or load from the cache;
-    an ``.engine`` file has its own. INT8 builds need ``calibration_frames`` (any dataset
-    loader's frames). ``threads`` is accepted like every backend's and unused: TensorRT runs on
-    the GPU.
+    ``precision`` (``fp32``, ``fp16``, ``int8``; default: FP16 where the model can be built so,
+    see :func:`~cnd_depth_ros.inference.engine_plan.default_precision`) and ``height`` /
+    ``width`` (default: the model's size) pick the engine to build or load from the cache, one
+    per shape; an ``.engine`` file has its own, which must match them when given. INT8 builds
+    need ``calibration`` (any dataset loader's frames); without, the newest cached INT8 engine
+    is loaded. ``threads`` is accepted like every backend's and unused: TensorRT runs on the GPU.
 
     :raises ArtifactError: a missing, corrupt, truncated or stale engine or model, naming the file.
+    :raises ValueError: INT8 without calibration frames and nothing cached, or a bad option.
     :raises BackendError: no CUDA device, or TensorRT fails to build or load.
     """
 
@@ -73,34 +94,42 @@ class TensorRTBackend(DepthBackend):
         model_path: str | os.PathLike[str],
         *,
         device: str = "cuda",
-        precision: str = "fp16",
+        precision: str | None = None,
         threads: int | None = None,
         height: int | None = None,
         width: int | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
-        calibration_frames: Sequence[Frame] | None = None,
+        calibration: Sequence[Frame] | None = None,
         workspace_mb: int = DEFAULT_WORKSPACE_MB,
     ) -> None:
         kind, index = parse_device(device)
         if kind != "cuda":
             raise ValueError(f"the TensorRT backend runs on CUDA devices only, got {device!r}")
         del threads  # see the class docstring
-        self._engine_path, engine_bytes, self.record = self._engine_bytes(
-            Path(model_path), index, precision, height, width, cache_dir, calibration_frames,
-            workspace_mb,
-        )
-        super().__init__(self.record.metadata, str(model_path))
+        path = Path(model_path)
         self._index = index
-        with torch.cuda.device(index):
+        self._engine_path = path
+        with _on_cuda(str(path), index):
             self._runtime: trt.Runtime | None = trt.Runtime(tensorrt_logger())
-            engine = self._runtime.deserialize_cuda_engine(engine_bytes)
-            if engine is None:
-                raise ArtifactError(
-                    f"{self._engine_path}: TensorRT cannot deserialize this engine "
-                    "(its reasons are logged)"
-                )
-            self._engine: trt.ICudaEngine | None = engine
-            self._check_io(engine)
+        if path.suffix == ENGINE_SUFFIX:
+            engine, self.record = self._engine_file(path, precision, height, width)
+        else:
+            cached = cached_engine(
+                path,
+                precision=precision,
+                cache=EngineCache(cache_dir),
+                calibration=calibration,
+                height=height,
+                width=width,
+                workspace_mb=workspace_mb,
+                device=index,
+                deserialize=self._deserialize,
+            )
+            self._engine_path, engine, self.record = cached.path, cached.loaded, cached.record
+        super().__init__(self.record.metadata, str(model_path))
+        self._engine: trt.ICudaEngine | None = engine
+        self._check_io(engine)
+        with _on_cuda(str(self._engine_path), index):
             context = engine.create_execution_context()
             if context is None:
                 raise BackendError(f"{self._engine_path}: no execution context (GPU memory?)")
@@ -110,46 +139,45 @@ class TensorRTBackend(DepthBackend):
             self._host: dict[str, torch.Tensor] = {}
             for name in self._io_names:
                 shape = _shape(engine.get_tensor_shape(name))
-                dtype = _TORCH_DTYPES[np.dtype(trt.nptype(engine.get_tensor_dtype(name)))]
+                dtype = _TORCH_DTYPES[engine.get_tensor_dtype(name)]
                 self._device[name] = torch.empty(shape, dtype=dtype, device=f"cuda:{index}")
                 self._host[name] = torch.empty(shape, dtype=dtype).pin_memory()
                 if not context.set_tensor_address(name, self._device[name].data_ptr()):
                     raise BackendError(f"{self._engine_path}: cannot bind tensor {name!r}")
         _LOGGER.info("TensorRT engine %s ready (%s)", self._engine_path, self.record.key.precision)
 
-    @staticmethod
-    def _engine_bytes(
-        path: Path,
-        index: int,
-        precision: str,
-        height: int | None,
-        width: int | None,
-        cache_dir: str | os.PathLike[str] | None,
-        calibration_frames: Sequence[Frame] | None,
-        workspace_mb: int,
-    ) -> tuple[Path, bytes, EngineRecord]:
-        """An explicit engine file, checked (stale is an error); else the cached engine."""
-        if path.suffix != ENGINE_SUFFIX:
-            return cached_engine(
-                path,
-                precision=precision,
-                cache=EngineCache(cache_dir),
-                calibration_frames=calibration_frames,
-                height=height,
-                width=width,
-                workspace_mb=workspace_mb,
-                device=index,
-            )
+    def _deserialize(self, data: bytes) -> trt.ICudaEngine | None:
+        """TensorRT's engine from ``data``, or ``None`` when it refuses the plan."""
+        assert self._runtime is not None  # set before any engine is looked at
+        with _on_cuda(str(self._engine_path), self._index):
+            return self._runtime.deserialize_cuda_engine(data)
+
+    def _engine_file(
+        self, path: Path, precision: str | None, height: int | None, width: int | None
+    ) -> tuple[trt.ICudaEngine, EngineRecord]:
+        """An explicit engine file, checked: stale, for another shape or precision, or refused
+        by TensorRT is an error (never rebuilt: the user chose this file)."""
         if not path.is_file():
             raise ArtifactError(f"{path}: no such engine file")
-        engine, record = load_engine_file(path, target=build_target(index))
-        size = (width or record.key.width, height or record.key.height)
-        if size != (record.key.width, record.key.height):
-            raise ValueError(
-                f"{path} is built for {record.key.width}x{record.key.height}, not "
-                f"{size[0]}x{size[1]}; build another engine for that size"
+        data, record = load_engine_file(path, target=build_target(self._index))
+        key = record.key
+        size = (width or key.width, height or key.height)
+        if size != (key.width, key.height):
+            raise StaleEngineError(
+                f"{path} is built for {key.width}x{key.height}, not {size[0]}x{size[1]}: an "
+                "engine runs only at the input shape it was built for; build one with "
+                f"`cnd-depth build-engine --model MODEL --height {size[1]} --width {size[0]} "
+                "--engine OUT`"
             )
-        return path, engine, record
+        if precision is not None and precision != key.precision:
+            raise StaleEngineError(f"{path} is a {key.precision} engine, not {precision}")
+        engine = self._deserialize(data)
+        if engine is None:
+            raise ArtifactError(
+                f"{path}: TensorRT cannot deserialize this engine (its reasons are logged; an "
+                "engine from another TensorRT build must be built again here)"
+            )
+        return engine, record
 
     @property
     def _io_names(self) -> tuple[str, ...]:
@@ -167,8 +195,11 @@ class TensorRTBackend(DepthBackend):
                 _shape(engine.get_tensor_shape(name)),
             )
             dtype = engine.get_tensor_dtype(name)
-            if np.dtype(trt.nptype(dtype)) not in _TORCH_DTYPES:
-                raise ArtifactError(f"{self._engine_path}: tensor {name!r} has type {dtype}")
+            if dtype not in _TORCH_DTYPES:
+                raise ArtifactError(
+                    f"{self._engine_path}: tensor {name!r} is {dtype}; this backend binds "
+                    "FLOAT and HALF inputs and outputs (`cnd-depth export` keeps float32 I/O)"
+                )
         height, width = self.metadata.input_height, self.metadata.input_width
         expected = {name: ("input", (1, 3, height, width)) for name in self._io_names[:-1]}
         expected[OUTPUT_NAME] = ("output", (1, 1, height, width))

@@ -1,7 +1,7 @@
-"""Building TensorRT engines: ONNX in, serialized engine out, with progress, a timing cache and
-INT8 calibration. The thin layer over the TensorRT 10/11 Python API; what to build is decided by
-:mod:`~cnd_depth_ros.inference.engine_plan`, where it is stored by
-:mod:`~cnd_depth_ros.inference.engine_cache`.
+"""Building TensorRT engines: ONNX in, serialized engine out, with progress and a timing cache.
+The thin layer over the TensorRT 10/11 Python API; what to build is decided by
+:mod:`~cnd_depth_ros.inference.engine_plan` (INT8 included: a Q/DQ graph, no calibrator), where
+it is stored by :mod:`~cnd_depth_ros.inference.engine_cache`.
 
 Importing this module raises :class:`ImportError` when TensorRT cannot run here (the
 ``tensorrt-stubs`` package makes ``import tensorrt`` succeed without a runtime, hence the check).
@@ -15,28 +15,28 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import tensorrt as trt
 import torch
 
 from cnd_depth_ros.atomic_file import write_atomically
 from cnd_depth_ros.errors import ArtifactError, BackendError
-from cnd_depth_ros.inference.calibration import CalibrationCache, CalibrationSet
-from cnd_depth_ros.inference.engine_cache import BuildTarget, EngineCache, EngineKey, EngineRecord
+from cnd_depth_ros.inference.calibration import CalibrationSet
+from cnd_depth_ros.inference.engine_cache import BuildTarget, CachedEngine, EngineCache, EngineKey
 from cnd_depth_ros.inference.engine_plan import (
     ModelSource,
     PrecisionPlan,
+    default_precision,
+    export_recipe,
     plan_precision,
     prepare_onnx,
 )
 
 if TYPE_CHECKING:
-    from typing_extensions import Buffer
-
     from cnd_depth_ros.training.datasets.frame import Frame
 
 if not hasattr(trt, "Builder"):
@@ -55,10 +55,16 @@ _LOGGER = logging.getLogger(__name__)
 #: How often a build without progress callbacks logs that it is still running.
 HEARTBEAT_SECONDS = 15.0
 DEFAULT_WORKSPACE_MB = 1024
+#: What TensorRT's errors say when a build runs out of tactic or GPU memory ("could not find any
+#: implementation ... due to insufficient workspace", "Requested amount of GPU memory ... could
+#: not be allocated", "Error Code 2: OutOfMemory").
+_OUT_OF_MEMORY = ("insufficient workspace", "insufficient memory", "out of memory",
+                  "outofmemory", "could not be allocated")
 
 
 class _LoggingBridge(trt.ILogger):
-    """TensorRT's messages into Python logging (TensorRT's own Logger prints to stdout)."""
+    """TensorRT's messages into Python logging (TensorRT's own Logger prints to stdout); errors
+    also go to every open :meth:`errors` list, so a failed build can say why."""
 
     _LEVELS = {
         trt.ILogger.INTERNAL_ERROR: logging.CRITICAL,
@@ -70,13 +76,32 @@ class _LoggingBridge(trt.ILogger):
 
     def __init__(self) -> None:
         trt.ILogger.__init__(self)
+        self._lock = threading.Lock()
+        self._listeners: list[list[str]] = []
 
     def log(self, severity: trt.ILogger.Severity, msg: str) -> None:
-        _LOGGER.log(self._LEVELS.get(severity, logging.INFO), "TensorRT: %s", msg)
+        level = self._LEVELS.get(severity, logging.INFO)
+        _LOGGER.log(level, "TensorRT: %s", msg)
+        if level >= logging.ERROR:
+            with self._lock:
+                for listener in self._listeners:
+                    listener.append(msg)
+
+    @contextmanager
+    def errors(self) -> Iterator[list[str]]:
+        """The error messages TensorRT logs (from any thread) while the block runs."""
+        collected: list[str] = []
+        with self._lock:
+            self._listeners.append(collected)
+        try:
+            yield collected
+        finally:
+            with self._lock:
+                self._listeners.remove(collected)
 
 
 @functools.cache
-def tensorrt_logger() -> trt.ILogger:
+def tensorrt_logger() -> _LoggingBridge:
     """The one logger of the process: TensorRT warns when builders and runtimes get different
     ones."""
     return _LoggingBridge()
@@ -97,8 +122,14 @@ def build_target(device: int = 0) -> BuildTarget:
             f"TensorRT needs CUDA device {device}, and torch sees "
             f"{torch.cuda.device_count() if torch.cuda.is_available() else 'no CUDA device'}"
         )
-    major, minor = torch.cuda.get_device_capability(device)
-    return BuildTarget(trt.__version__, torch.cuda.get_device_name(device), f"{major}.{minor}")
+    properties = torch.cuda.get_device_properties(device)
+    return BuildTarget(
+        trt.__version__,
+        properties.name,
+        f"{properties.major}.{properties.minor}",
+        properties.multi_processor_count,
+        round(properties.total_memory / 2**30),
+    )
 
 
 @contextmanager
@@ -149,50 +180,6 @@ if hasattr(trt, "IProgressMonitor"):
             self._steps.pop(phase_name, None)
 
 
-# Calibrators are deprecated since TensorRT 10.1 and gone with weak typing in 11.x.
-if hasattr(trt, "IInt8EntropyCalibrator2"):
-
-    class _EntropyCalibrator(trt.IInt8EntropyCalibrator2):
-        """TensorRT 10's INT8 calibrator over a :class:`CalibrationSet`, with a cache file.
-
-        Batches are copied into device buffers allocated once (TensorRT reads them by address).
-        """
-
-        def __init__(
-            self, calibration: CalibrationSet, cache: CalibrationCache, device: int
-        ) -> None:
-            trt.IInt8EntropyCalibrator2.__init__(self)
-            self._calibration = calibration
-            self._cache = cache
-            self._batches = calibration.batches()
-            shape = (calibration.batch_size, 3, calibration.height, calibration.width)
-            self._device = {
-                name: torch.empty(shape, dtype=torch.float32, device=f"cuda:{device}")
-                for name in calibration.input_names
-            }
-            self._done = 0
-
-        def get_batch_size(self) -> int:
-            return self._calibration.batch_size
-
-        def get_batch(self, names: list[str]) -> list[int]:
-            batch = next(self._batches, None)
-            if batch is None:
-                return []  # no more batches
-            for name in names:
-                self._device[name].copy_(torch.from_numpy(batch[name]))
-            self._done += 1
-            _LOGGER.info("INT8 calibration batch %d/%d", self._done, len(self._calibration))
-            return [self._device[name].data_ptr() for name in names]
-
-        # The stubs say Buffer; TensorRT's docs: return None when there is no cache to read.
-        def read_calibration_cache(self) -> bytes | None:  # type: ignore[override]
-            return self._cache.read()
-
-        def write_calibration_cache(self, cache: Buffer) -> None:
-            self._cache.write(memoryview(cache))
-
-
 def _parse(network: trt.INetworkDefinition, onnx_path: Path) -> trt.OnnxParser:
     parser = trt.OnnxParser(network, tensorrt_logger())
     if not parser.parse_from_file(str(onnx_path)):
@@ -202,14 +189,17 @@ def _parse(network: trt.INetworkDefinition, onnx_path: Path) -> trt.OnnxParser:
 
 
 def _attach_timing_cache(config: trt.IBuilderConfig, path: Path) -> trt.ITimingCache:
-    """Tactic timings from earlier builds on this runtime: later builds skip most measuring."""
+    """Tactic timings from earlier builds on this runtime: later builds skip most measuring. A
+    file TensorRT cannot read (``create_timing_cache`` gives ``None``) or rejects is replaced by
+    an empty cache, saved over it after the build."""
     data = b""
     if path.is_file():
         data = path.read_bytes()
         _LOGGER.info("reusing timing cache %s (%d bytes)", path, len(data))
     cache = config.create_timing_cache(data)
-    if not config.set_timing_cache(cache, False):
-        _LOGGER.warning("%s: timing cache rejected by TensorRT, starting an empty one", path)
+    if cache is None or not config.set_timing_cache(cache, False):
+        _LOGGER.warning("%s: timing cache unreadable or rejected by TensorRT, starting an empty "
+                        "one", path)
         cache = config.create_timing_cache(b"")
         config.set_timing_cache(cache, False)
     return cache
@@ -226,12 +216,12 @@ def build_serialized_engine(
     *,
     workspace_mb: int = DEFAULT_WORKSPACE_MB,
     timing_cache: Path | None = None,
-    calibrator: trt.IInt8Calibrator | None = None,
 ) -> bytes:
     """Parse ``onnx_path`` and build a serialized engine as ``plan`` says.
 
     :raises ArtifactError: TensorRT cannot parse the ONNX file.
-    :raises BackendError: the build fails (TensorRT's reasons are in the log).
+    :raises BackendError: the build fails (TensorRT's reasons are in the log); one that ran out
+        of memory names the workspace setting.
     """
     if workspace_mb <= 0:
         raise ValueError(f"workspace must be positive, got {workspace_mb} MB")
@@ -245,17 +235,22 @@ def build_serialized_engine(
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
     for flag in plan.builder_flags:
         config.set_flag(getattr(trt.BuilderFlag, flag))
-    if plan.calibrator:
-        if calibrator is None:
-            raise ValueError(f"a {plan.precision} build on this TensorRT needs a calibrator")
-        config.int8_calibrator = calibrator
     if hasattr(trt, "IProgressMonitor"):
         config.progress_monitor = _ProgressLog()
     if timing_cache is not None:
         _attach_timing_cache(config, timing_cache)
-    with _heartbeat(f"building {onnx_path.name}"):
+    with _heartbeat(f"building {onnx_path.name}"), tensorrt_logger().errors() as errors:
         serialized = builder.build_serialized_network(network, config)
     if serialized is None:
+        memory = [line for line in errors if any(sign in line.lower() for sign in _OUT_OF_MEMORY)]
+        if memory:
+            raise BackendError(
+                f"TensorRT ran out of memory building {onnx_path} ({memory[0]}). The tactic "
+                f"workspace is {workspace_mb} MB (build-engine --workspace-mb, the backend's "
+                "workspace_mb): raise it if TensorRT found no implementation within it, lower "
+                "it if the GPU itself ran out (a Jetson's GPU shares the system memory: close "
+                "other programs too)"
+            )
         raise BackendError(f"TensorRT could not build {onnx_path} (its errors are logged above)")
     if timing_cache is not None:
         _save_timing_cache(config, timing_cache)
@@ -266,57 +261,81 @@ def build_serialized_engine(
 def cached_engine(
     model: str | os.PathLike[str],
     *,
-    precision: str = "fp16",
+    precision: str | None = None,
     cache: EngineCache | None = None,
-    calibration_frames: Sequence[Frame] | None = None,
-    calibration_id: str = "",
+    calibration: Sequence[Frame] | None = None,
+    max_calibration_frames: int = 256,
     height: int | None = None,
     width: int | None = None,
     workspace_mb: int = DEFAULT_WORKSPACE_MB,
     device: int = 0,
     rebuild: bool = False,
-) -> tuple[Path, bytes, EngineRecord]:
-    """The engine of ``model`` (artifact or ONNX export) for this TensorRT and GPU: from the
-    cache, or built now (with progress in the log) and cached.
+    deserialize: Callable[[bytes], Any] | None = None,
+) -> CachedEngine:
+    """The engine of ``model`` (artifact or ONNX export) at ``height`` x ``width`` (default: the
+    model's size; one engine per shape) for this TensorRT and GPU: from the cache, or built now
+    (with progress in the log) and cached.
 
-    ``calibration_frames`` (any dataset loader's frames; ``calibration_id`` names the set in
-    the calibration-cache file name) are needed for INT8.
+    ``precision`` defaults to :func:`~cnd_depth_ros.inference.engine_plan.default_precision`.
+    INT8 builds calibrate on ``calibration`` (any dataset loader's frames, at most
+    ``max_calibration_frames`` spread over them); without frames, the newest cached INT8 engine
+    of the model at that shape is used. ``deserialize`` (the backend's TensorRT runtime) turns
+    the bytes into an engine, or gives ``None`` for a plan it refuses: a refused cached engine is
+    rebuilt (:meth:`EngineCache.load_or_build`).
 
     :raises ArtifactError: a missing or corrupt model, or an ONNX file TensorRT cannot parse.
-    :raises ValueError: INT8 without calibration frames, or a bad size or precision.
+    :raises ValueError: INT8 without calibration frames and no cached INT8 engine, a failing
+        calibration frame, or a bad size or precision.
     :raises BackendError: no CUDA device, or the build fails.
     """
     cache = cache or EngineCache()
     source = ModelSource.open(model, height=height, width=width)
-    plan = plan_precision(precision, weakly_typed=weakly_typed())
+    weak = weakly_typed()
+    precision = precision or default_precision(source, weakly_typed=weak)
+    plan = plan_precision(precision, weakly_typed=weak)
     metadata = source.metadata
+    calibration_set = None
+    if plan.needs_calibration and calibration is not None:
+        calibration_set = CalibrationSet.for_model(
+            calibration, metadata, max_frames=max_calibration_frames
+        )
     key = EngineKey(
-        source.sha256, precision, metadata.input_height, metadata.input_width, build_target(device)
+        source.sha256,
+        precision,
+        metadata.input_height,
+        metadata.input_width,
+        build_target(device),
+        export_recipe(source, plan),
+        calibration_set.fingerprint() if calibration_set is not None else "",
     )
-    calibration = None
-    if plan.needs_calibration and calibration_frames is not None:
-        calibration = CalibrationSet.for_model(calibration_frames, metadata)
 
     def build() -> bytes:
-        with (
-            tempfile.TemporaryDirectory(prefix="cnd-depth-engine-") as workdir,
-            torch.cuda.device(device),
-        ):
-            onnx_path = prepare_onnx(source, plan, Path(workdir), calibration)
-            calibrator = None
-            if plan.calibrator and calibration is not None:
-                table = CalibrationCache(cache.calibration_cache_path(key, calibration_id))
-                calibrator = _EntropyCalibrator(calibration, table, device)
-            return build_serialized_engine(
-                onnx_path,
-                plan,
-                workspace_mb=workspace_mb,
-                timing_cache=cache.timing_cache_path(key.target),
-                calibrator=calibrator,
-            )
+        with tempfile.TemporaryDirectory(prefix="cnd-depth-engine-") as workdir:
+            onnx_path = prepare_onnx(source, plan, Path(workdir), calibration_set)
+            with torch.cuda.device(device):
+                return build_serialized_engine(
+                    onnx_path,
+                    plan,
+                    workspace_mb=workspace_mb,
+                    timing_cache=cache.timing_cache_path(key.target),
+                )
 
-    # Without calibration frames an INT8 engine still loads from the cache; building one
-    # raises in prepare_onnx, naming the missing --calib-data.
+    if plan.needs_calibration and calibration_set is None:
+        calibrated = cache.newest_calibrated(key)
+        if calibrated is None:
+            raise ValueError(
+                f"INT8 needs calibration images: no INT8 engine of {source.path} at "
+                f"{metadata.input_width}x{metadata.input_height} is cached in {cache.root} for "
+                "this TensorRT and GPU; give a dataset (--calib-data KIND:ROOT)"
+            )
+        _LOGGER.info("no calibration data given: INT8 engine calibrated on data %s",
+                     calibrated.calibration[:12])
+        key = calibrated
     return cache.load_or_build(
-        key, build, metadata=metadata, source=str(source.path), rebuild=rebuild
+        key,
+        build,
+        metadata=metadata,
+        source=str(source.path),
+        rebuild=rebuild,
+        accept=deserialize or (lambda data: data),
     )
