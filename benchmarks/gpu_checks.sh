@@ -101,12 +101,12 @@ if [ "$cuda" = yes ]; then
     for model in $models; do
         step "bench $model 256x160" "bench_${model}_256x160.log" \
             "$python" -m cnd_depth_ros.cli bench --model "$model" \
-            --backends torch:fp16,torch,sgbm --device cuda --iters "$iters" \
-            --warmup "$warmup" --json "$out/bench_${model}_256x160.json"
+            --backends torch:fp16,torch,sgbm --device cuda --input-size 256x160 \
+            --iters "$iters" --warmup "$warmup" --json "$out/bench_${model}_256x160.json"
     done
     step "bench cnd_stereo from 1280x720" bench_cnd_stereo_1280x720.log \
         "$python" -m cnd_depth_ros.cli bench --model cnd_stereo --backends torch:fp16,sgbm \
-        --device cuda --input-width 1280 --input-height 720 --iters "$iters" \
+        --device cuda --camera 1280x720 --input-size 256x160 --iters "$iters" \
         --warmup "$warmup" --json "$out/bench_cnd_stereo_1280x720.json"
 else
     for name in "CUDA backend tests" "torch CUDA benchmarks"; do

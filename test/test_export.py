@@ -71,10 +71,10 @@ def test_exported_graph_contract(variant: str, artifacts: dict, exported: dict) 
         assert value.type.tensor_type.elem_type == TensorProto.FLOAT
     shapes = [[d.dim_value for d in v.type.tensor_type.shape.dim] for v in proto.graph.input]
     assert shapes == [[1, 3, 48, 64]] * len(names)
-    assert [value.name for value in proto.graph.output] == ["depth"]
-    assert [[d.dim_value for d in proto.graph.output[0].type.tensor_type.shape.dim]] == [
-        [1, 1, 48, 64]
-    ]
+    outputs = ["depth", "confidence"] if metadata.stereo else ["depth"]
+    assert [value.name for value in proto.graph.output] == outputs
+    assert [[d.dim_value for d in value.type.tensor_type.shape.dim]
+            for value in proto.graph.output] == [[1, 1, 48, 64]] * len(outputs)
     assert {entry.version for entry in proto.opset_import if entry.domain == ""} == {18}
     operators = {node.op_type for node in proto.graph.node}
     assert not operators & {"BatchNormalization", "ConvTranspose"}

@@ -136,7 +136,7 @@ def test_untrained_stereo_net_predicts_its_matched_disparity() -> None:
     with torch.no_grad():
         output = model(left, right)
         features = model.encoder(model.normalize(torch.cat([left, right])))
-        _, matched = model.match(features, 1, left.shape[-2:])
+        _, matched, _ = model.match(features, 1, left.shape[-2:])
     assert torch.allclose(output, F.softplus(matched, beta=4.0) + 1e-3, atol=0.5)
     assert output.max() <= 4 * (model.config.cost_volume_levels - 1) + 0.5
 

@@ -116,7 +116,7 @@ def test_bench_with_tensorrt_int8_calibrates_on_its_frames(
 ) -> None:
     tensorrt(fake.fake_tensorrt())
     code = cli.main(["bench", "--model", str(artifacts["cnd_stereo"]), "--backends",
-                     "tensorrt:int8", "--device", "cuda", "--height", "48", "--width", "64",
+                     "tensorrt:int8", "--device", "cuda", "--input-size", "64x48",
                      "--iters", "1", "--warmup", "0"])
     assert code == 2
     assert NO_CUDA_BUFFERS in capsys.readouterr().err  # past the options, the build, the cache

@@ -9,6 +9,7 @@ output rule, DESIGN "Camera awareness"), and resize to the requested output size
 from __future__ import annotations
 
 import abc
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import cv2
@@ -16,9 +17,24 @@ import numpy as np
 
 from cnd_depth_ros.camera import PinholeCamera
 from cnd_depth_ros.inference.camera_images import check_camera_images
+from cnd_depth_ros.inference.export import CONFIDENCE_NAME, OUTPUT_NAME
 from cnd_depth_ros.models.artifact import ModelMetadata
 
-__all__ = ["DepthBackend", "to_network_input"]
+__all__ = ["DepthBackend", "DepthEstimate", "NetworkOutputs", "to_network_input"]
+
+#: What :meth:`DepthBackend.run` returns: the graph's outputs by name, each 1 x 1 x h x w float32:
+#: ``"depth"`` (the raw output, as the artifact's ``output`` says) and, for stereo nets, the
+#: matcher's ``"confidence"``.
+NetworkOutputs = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class DepthEstimate:
+    """Metric depth (H x W float32 metres, NaN where invalid) and, where the model gives one,
+    the matcher's confidence in [0, 1] at the same size."""
+
+    depth: np.ndarray
+    confidence: np.ndarray | None = None
 
 
 def to_network_input(image: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -47,19 +63,19 @@ class DepthBackend(abc.ABC):
         return self.metadata.input_width, self.metadata.input_height
 
     @abc.abstractmethod
-    def run(self, left: np.ndarray, right: np.ndarray | None) -> np.ndarray:
-        """Forward pass: 1 x 3 x h x w float32 input(s) at network size -> 1 x 1 x h x w float32
-        raw output (disparity or depth, as the artifact's ``output`` says)."""
+    def run(self, left: np.ndarray, right: np.ndarray | None) -> NetworkOutputs:
+        """Forward pass: 1 x 3 x h x w float32 input(s) at network size -> the graph's outputs
+        (:data:`NetworkOutputs`)."""
 
-    def infer(
+    def estimate(
         self,
         left: np.ndarray,
         right: np.ndarray | None = None,
         *,
         camera: PinholeCamera,
         output_size: tuple[int, int] | None = None,
-    ) -> np.ndarray:
-        """Metric depth (H x W float32 metres, NaN where invalid) for ``camera``.
+    ) -> DepthEstimate:
+        """Metric depth for ``camera``, with the matcher's confidence where the model has one.
 
         ``left``/``right`` are H x W x 3 uint8 RGB images of the size ``camera`` describes.
         ``output_size`` is (width, height), default the camera's size.
@@ -71,15 +87,31 @@ class DepthBackend(abc.ABC):
             left, right, camera, stereo=self.metadata.stereo, name=self.metadata.variant
         )
         width, height = self.input_size
-        raw = self.run(
+        outputs = self.run(
             to_network_input(left, width, height),
             to_network_input(right, width, height) if self.metadata.stereo else None,
         )
-        depth = self.metadata.metric_depth(raw[0, 0], camera.resized(width, height))
+        network_camera = camera.resized(width, height)
+        depth = self.metadata.metric_depth(outputs[OUTPUT_NAME][0, 0], network_camera)
+        confidence = outputs[CONFIDENCE_NAME][0, 0] if CONFIDENCE_NAME in outputs else None
         out_width, out_height = output_size or (camera.width, camera.height)
         if (out_width, out_height) != (width, height):
             depth = cv2.resize(depth, (out_width, out_height), interpolation=cv2.INTER_LINEAR)
-        return depth
+            if confidence is not None:
+                confidence = cv2.resize(confidence, (out_width, out_height),
+                                        interpolation=cv2.INTER_LINEAR)
+        return DepthEstimate(depth, confidence)
+
+    def infer(
+        self,
+        left: np.ndarray,
+        right: np.ndarray | None = None,
+        *,
+        camera: PinholeCamera,
+        output_size: tuple[int, int] | None = None,
+    ) -> np.ndarray:
+        """The depth of :meth:`estimate` alone: H x W float32 metres, NaN where invalid."""
+        return self.estimate(left, right, camera=camera, output_size=output_size).depth
 
     def warmup(self, iterations: int = 3) -> None:
         """Run a few forward passes so the first real frame does not pay for lazy setup."""

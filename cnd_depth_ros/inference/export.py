@@ -46,8 +46,10 @@ from cnd_depth_ros.models.artifact import (
     load_artifact,
     weights_sha256,
 )
+from cnd_depth_ros.models.cnd import CNDStereo
 
 __all__ = [
+    "CONFIDENCE_NAME",
     "DEFAULT_OPSET",
     "INPUT_NAMES",
     "ONNX_EXPORT_KEY",
@@ -68,6 +70,9 @@ _LOGGER = logging.getLogger(__name__)
 DEFAULT_OPSET = 18
 INPUT_NAMES = ("left", "right")
 OUTPUT_NAME = "depth"
+#: A stereo graph's second output: the matcher's confidence in [0, 1] (1 x 1 x H x W). Exports
+#: made before it have only ``depth``; the backends then report no confidence.
+CONFIDENCE_NAME = "confidence"
 #: ``metadata_props`` key holding the artifact's metadata JSON.
 ONNX_METADATA_KEY = "cnd_depth_ros.metadata"
 #: ``metadata_props`` key holding how the file was made (opset, precision, weights hash).
@@ -96,6 +101,10 @@ def metadata_at_size(
         input_height=height,
         training_camera=metadata.training_camera.resized(width, height),
     )
+
+
+def _output_names(metadata: ModelMetadata) -> tuple[str, ...]:
+    return (OUTPUT_NAME, CONFIDENCE_NAME) if metadata.stereo else (OUTPUT_NAME,)
 
 
 def check_network_inputs(
@@ -128,11 +137,15 @@ class _ExportGraph(nn.Module):
         self.net = net.half() if fp16 else net
         self.fp16 = fp16
 
-    def forward(self, *images: Tensor) -> Tensor:
+    def forward(self, *images: Tensor) -> Tensor | tuple[Tensor, Tensor]:
         if self.fp16:
             images = tuple(image.half() for image in images)
-        output = self.net(*images)
-        return output.float() if self.fp16 else output
+        if not isinstance(self.net, CNDStereo):
+            output = self.net(*images)
+            return output.float() if self.fp16 else output
+        outputs = self.net.predict(*images)
+        depth, confidence = outputs["disparity"], outputs["confidence"]
+        return (depth.float(), confidence.float()) if self.fp16 else (depth, confidence)
 
 
 def export_onnx_model(
@@ -172,7 +185,7 @@ def export_onnx_model(
             graph,
             inputs,
             input_names=names,
-            output_names=[OUTPUT_NAME],
+            output_names=list(_output_names(metadata)),
             opset_version=opset,
             dynamo=True,
             optimize=True,
@@ -212,6 +225,7 @@ def export_onnx_model(
     )
     proto.doc_string = (
         f"cnd_depth_ros {metadata.variant}: output '{OUTPUT_NAME}' is {metadata.output}"
+        + (f", '{CONFIDENCE_NAME}' the matcher's confidence" if metadata.stereo else "")
     )
     _validate(proto, source)
     return proto
@@ -303,5 +317,6 @@ def _check_signature(proto: onnx.ModelProto, metadata: ModelMetadata, source: st
                 f"{expected} (static shapes from `cnd-depth export`)"
             )
     outputs = [value.name for value in proto.graph.output]
-    if outputs != [OUTPUT_NAME]:
-        raise ArtifactError(f"{source}: graph outputs {outputs}, expected [{OUTPUT_NAME!r}]")
+    expected_outputs = list(_output_names(metadata))
+    if outputs not in (expected_outputs, [OUTPUT_NAME]):
+        raise ArtifactError(f"{source}: graph outputs {outputs}, expected {expected_outputs}")

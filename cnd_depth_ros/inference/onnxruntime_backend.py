@@ -26,7 +26,7 @@ import onnx
 import onnxruntime as ort
 
 from cnd_depth_ros.errors import ArtifactError, BackendError
-from cnd_depth_ros.inference.backend import DepthBackend
+from cnd_depth_ros.inference.backend import DepthBackend, NetworkOutputs
 from cnd_depth_ros.inference.calibration import CalibrationSet, quantize_qdq
 from cnd_depth_ros.inference.devices import parse_device
 from cnd_depth_ros.inference.export import (
@@ -162,15 +162,19 @@ class OnnxRuntimeBackend(DepthBackend):
             )
         return model, metadata
 
-    def run(self, left: np.ndarray, right: np.ndarray | None) -> np.ndarray:
+    def run(self, left: np.ndarray, right: np.ndarray | None) -> NetworkOutputs:
         if self._session is None:
             raise BackendError(f"{self.source}: the onnxruntime backend is closed")
         feed = check_network_inputs(self.metadata, left, right)
         try:
-            (output,) = self._session.run(None, feed)
+            outputs = self._session.run(None, feed)
         except Exception as error:  # onnxruntime's pybind errors (shape, dtype, provider)
             raise BackendError(f"{self.source}: onnxruntime failed: {error}") from error
-        return np.asarray(output, dtype=np.float32)
+        names = [output.name for output in self._session.get_outputs()]
+        return {
+            name: np.asarray(output, dtype=np.float32)
+            for name, output in zip(names, outputs, strict=True)
+        }
 
     def info(self) -> dict[str, Any]:
         providers = self._session.get_providers() if self._session is not None else []

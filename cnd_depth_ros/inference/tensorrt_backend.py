@@ -27,7 +27,7 @@ import tensorrt as trt
 import torch
 
 from cnd_depth_ros.errors import ArtifactError, BackendError, CndDepthError
-from cnd_depth_ros.inference.backend import DepthBackend
+from cnd_depth_ros.inference.backend import DepthBackend, NetworkOutputs
 from cnd_depth_ros.inference.devices import parse_device
 from cnd_depth_ros.inference.engine_cache import (
     ENGINE_SUFFIX,
@@ -36,7 +36,7 @@ from cnd_depth_ros.inference.engine_cache import (
     StaleEngineError,
     load_engine_file,
 )
-from cnd_depth_ros.inference.export import INPUT_NAMES, OUTPUT_NAME
+from cnd_depth_ros.inference.export import CONFIDENCE_NAME, INPUT_NAMES, OUTPUT_NAME
 from cnd_depth_ros.inference.tensorrt_builder import (
     DEFAULT_WORKSPACE_MB,
     build_target,
@@ -128,6 +128,7 @@ class TensorRTBackend(DepthBackend):
             self._engine_path, engine, self.record = cached.path, cached.loaded, cached.record
         super().__init__(self.record.metadata, str(model_path))
         self._engine: trt.ICudaEngine | None = engine
+        self._output_names: tuple[str, ...] = (OUTPUT_NAME,)
         self._check_io(engine)
         with _on_cuda(str(self._engine_path), index):
             context = engine.create_execution_context()
@@ -180,9 +181,12 @@ class TensorRTBackend(DepthBackend):
         return engine, record
 
     @property
+    def _input_names(self) -> tuple[str, ...]:
+        return INPUT_NAMES[: 2 if self.metadata.stereo else 1]
+
+    @property
     def _io_names(self) -> tuple[str, ...]:
-        inputs = INPUT_NAMES[: 2 if self.metadata.stereo else 1]
-        return (*inputs, OUTPUT_NAME)
+        return (*self._input_names, *self._output_names)
 
     def _check_io(self, engine: trt.ICudaEngine) -> None:
         """The engine's tensors must be what the metadata promises, or frames would be misread."""
@@ -201,19 +205,22 @@ class TensorRTBackend(DepthBackend):
                     "FLOAT and HALF inputs and outputs (`cnd-depth export` keeps float32 I/O)"
                 )
         height, width = self.metadata.input_height, self.metadata.input_width
-        expected = {name: ("input", (1, 3, height, width)) for name in self._io_names[:-1]}
-        expected[OUTPUT_NAME] = ("output", (1, 1, height, width))
-        if actual != expected:
+        expected = {name: ("input", (1, 3, height, width)) for name in self._input_names}
+        # Engines built from exports older than the confidence output have only depth.
+        outputs = (OUTPUT_NAME, CONFIDENCE_NAME) if CONFIDENCE_NAME in actual else (OUTPUT_NAME,)
+        expected.update({name: ("output", (1, 1, height, width)) for name in outputs})
+        if actual != expected or (CONFIDENCE_NAME in outputs and not self.metadata.stereo):
             raise ArtifactError(
                 f"{self._engine_path}: engine tensors {actual} differ from the model's {expected}"
             )
+        self._output_names = outputs
 
-    def run(self, left: np.ndarray, right: np.ndarray | None) -> np.ndarray:
+    def run(self, left: np.ndarray, right: np.ndarray | None) -> NetworkOutputs:
         if self._context is None:
             raise BackendError(f"{self._engine_path}: the backend is closed")
         arrays = {"left": left, "right": right}
         with torch.cuda.device(self._index), torch.cuda.stream(self._stream):
-            for name in self._io_names[:-1]:
+            for name in self._input_names:
                 array = arrays[name]
                 host = self._host[name]
                 if array is None or array.shape != tuple(host.shape):
@@ -223,9 +230,13 @@ class TensorRTBackend(DepthBackend):
                 self._device[name].copy_(host, non_blocking=True)
             if not self._context.execute_async_v3(self._stream.cuda_stream):
                 raise BackendError(f"{self._engine_path}: TensorRT execution failed (see log)")
-            self._host[OUTPUT_NAME].copy_(self._device[OUTPUT_NAME], non_blocking=True)
+            for name in self._output_names:
+                self._host[name].copy_(self._device[name], non_blocking=True)
         self._stream.synchronize()
-        return self._host[OUTPUT_NAME].numpy().astype(np.float32, copy=True)
+        return {
+            name: self._host[name].numpy().astype(np.float32, copy=True)
+            for name in self._output_names
+        }
 
     def info(self) -> dict[str, Any]:
         key = self.record.key

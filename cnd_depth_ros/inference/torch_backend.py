@@ -16,10 +16,16 @@ import numpy as np
 import torch
 
 from cnd_depth_ros.errors import ArtifactError, BackendError
-from cnd_depth_ros.inference.backend import DepthBackend
+from cnd_depth_ros.inference.backend import DepthBackend, NetworkOutputs
 from cnd_depth_ros.inference.devices import parse_device
-from cnd_depth_ros.inference.export import check_network_inputs, metadata_at_size
+from cnd_depth_ros.inference.export import (
+    CONFIDENCE_NAME,
+    OUTPUT_NAME,
+    check_network_inputs,
+    metadata_at_size,
+)
 from cnd_depth_ros.models.artifact import load_artifact
+from cnd_depth_ros.models.cnd import CNDStereo
 
 __all__ = ["TorchBackend"]
 
@@ -101,18 +107,32 @@ class TorchBackend(DepthBackend):
             self._device_inputs = [
                 torch.empty(shape, dtype=self._dtype, device=self.device) for _ in range(count)
             ]
-            self._host_output = torch.empty((1, 1, *shape[2:]), pin_memory=True)
-            self._device_output: torch.Tensor | None = None
+            self._host_outputs = {
+                name: torch.empty((1, 1, *shape[2:]), pin_memory=True)
+                for name in self._output_names
+            }
+            self._device_outputs: dict[str, torch.Tensor] = {}
 
-    def run(self, left: np.ndarray, right: np.ndarray | None) -> np.ndarray:
+    @property
+    def _output_names(self) -> tuple[str, ...]:
+        return (OUTPUT_NAME, CONFIDENCE_NAME) if self.metadata.stereo else (OUTPUT_NAME,)
+
+    def _forward(self, *inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The graph's outputs by name, as the ONNX export has them."""
+        if isinstance(self._model, CNDStereo):
+            outputs = self._model.predict(*inputs)
+            return {OUTPUT_NAME: outputs["disparity"], CONFIDENCE_NAME: outputs["confidence"]}
+        return {OUTPUT_NAME: self._model(*inputs)}
+
+    def run(self, left: np.ndarray, right: np.ndarray | None) -> NetworkOutputs:
         arrays = list(check_network_inputs(self.metadata, left, right).values())
         if self.device.type == "cpu":
             with torch.inference_mode():
-                output = self._model(*(torch.from_numpy(array) for array in arrays))
-            return output.numpy()
+                outputs = self._forward(*(torch.from_numpy(array) for array in arrays))
+            return {name: output.numpy() for name, output in outputs.items()}
         return self._run_cuda(arrays)
 
-    def _run_cuda(self, arrays: list[np.ndarray]) -> np.ndarray:
+    def _run_cuda(self, arrays: list[np.ndarray]) -> NetworkOutputs:
         for host, array in zip(self._host_inputs, arrays, strict=True):
             host.numpy()[...] = array
         if self._use_graph and self._graph is None:
@@ -123,22 +143,22 @@ class TorchBackend(DepthBackend):
             if self._graph is not None:
                 self._graph.replay()
             else:
-                self._device_output = self._model(*self._device_inputs)
-            assert self._device_output is not None
-            self._host_output.copy_(self._device_output, non_blocking=True)
+                self._device_outputs = self._forward(*self._device_inputs)
+            for name, host in self._host_outputs.items():
+                host.copy_(self._device_outputs[name], non_blocking=True)
         self._stream.synchronize()
-        return self._host_output.numpy().copy()
+        return {name: host.numpy().copy() for name, host in self._host_outputs.items()}
 
     def _capture(self) -> None:
         """Record one forward pass on the static buffers (after warm-up iterations on a side
         stream, as CUDA graph capture requires)."""
         with torch.cuda.stream(self._stream), torch.inference_mode():
             for _ in range(3):
-                self._model(*self._device_inputs)
+                self._forward(*self._device_inputs)
         self._stream.synchronize()
         graph = torch.cuda.CUDAGraph()
         with torch.inference_mode(), torch.cuda.graph(graph, stream=self._stream):
-            self._device_output = self._model(*self._device_inputs)
+            self._device_outputs = self._forward(*self._device_inputs)
         self._graph = graph
 
     def info(self) -> dict[str, Any]:
@@ -153,5 +173,5 @@ class TorchBackend(DepthBackend):
     def close(self) -> None:
         self._graph = None
         if self.device.type == "cuda":
-            self._device_output = None
+            self._device_outputs = {}
             torch.cuda.empty_cache()

@@ -26,7 +26,7 @@ from cnd_depth_ros.models.backbone import (
     init_weights,
 )
 from cnd_depth_ros.models.decoder import CNDDecoder, DisparityHead, PositiveHead, reset_head_conv
-from cnd_depth_ros.models.stereo_matching import StereoMatcher, StereoRefiner
+from cnd_depth_ros.models.stereo_matching import StereoMatcher, StereoRefiner, match_confidence
 
 __all__ = [
     "CND",
@@ -192,6 +192,12 @@ class CNDStereo(CND):
         return DisparityHead()
 
     def forward(self, left: Tensor, right: Tensor | None = None) -> Tensor:
+        return self.predict(left, right)["disparity"]
+
+    def predict(self, left: Tensor, right: Tensor | None = None) -> dict[str, Tensor]:
+        """``{"disparity": ..., "confidence": ...}``, both N x 1 x H x W at the input
+        resolution: the disparity in pixels (what ``forward`` returns) and the matcher's
+        confidence in [0, 1] (:func:`match_confidence`)."""
         if right is None:
             raise ValueError(
                 "CNDStereo is a stereo net: forward(left, right) needs the right image"
@@ -200,25 +206,28 @@ class CNDStereo(CND):
         features = self.encoder(self.normalize(torch.cat([left, right])))
         batch = left.shape[0]
         out_left, out_right = features["out"][:batch], features["out"][batch:]
-        probabilities, matched = self.match(features, batch, left.shape[-2:])
+        probabilities, matched, confidence = self.match(features, batch, left.shape[-2:])
         context = self.aspp(torch.cat([out_left, out_right], dim=1))
         correction = self.decoder(
             context, torch.cat([features["skip"][:batch], probabilities], dim=1)
         )
-        return self.head(matched + correction)
+        return {"disparity": self.head(matched + correction), "confidence": confidence}
 
     def match(
         self, features: dict[str, Tensor], batch: int, size: torch.Size
-    ) -> tuple[Tensor, Tensor]:
-        """Encoder features of the batch-concatenated pair -> the matcher's probabilities and
-        the matched disparity, refined where configured, in pixels of an input of ``size``."""
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Encoder features of the batch-concatenated pair -> the matcher's probabilities, the
+        matched disparity (refined where configured) in pixels of an input of ``size``, and the
+        matcher's confidence at that size."""
         skip = features["skip"]
         probabilities, matched = self.matcher(skip[:batch], skip[batch:])
+        confidence = F.interpolate(match_confidence(probabilities, matched), size=size,
+                                   mode="bilinear", align_corners=False)
         if self.refiner is not None:
             half = features["half"]
             prior = _upsampled_disparity(matched, half.shape[-2:])
             matched = self.refiner(half[:batch], half[batch:], prior)
-        return probabilities, _upsampled_disparity(matched, size)
+        return probabilities, _upsampled_disparity(matched, size), confidence
 
 
 def _upsampled_disparity(disparity: Tensor, size: torch.Size) -> Tensor:

@@ -20,7 +20,14 @@ from torch import Tensor, nn
 from cnd_depth_ros.models.backbone import ConvBNReLU
 from cnd_depth_ros.models.decoder import reset_head_conv
 
-__all__ = ["CorrelationVolume", "StereoMatcher", "StereoRefiner", "soft_argmin", "unit_features"]
+__all__ = [
+    "CorrelationVolume",
+    "StereoMatcher",
+    "StereoRefiner",
+    "match_confidence",
+    "soft_argmin",
+    "unit_features",
+]
 
 # Cosine similarities (in [-1, 1]) times this are the initial matching logits: sharp enough that
 # the soft-argmin of a distinct match lands on it, soft enough to interpolate between levels.
@@ -65,6 +72,17 @@ def soft_argmin(logits: Tensor, disparities: Tensor) -> tuple[Tensor, Tensor]:
     probabilities = torch.softmax(logits.permute(0, 2, 3, 1), dim=-1)
     disparity = torch.matmul(probabilities, disparities.view(-1, 1))
     return probabilities.permute(0, 3, 1, 2), disparity.permute(0, 3, 1, 2)
+
+
+def match_confidence(probabilities: Tensor, disparity: Tensor) -> Tensor:
+    """How sure the matcher is, per pixel, in [0, 1]: the probability mass within one level of
+    its expected disparity (N x 1 x H x W; ``probabilities`` N x L x H x W over levels
+    ``0 .. L - 1``, ``disparity`` their expectation). A sharp, single match puts nearly all of
+    it there; textureless or repetitive surfaces, occlusions and disparities beyond the levels
+    spread it, and the expectation of a spread distribution is where depth goes wrong."""
+    levels = torch.arange(probabilities.shape[1], device=probabilities.device)
+    near = ((levels.view(1, -1, 1, 1) - disparity).abs() <= 1.0).to(probabilities.dtype)
+    return (probabilities * near).sum(dim=1, keepdim=True).clamp(0.0, 1.0)
 
 
 def _disparity_levels(levels: int) -> Tensor:
