@@ -18,7 +18,7 @@ from cnd_depth_ros.synthetic.bag_writer import BagWriteError, write_sequence_bag
 from cnd_depth_ros.synthetic.dataset_writer import kitti_like_camera
 from cnd_depth_ros.synthetic.primitives import Boxes, GroundPlane
 from cnd_depth_ros.synthetic.scene import street_scene
-from cnd_depth_ros.synthetic.sequence import free_distance, street_sequence
+from cnd_depth_ros.synthetic.sequence import free_distance, render_sequence
 from cnd_depth_ros.synthetic.textures import default_bank
 from cnd_depth_ros.training.datasets.registry import open_dataset
 
@@ -59,7 +59,7 @@ def test_synth_bag_holds_the_drive_with_exact_depth(tmp_path: Path, storage: str
     assert right.transform.translation.x == pytest.approx(0.54)
 
     # The ground truth is the renderer's depth of the same poses, and the loader reads it.
-    frames = list(street_sequence(CAMERA, 3, seed=4))
+    frames = list(render_sequence(CAMERA, 3, seed=4))
     dataset = open_dataset("rosbag", bag)
     assert len(dataset) == 3
     for frame, rendered in zip(dataset, frames, strict=True):
@@ -96,10 +96,10 @@ def test_synth_bag_refuses_an_existing_path_and_leaves_nothing_on_failure(
     assert "exists already" in capsys.readouterr().err
 
     def broken_sequence(*args: object, **kwargs: object) -> object:
-        yield from street_sequence(CAMERA, 1, seed=0)
+        yield from render_sequence(CAMERA, 1, seed=0)
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(bag_writer, "street_sequence", broken_sequence)
+    monkeypatch.setattr(bag_writer, "render_sequence", broken_sequence)
     target = tmp_path / "full"
     with pytest.raises(BagWriteError, match="No space left"):
         write_sequence_bag(target, CAMERA, 2, progress=False)
