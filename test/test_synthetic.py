@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from fixtures.stereo_warp import warp_right_to_left
 
 from cnd_depth_ros import cli
 from cnd_depth_ros.camera import PinholeCamera
@@ -116,31 +117,12 @@ def test_box_face_and_sphere_depth_and_normals_are_exact() -> None:
     )
 
 
-def _warp_right_to_left(left, right, depth, right_depth, camera):
-    """Left image rebuilt from the right one with the true disparity, and the pixels where that is
-    meaningful: in view, not sky, and not occluded (the right view's depth at the matching point
-    agrees with the left depth)."""
-    height, width = depth.shape
-    disparity = camera.fx * camera.baseline / depth
-    source_u = np.arange(width)[None] - disparity
-    rows = np.repeat(np.arange(height)[:, None], width, axis=1)
-    inside = np.isfinite(depth) & (source_u >= 0) & (source_u <= width - 1)
-    u0 = np.clip(np.floor(np.where(inside, source_u, 0)).astype(int), 0, width - 2)
-    weight = (np.where(inside, source_u, 0) - u0)[..., None]
-    warped = right[rows, u0] * (1 - weight) + right[rows, u0 + 1] * weight
-    visible = inside.copy()
-    seen = np.where(inside, depth, np.nan)  # sky (inf) would make inf - inf warnings
-    for column in (u0, u0 + 1):
-        visible &= np.abs(right_depth[rows, column] - seen) < 0.01 * seen
-    return warped, visible
-
-
 def test_warping_right_with_true_disparity_reproduces_left() -> None:
     """Mean error about 1 level of 8 bits (median 0.4): what is left is bilinear interpolation of
     the right image between pixel centres. A 10 % wrong baseline gives 2 to 3 levels."""
     for index in range(3):
         frame = render_frame(seed=7, index=index, camera=CAMERA, style=NOISELESS)
-        warped, visible = _warp_right_to_left(
+        warped, visible = warp_right_to_left(
             frame.left.astype(float),
             frame.right.astype(float),
             frame.depth,
@@ -157,10 +139,10 @@ def test_warping_right_with_true_disparity_reproduces_left() -> None:
 def test_a_wrong_disparity_does_not_reproduce_left() -> None:
     """Control for the test above: with a wrong disparity (depth scaled by 1.5) the error grows."""
     frame = render_frame(seed=7, index=0, camera=CAMERA, style=NOISELESS)
-    warped, visible = _warp_right_to_left(
+    warped, visible = warp_right_to_left(
         frame.left.astype(float), frame.right.astype(float), frame.depth, frame.right_depth, CAMERA
     )
-    wrong, _ = _warp_right_to_left(
+    wrong, _ = warp_right_to_left(
         frame.left.astype(float),
         frame.right.astype(float),
         frame.depth * 1.5,

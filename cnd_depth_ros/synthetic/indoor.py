@@ -10,15 +10,15 @@ views) or dark. It uses the street's machinery (:class:`~cnd_depth_ros.synthetic
 SceneBuilder`, the primitives, the texture bank), so depth and normals are exact in both views.
 
 **Depth range.** Everything lies in the room and every corner of the room lies within
-``style.depth_range[1]`` metres of the camera, so no depth exceeds it and no ray leaves the room
-(there is no sky). The near limit is kept for the camera the scene is drawn for: the camera is
-placed and raised so that the floor, each wall and the ceiling are at least
+``style.depth_range[1]`` metres of both cameras, so no depth exceeds it and no ray leaves the
+room (there is no sky). The near limit is kept for the rig the scene is drawn for, in both
+views: the camera is placed and raised so that the floor, each wall and the ceiling are at least
 ``style.depth_range[0]`` metres deep at every pixel (a plane's nearest depth over the image is
 reached in a corner), and an object is left out if any of its primitives comes within
-``near / cos(corner angle)`` metres of the camera (closer than that only off-axis points could
-be, and those are deeper). This holds for views whose corner rays are within about 65 degrees of
-the axis (horizontal fields of view to about 110 degrees at 4:3); wider ones may see nearer
-walls.
+``near / cos(corner angle)`` metres of either camera (only points that far off the axis could be
+nearer, and those are deeper). Wide views get more room: at 100 degrees across a 4:3 image the
+camera stands at least 0.27 m above the floor (0.34 m looking 15 degrees down), at 160 degrees
+1.3 m, and walls stand back similarly.
 """
 
 from __future__ import annotations
@@ -224,18 +224,18 @@ class _Room:
         self, textures: tuple[str, ...], scale: tuple[float, float], low_texture: float = 0.0,
         *, finish: bool = True,
     ) -> int:
-        """A material; with ``finish`` sometimes dark, sometimes glossy (drawn here)."""
+        """A material; with ``finish`` sometimes dark, sometimes glossy. The same numbers are
+        drawn whatever the style's fractions, so styles that differ only in them lay out the
+        same rooms."""
         rng, style = self.rng, self.style
-        brightness = specular = 0.0
-        if finish:
-            brightness = rng.uniform(0.04, 0.15) if rng.random() < style.dark_fraction else 1.0
-            specular = rng.uniform(0.2, 0.9) if rng.random() < style.glossy_fraction else 0.0
+        dark, darkness = rng.random() < style.dark_fraction, rng.uniform(0.04, 0.15)
+        glossy, gloss = rng.random() < style.glossy_fraction, rng.uniform(0.2, 0.9)
         return self.builder.material(
             textures,
             scale,
             low_texture,
-            brightness=brightness if finish else 1.0,
-            specular=specular,
+            brightness=darkness if finish and dark else 1.0,
+            specular=gloss if finish and glossy else 0.0,
             shininess=rng.uniform(10.0, 80.0),
         )
 
@@ -321,10 +321,14 @@ def indoor_scene(
     roll = rng.normal(0.0, 0.02)
     orientation = CameraPose.from_angles(np.zeros(3), yaw, pitch, roll).rotation
     corners = _corner_rays(camera)
-    keep_out = near * float(np.linalg.norm(corners, axis=1).max())
+    # Both views keep the limits: the right camera is up to one baseline nearer to anything.
+    baseline = camera.baseline or 0.0
+    keep_out = near * float(np.linalg.norm(corners, axis=1).max()) + baseline
 
     def clearance(normal: tuple[float, float, float]) -> float:
-        return near * _plane_clearance(corners, orientation, np.array(normal))
+        towards = np.array(normal)
+        right_nearer = baseline * max(float(orientation[:, 0] @ towards), 0.0)
+        return near * _plane_clearance(corners, orientation, towards) + right_nearer
 
     height = max(rng.uniform(*style.camera_height), clearance((0.0, 1.0, 0.0)))
     ceiling = max(rng.uniform(*style.ceiling_height), height + clearance((0.0, -1.0, 0.0)))
@@ -344,7 +348,7 @@ def indoor_scene(
         share = min(max(0.5 - 0.45 * ahead + rng.uniform(-0.25, 0.25), 0.0), 1.0)
         slack = max(span - low - high, 0.0)
         extents.append([low + share * slack, high + (1.0 - share) * slack])
-    _fit(extents, margins, far, max(height, ceiling - height))
+    _fit(extents, margins, far - baseline, max(height, ceiling - height))
     (left, right), (back, front) = extents
     room = _Room(
         builder, style, -left, right, -back, front, ceiling, np.array([0.0, -height, 0.0]),
