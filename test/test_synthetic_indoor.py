@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fixtures.stereo_warp import warp_error
+from fixtures.synthetic_scenes import simple_scene
 
 from cnd_depth_ros import cli
 from cnd_depth_ros.camera import PinholeCamera
@@ -29,7 +30,7 @@ from cnd_depth_ros.synthetic.rig import (
     focal_for_fov,
     horizontal_fov,
 )
-from cnd_depth_ros.synthetic.scene import CameraPose, Lighting, Materials, Scene, Sky
+from cnd_depth_ros.synthetic.scene import CameraPose
 from cnd_depth_ros.synthetic.sensor import NO_SENSOR_EFFECTS, SensorEffects
 from cnd_depth_ros.synthetic.textures import default_bank
 from cnd_depth_ros.synthetic.worlds import World, make_worlds
@@ -39,27 +40,6 @@ from cnd_depth_ros.training.datasets.synthetic import SyntheticDataset
 ROBOT = centred_camera(96, 72, focal_for_fov(96, 90.0), 0.10)
 #: What the exactness checks need: no view-dependent highlight, no camera effects.
 MATTE_CLEAN = IndoorStyle(glossy_fraction=0.0, sensor=NO_SENSOR_EFFECTS)
-
-
-def _flat_scene(*primitives, materials: int = 1) -> Scene:
-    """Hand-built geometry, flat grey materials, light from straight above, no shadows."""
-    lighting = Lighting(
-        to_sun=np.array([0.0, -1.0, 0.0]),
-        sun_colour=np.ones(3),
-        ambient_colour=np.full(3, 0.3),
-        exposure=1.0,
-        sensor_noise=0.0,
-        shadows=False,
-    )
-    flat = Materials(
-        texture=np.zeros(materials, dtype=np.int64),
-        scale=np.ones(materials),
-        offset=np.zeros((materials, 2)),
-        tint=np.ones((materials, 3)),
-        contrast=np.zeros(materials),
-    )
-    sky = Sky(np.ones(3), np.ones(3), 0.0, 0)
-    return Scene(tuple(primitives), flat, lighting, sky)
 
 
 def test_room_faces_have_exact_depth_normals_and_their_own_materials() -> None:
@@ -75,7 +55,7 @@ def test_room_faces_have_exact_depth_normals_and_their_own_materials() -> None:
     height = 1.2
     pose = CameraPose.from_angles(np.array([0.3, -height, 0.0]))
     camera = centred_camera(64, 48, focal_for_fov(64, 90.0), 0.1)
-    view = render_view(_flat_scene(room, materials=6), default_bank(), camera, pose)
+    view = render_view(simple_scene(room, materials=6), default_bank(), camera, pose)
     assert np.isfinite(view.depth).all()  # closed: every ray meets a face
     u, v = np.meshgrid(np.arange(64.0), np.arange(48.0))
     rays = np.stack(

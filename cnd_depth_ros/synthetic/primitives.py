@@ -133,17 +133,13 @@ def _extents(
 
 
 @dataclass(frozen=True)
-class Boxes:
-    """Boxes standing upright, each turned by ``yaws`` (radians) about the vertical axis.
-
-    Buildings, walls, sidewalks, vehicles, furniture. ``half_sizes`` are along the box's own
-    x, y, z.
-    """
+class _UprightBoxes:
+    """Boxes standing upright, each turned by ``yaws`` (radians) about the vertical axis;
+    ``half_sizes`` are along the box's own x, y, z."""
 
     centres: np.ndarray
     half_sizes: np.ndarray
     yaws: np.ndarray
-    material_ids: np.ndarray
     #: Rows of ``axes[k]`` are box k's local x, y, z axes in world coordinates.
     axes: np.ndarray = field(init=False, repr=False)
 
@@ -156,58 +152,58 @@ class Boxes:
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
         return _extents(self.axes, self.centres, self.half_sizes)
 
+    def _slabs(
+        self, k: int, origins: np.ndarray, directions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return _slabs(self.axes[k], self.centres[k], self.half_sizes[k], origins, directions)
+
+    def _faces(
+        self, ks: np.ndarray, points: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return _faces(self.axes[ks], self.centres[ks], self.half_sizes[ks], points)
+
+
+@dataclass(frozen=True)
+class Boxes(_UprightBoxes):
+    """Solid upright boxes: buildings, walls, sidewalks, vehicles, furniture."""
+
+    material_ids: np.ndarray
+
     def intersect(
         self, k: int, origins: np.ndarray, directions: np.ndarray, t_min: float = T_MIN
     ) -> np.ndarray:
         """Where the ray enters the box."""
-        t_near, t_far = _slabs(
-            self.axes[k], self.centres[k], self.half_sizes[k], origins, directions
-        )
+        t_near, t_far = self._slabs(k, origins, directions)
         return np.where((t_near <= t_far) & (t_near > t_min), t_near, np.inf)
 
     def surface(
         self, ks: np.ndarray, points: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        _, normals, uv = _faces(self.axes[ks], self.centres[ks], self.half_sizes[ks], points)
+        _, normals, uv = self._faces(ks, points)
         return normals, uv, self.material_ids[ks]
 
 
 @dataclass(frozen=True)
-class Rooms:
-    """The inner faces of upright boxes turned by ``yaws``: a room's floor, walls and ceiling
-    in one primitive. A ray from inside leaves through exactly one face, so one slab test per
-    ray replaces six planes. ``face_materials[k]`` holds room k's materials of its faces
-    ``-x, +x, -y`` (ceiling, y is down)``, +y`` (floor)``, -z, +z``; normals face inwards.
+class Rooms(_UprightBoxes):
+    """The inner faces of upright boxes: a room's floor, walls and ceiling in one primitive. A
+    ray from inside leaves through exactly one face, so one slab test per ray replaces six
+    planes. ``face_materials[k]`` holds room k's materials of its faces ``-x, +x, -y``
+    (ceiling, y is down)``, +y`` (floor)``, -z, +z``; normals face inwards.
     """
 
-    centres: np.ndarray
-    half_sizes: np.ndarray
-    yaws: np.ndarray
     face_materials: np.ndarray
-    axes: np.ndarray = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "axes", _yaw_axes(self.yaws))
-
-    def __len__(self) -> int:
-        return len(self.centres)
-
-    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        return _extents(self.axes, self.centres, self.half_sizes)
 
     def intersect(
         self, k: int, origins: np.ndarray, directions: np.ndarray, t_min: float = T_MIN
     ) -> np.ndarray:
         """Where the ray leaves the box (from outside: where it meets the far inner face)."""
-        t_near, t_far = _slabs(
-            self.axes[k], self.centres[k], self.half_sizes[k], origins, directions
-        )
+        t_near, t_far = self._slabs(k, origins, directions)
         return np.where((t_near <= t_far) & (t_far > t_min), t_far, np.inf)
 
     def surface(
         self, ks: np.ndarray, points: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        face, normals, uv = _faces(self.axes[ks], self.centres[ks], self.half_sizes[ks], points)
+        face, normals, uv = self._faces(ks, points)
         local = np.einsum("nij,nj->ni", self.axes[ks], normals)
         side = face * 2 + (local[np.arange(len(ks)), face] > 0)
         return -normals, uv, self.face_materials[ks, side]
