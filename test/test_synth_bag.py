@@ -149,7 +149,7 @@ def test_synth_bag_of_a_robot_crossing_a_room(tmp_path: Path) -> None:
     frames = list(render_sequence(camera, 3, seed=2, style=IndoorStyle()))
     dataset = open_dataset("rosbag", bag)
     for frame, rendered in zip(dataset, frames, strict=True):
-        assert frame.camera == camera
+        assert frame.camera == camera and frame.depth is not None
         np.testing.assert_array_equal(frame.depth, rendered.rendering.depth)
         assert frame.depth.min() >= 0.3 and frame.depth.max() <= 10.0  # a closed room: no sky
     travelled = frames[2].pose.position - frames[0].pose.position

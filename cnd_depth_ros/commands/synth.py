@@ -87,7 +87,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--fov",
         type=_range("field of view", "degrees", "FOV_LIMITS_DEG"),
         default=None,
-        metavar="DEG[:DEG]",
+        metavar="MIN[:MAX]",
         help="horizontal field of view in degrees, or a range each frame draws from "
         "(default: street KITTI's focal length 0.581 * width = 81.4 deg, indoor 60:100)",
     )
@@ -101,7 +101,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--baseline",
         type=_range("baseline", "m", "BASELINE_LIMITS_M"),
         default=None,
-        metavar="M[:M]",
+        metavar="MIN[:MAX]",
         help="stereo baseline in metres, or a range each frame draws from, log-uniformly "
         "(default: street 0.54, indoor 0.05:0.12)",
     )

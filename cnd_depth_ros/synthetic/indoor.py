@@ -513,9 +513,9 @@ def _furniture(room: _Room, corridor: bool) -> None:
         kind = middle[rng.integers(len(middle))]
         width, depth = rng.uniform(0.4, 1.8), rng.uniform(0.4, 1.0)
         reach = max(width, depth) / 2 + 0.3  # from the walls
-        place = room.spot(reach)
-        if place is not None:
-            room.attempt(functools.partial(kind, room, place, width, depth))
+        free = room.spot(reach)
+        if free is not None:
+            room.attempt(functools.partial(kind, room, free, width, depth))
 
 
 def _shelf(room: _Room, place: _Place, width: float, depth: float) -> None:
@@ -710,25 +710,21 @@ def _clutter(room: _Room) -> None:
                                rng.uniform(-math.pi, math.pi))
             kind = rng.integers(3)
             size = rng.uniform(0.03, 0.15 if height > 0 else 0.3)
-            if kind == 0:
+            builder = room.builder
+            item: Callable[[], None]
+            if kind == 0:  # a box: books, cartons, devices
                 tall = size * rng.uniform(0.5, 3.0)
-
-                def item(spot: _Place = spot, size: float = size, tall: float = tall,
-                         material: int = material, height: float = height) -> None:
-                    spot.box(room.builder, (-size, -height - tall, -size * 0.7),
-                             (size, -height, size * 0.7), material)
-            elif kind == 1:
+                lower, upper = (-size, -height - tall, -size * 0.7), (size, -height, size * 0.7)
+                item = functools.partial(spot.box, builder, lower, upper, material)
+            elif kind == 1:  # a cylinder: cups, bottles, tins
                 tall = size * rng.uniform(1.0, 4.0)
-
-                def item(spot: _Place = spot, size: float = size, tall: float = tall,
-                         material: int = material, height: float = height) -> None:
-                    spot.cylinder(room.builder, 0.0, 0.0, size * 0.6, -height - tall, -height,
-                                  material)
-            else:
-
-                def item(spot: _Place = spot, size: float = size, material: int = material,
-                         height: float = height) -> None:
-                    spot.sphere(room.builder, 0.0, -height - size, 0.0, size, material)
+                item = functools.partial(
+                    spot.cylinder, builder, 0.0, 0.0, size * 0.6, -height - tall, -height, material
+                )
+            else:  # a ball
+                item = functools.partial(
+                    spot.sphere, builder, 0.0, -height - size, 0.0, size, material
+                )
             room.attempt(item, exclusive=False)
 
 
