@@ -1,9 +1,11 @@
-"""``cnd-depth synth --bag``: a synthetic drive as a real rosbag2 (sqlite3 and MCAP), read back
-with ``rosbags`` and the rosbag dataset loader; deterministic, never half written."""
+"""``cnd-depth synth --bag``: a synthetic drive (street or room) as a real rosbag2 (sqlite3 and
+MCAP), read back with ``rosbags`` and the rosbag dataset loader; deterministic, never half
+written."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -13,12 +15,15 @@ from rosbags.rosbag2 import Reader
 from rosbags.typesys import Stores, get_typestore
 
 from cnd_depth_ros import cli
+from cnd_depth_ros.camera import PinholeCamera
 from cnd_depth_ros.synthetic import bag_writer
 from cnd_depth_ros.synthetic.bag_writer import BagWriteError, write_sequence_bag
 from cnd_depth_ros.synthetic.dataset_writer import kitti_like_camera
+from cnd_depth_ros.synthetic.indoor import IndoorStyle
 from cnd_depth_ros.synthetic.primitives import Boxes, GroundPlane
+from cnd_depth_ros.synthetic.rig import horizontal_fov
 from cnd_depth_ros.synthetic.scene import street_scene
-from cnd_depth_ros.synthetic.sequence import free_distance, street_sequence
+from cnd_depth_ros.synthetic.sequence import free_distance, render_sequence
 from cnd_depth_ros.synthetic.textures import default_bank
 from cnd_depth_ros.training.datasets.registry import open_dataset
 
@@ -59,7 +64,7 @@ def test_synth_bag_holds_the_drive_with_exact_depth(tmp_path: Path, storage: str
     assert right.transform.translation.x == pytest.approx(0.54)
 
     # The ground truth is the renderer's depth of the same poses, and the loader reads it.
-    frames = list(street_sequence(CAMERA, 3, seed=4))
+    frames = list(render_sequence(CAMERA, 3, seed=4))
     dataset = open_dataset("rosbag", bag)
     assert len(dataset) == 3
     for frame, rendered in zip(dataset, frames, strict=True):
@@ -96,10 +101,10 @@ def test_synth_bag_refuses_an_existing_path_and_leaves_nothing_on_failure(
     assert "exists already" in capsys.readouterr().err
 
     def broken_sequence(*args: object, **kwargs: object) -> object:
-        yield from street_sequence(CAMERA, 1, seed=0)
+        yield from render_sequence(CAMERA, 1, seed=0)
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(bag_writer, "street_sequence", broken_sequence)
+    monkeypatch.setattr(bag_writer, "render_sequence", broken_sequence)
     target = tmp_path / "full"
     with pytest.raises(BagWriteError, match="No space left"):
         write_sequence_bag(target, CAMERA, 2, progress=False)
@@ -125,3 +130,34 @@ def test_the_rig_stops_short_of_an_obstacle_in_its_lane() -> None:
     assert free_distance(blocked, pose) == pytest.approx(10.0)
     assert free_distance(dataclasses.replace(scene, primitives=(GroundPlane(0), aside)), pose) \
         == np.inf
+
+
+def test_synth_bag_of_a_robot_crossing_a_room(tmp_path: Path) -> None:
+    """--world indoor: a rig drawn once from the robot ranges, 1 m/s, depth within 0.3-10 m."""
+    bag, report = tmp_path / "room", tmp_path / "room.json"
+    code = cli.main([
+        "synth", "--bag", str(bag), "--world", "indoor", "--frames", "3", "--width", "48",
+        "--height", "36", "--seed", "2", "--storage", "mcap", "--no-progress",
+        "--json", str(report),
+    ])
+    assert code == 0
+    camera = PinholeCamera.from_dict(json.loads(report.read_text())["camera"])
+    assert camera.baseline is not None and 0.05 <= camera.baseline <= 0.12
+    assert 60.0 <= horizontal_fov(camera) <= 100.0
+    right_info = _messages(bag)["/right/camera_info"][0]
+    assert right_info.p[3] == pytest.approx(-camera.fx * camera.baseline)  # type: ignore[attr-defined]
+    frames = list(render_sequence(camera, 3, seed=2, style=IndoorStyle()))
+    dataset = open_dataset("rosbag", bag)
+    for frame, rendered in zip(dataset, frames, strict=True):
+        assert frame.camera == camera and frame.depth is not None
+        np.testing.assert_array_equal(frame.depth, rendered.rendering.depth)
+        assert frame.depth.min() >= 0.3 and frame.depth.max() <= 10.0  # a closed room: no sky
+    travelled = frames[2].pose.position - frames[0].pose.position
+    assert travelled[0] == travelled[1] == 0.0 and 0.0 <= travelled[2] <= 0.2 + 1e-9
+
+
+def test_synth_bag_is_one_world(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["synth", "--bag", str(tmp_path / "b"), "--world", "mixed", "--no-progress"]
+    assert cli.main(argv) == 2
+    assert "one world" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()

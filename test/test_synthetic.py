@@ -9,6 +9,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from fixtures.stereo_warp import warp_right_to_left
+from fixtures.synthetic_scenes import simple_scene
 
 from cnd_depth_ros import cli
 from cnd_depth_ros.camera import PinholeCamera
@@ -19,10 +21,6 @@ from cnd_depth_ros.synthetic.raycast import shadowed
 from cnd_depth_ros.synthetic.renderer import render_view
 from cnd_depth_ros.synthetic.scene import (
     CameraPose,
-    Lighting,
-    Materials,
-    Scene,
-    Sky,
     StreetStyle,
 )
 from cnd_depth_ros.synthetic.textures import TextureBank, default_bank
@@ -34,27 +32,6 @@ CAMERA = kitti_like_camera(96, 64)
 NOISELESS = StreetStyle(sensor_noise=(0.0, 0.0))
 
 
-def _scene(*primitives) -> Scene:
-    """A hand-built scene: one flat grey material, sun overhead, no shadows."""
-    materials = Materials(
-        texture=np.array([0]),
-        scale=np.array([1.0]),
-        offset=np.zeros((1, 2)),
-        tint=np.ones((1, 3)),
-        contrast=np.array([1.0]),
-    )
-    lighting = Lighting(
-        to_sun=np.array([0.0, -1.0, 0.0]),
-        sun_colour=np.ones(3),
-        ambient_colour=np.full(3, 0.3),
-        exposure=1.0,
-        sensor_noise=0.0,
-        shadows=False,
-    )
-    sky = Sky(horizon=np.ones(3), zenith=np.ones(3), clouds=0.0, cloud_texture=0)
-    return Scene(tuple(primitives), materials, lighting, sky)
-
-
 def _pixel_grid(camera: PinholeCamera) -> tuple[np.ndarray, np.ndarray]:
     return np.meshgrid(np.arange(camera.width, dtype=float), np.arange(camera.height, dtype=float))
 
@@ -62,7 +39,7 @@ def _pixel_grid(camera: PinholeCamera) -> tuple[np.ndarray, np.ndarray]:
 def test_road_plane_depth_and_normals_are_exact() -> None:
     height = 1.6
     pose = CameraPose.from_angles(np.array([0.3, -height, 0.0]))
-    view = render_view(_scene(GroundPlane(material=0)), default_bank(), CAMERA, pose)
+    view = render_view(simple_scene(GroundPlane(material=0)), default_bank(), CAMERA, pose)
     _, v = _pixel_grid(CAMERA)
     below = v > CAMERA.cy
     expected = height / ((v[below] - CAMERA.cy) / CAMERA.fy)
@@ -78,7 +55,7 @@ def test_pitched_camera_sees_the_plane_through_its_own_rotation() -> None:
     """Pitch moves the horizon; depth still follows from the ray's angle below it."""
     pitch, height = 0.05, 1.5
     pose = CameraPose.from_angles(np.array([0.0, -height, 0.0]), pitch=pitch)
-    view = render_view(_scene(GroundPlane(material=0)), default_bank(), CAMERA, pose)
+    view = render_view(simple_scene(GroundPlane(material=0)), default_bank(), CAMERA, pose)
     _, v = _pixel_grid(CAMERA)
     slope = (v - CAMERA.cy) / CAMERA.fy  # camera-frame y of the ray with unit z
     world_down = slope * np.cos(pitch) - np.sin(pitch)  # looking up tilts every ray up
@@ -99,7 +76,7 @@ def test_box_face_and_sphere_depth_and_normals_are_exact() -> None:
     centre, radius = np.array([1.5, -1.2, 6.0]), 0.8
     ball = Spheres(centre[None], np.array([radius]), np.zeros(1, dtype=int))
     pose = CameraPose.from_angles(np.array([0.0, -1.5, 0.0]))
-    view = render_view(_scene(wall, ball), default_bank(), CAMERA, pose)
+    view = render_view(simple_scene(wall, ball), default_bank(), CAMERA, pose)
     u, v = _pixel_grid(CAMERA)
     rays = np.stack([(u - CAMERA.cx) / CAMERA.fx, (v - CAMERA.cy) / CAMERA.fy, np.ones_like(u)], -1)
     points = pose.position + view.depth[..., None] * rays
@@ -116,31 +93,12 @@ def test_box_face_and_sphere_depth_and_normals_are_exact() -> None:
     )
 
 
-def _warp_right_to_left(left, right, depth, right_depth, camera):
-    """Left image rebuilt from the right one with the true disparity, and the pixels where that is
-    meaningful: in view, not sky, and not occluded (the right view's depth at the matching point
-    agrees with the left depth)."""
-    height, width = depth.shape
-    disparity = camera.fx * camera.baseline / depth
-    source_u = np.arange(width)[None] - disparity
-    rows = np.repeat(np.arange(height)[:, None], width, axis=1)
-    inside = np.isfinite(depth) & (source_u >= 0) & (source_u <= width - 1)
-    u0 = np.clip(np.floor(np.where(inside, source_u, 0)).astype(int), 0, width - 2)
-    weight = (np.where(inside, source_u, 0) - u0)[..., None]
-    warped = right[rows, u0] * (1 - weight) + right[rows, u0 + 1] * weight
-    visible = inside.copy()
-    seen = np.where(inside, depth, np.nan)  # sky (inf) would make inf - inf warnings
-    for column in (u0, u0 + 1):
-        visible &= np.abs(right_depth[rows, column] - seen) < 0.01 * seen
-    return warped, visible
-
-
 def test_warping_right_with_true_disparity_reproduces_left() -> None:
     """Mean error about 1 level of 8 bits (median 0.4): what is left is bilinear interpolation of
     the right image between pixel centres. A 10 % wrong baseline gives 2 to 3 levels."""
     for index in range(3):
         frame = render_frame(seed=7, index=index, camera=CAMERA, style=NOISELESS)
-        warped, visible = _warp_right_to_left(
+        warped, visible = warp_right_to_left(
             frame.left.astype(float),
             frame.right.astype(float),
             frame.depth,
@@ -157,10 +115,10 @@ def test_warping_right_with_true_disparity_reproduces_left() -> None:
 def test_a_wrong_disparity_does_not_reproduce_left() -> None:
     """Control for the test above: with a wrong disparity (depth scaled by 1.5) the error grows."""
     frame = render_frame(seed=7, index=0, camera=CAMERA, style=NOISELESS)
-    warped, visible = _warp_right_to_left(
+    warped, visible = warp_right_to_left(
         frame.left.astype(float), frame.right.astype(float), frame.depth, frame.right_depth, CAMERA
     )
-    wrong, _ = _warp_right_to_left(
+    wrong, _ = warp_right_to_left(
         frame.left.astype(float),
         frame.right.astype(float),
         frame.depth * 1.5,

@@ -1,14 +1,21 @@
-"""Render a synthetic stereo dataset: driving-like streets ray-cast exactly for a rectified rig,
-with left and right images, depth of both views and left normals (format: docs/data.md).
+"""Render a synthetic stereo dataset, ray-cast exactly for rectified rigs: driving-like streets
+(--world street, the default), rooms and corridors as robots see them (indoor), or both
+alternating (mixed), with left and right images, depth of both views and left normals (format:
+docs/data.md).
+
+Each world has its own rig: streets KITTI's car rig, rooms small robot rigs drawn per frame
+(baseline 0.05:0.12 m, horizontal field of view 60:100 degrees); --baseline, --fov and --fx
+replace parts of it for every world, MIN:MAX drawing each frame's value from the range.
 
 Frame i depends only on --seed and i, so any --workers count gives the same files, and --resume
 completes an interrupted set. With --bag instead of --out it writes a rosbag2 of the rig driving
-down one street (stereo images, camera_info, ground-truth depth, tf_static; docs/replay.md),
-input for `cnd-depth replay`."""
+down one street or across one room (stereo images, camera_info, ground-truth depth, tf_static;
+docs/replay.md), input for `cnd-depth replay`."""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,14 +28,40 @@ from cnd_depth_ros.commands.arguments import (
 from cnd_depth_ros.errors import CndDepthError
 
 if TYPE_CHECKING:
-    from cnd_depth_ros.camera import PinholeCamera
-    from cnd_depth_ros.synthetic.scene import StreetStyle
+    from cnd_depth_ros.synthetic.worlds import World
 
 __all__ = ["add_arguments", "run"]
 
 
+def _range(name: str, unit: str, limits: str) -> Callable[[str], tuple[float, float]]:
+    """``type=`` of an option taking ``VALUE`` or ``MIN:MAX`` within ``rig.<limits>``."""
+
+    def parse(text: str) -> tuple[float, float]:
+        from cnd_depth_ros.synthetic import rig
+
+        parts = text.split(":")
+        try:
+            if len(parts) > 2:
+                raise ValueError
+            values = (float(parts[0]), float(parts[-1]))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected VALUE or MIN:MAX in {unit}, got {text!r}"
+            ) from None
+        try:
+            rig.check_range(name, unit, values, getattr(rig, limits))
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+        return values
+
+    parse.__name__ = f"{name} range"  # argparse names the type in its messages
+    return parse
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from cnd_depth_ros.synthetic.indoor import INDOOR_STYLES
     from cnd_depth_ros.synthetic.scene import STREET_STYLES
+    from cnd_depth_ros.synthetic.worlds import WORLDS
 
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--out", type=Path, metavar="DIR", help="dataset folder")
@@ -40,23 +73,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--bag: 100)"
     )
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the whole set")
+    parser.add_argument(
+        "--world",
+        choices=WORLDS,
+        default="street",
+        help="what the frames show: streets, rooms and corridors (0.3-10 m), or both in turn "
+        "(even frames street, odd frames indoor)",
+    )
     parser.add_argument("--width", type=positive_int, default=256, help="image width (px)")
     parser.add_argument("--height", type=positive_int, default=160, help="image height (px)")
-    parser.add_argument(
+    focal = parser.add_mutually_exclusive_group()
+    focal.add_argument(
+        "--fov",
+        type=_range("field of view", "degrees", "FOV_LIMITS_DEG"),
+        default=None,
+        metavar="MIN[:MAX]",
+        help="horizontal field of view in degrees, or a range each frame draws from "
+        "(default: street KITTI's focal length 0.581 * width = 81.4 deg, indoor 60:100)",
+    )
+    focal.add_argument(
         "--fx",
         type=positive_float,
         default=None,
-        help="focal length in pixels, fx = fy (default: KITTI's, 0.581 * width)",
+        help="focal length in pixels, fx = fy, for every frame (instead of --fov)",
     )
     parser.add_argument(
-        "--baseline", type=positive_float, default=0.54, help="stereo baseline in metres"
+        "--baseline",
+        type=_range("baseline", "m", "BASELINE_LIMITS_M"),
+        default=None,
+        metavar="MIN[:MAX]",
+        help="stereo baseline in metres, or a range each frame draws from, log-uniformly "
+        "(default: street 0.54, indoor 0.05:0.12)",
     )
     parser.add_argument(
         "--style",
-        choices=sorted(STREET_STYLES),
+        choices=sorted(set(STREET_STYLES) | set(INDOOR_STYLES)),
         default="default",
-        help="the look of the streets (foggy_dusk: other textures, low sun, fog, noisier sensor, "
-        "lower camera; a domain shift for cnd-depth finetune)",
+        help="the look of the scenes (foggy_dusk, streets only: other textures, low sun, fog, "
+        "noisier sensor, lower camera; a domain shift for cnd-depth finetune)",
     )
     parser.add_argument(
         "--workers",
@@ -67,43 +121,79 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resume",
         action="store_true",
-        help="complete an existing set made with the same camera and seed",
+        help="complete an existing set made with the same world, rig, style and seed",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     bag = parser.add_argument_group("--bag options")
     bag.add_argument("--rate", type=positive_float, default=10.0, help="frames per second")
-    bag.add_argument("--speed", type=non_negative_float, default=8.0,
-                     help="driving speed in m/s (lowered to stop short of an obstacle in the lane)")
+    bag.add_argument(
+        "--speed",
+        type=non_negative_float,
+        default=None,
+        help="speed in m/s (default: street 8, indoor 1; lowered to stop short of an obstacle "
+        "in the path)",
+    )
     bag.add_argument("--storage", choices=("sqlite3", "mcap"), default="sqlite3",
                      help="rosbag2 storage format")
     bag.add_argument("--distro", choices=("humble", "jazzy", "kilted"), default="jazzy",
                      help="ROS 2 distro whose message definitions and bag format to write")
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    from cnd_depth_ros.synthetic.dataset_writer import kitti_like_camera
+def _worlds(args: argparse.Namespace) -> tuple[World, ...]:
+    """The worlds asked for, each with its style and rig.
+
+    :raises CndDepthError: a style the world does not have.
+    """
+    from cnd_depth_ros.synthetic.indoor import INDOOR_STYLES
     from cnd_depth_ros.synthetic.scene import STREET_STYLES
+    from cnd_depth_ros.synthetic.worlds import make_worlds
 
-    camera = kitti_like_camera(args.width, args.height, args.fx, args.baseline)
-    style = STREET_STYLES[args.style]
-    write = _write_bag if args.bag is not None else _write_dataset
-    result = write(args, camera, style)
-    return {**result, "seed": args.seed, "style": args.style, "camera": camera.to_dict()}
+    names = ("street", "indoor") if args.world == "mixed" else (args.world,)
+    catalogues: dict[str, dict[str, Any]] = {"street": STREET_STYLES, "indoor": INDOOR_STYLES}
+    for name in names:
+        if args.style not in catalogues[name]:
+            raise CndDepthError(
+                f"--style {args.style} is no {name} style; {name} styles: "
+                f"{', '.join(sorted(catalogues[name]))}"
+            )
+    try:
+        return make_worlds(
+            args.world,
+            args.width,
+            args.height,
+            baseline=args.baseline,
+            fov_deg=args.fov,
+            fx=args.fx,
+            street_style=STREET_STYLES.get(args.style),
+            indoor_style=INDOOR_STYLES.get(args.style),
+        )
+    except ValueError as error:
+        raise CndDepthError(str(error)) from error
 
 
-def _write_dataset(
-    args: argparse.Namespace, camera: PinholeCamera, style: StreetStyle
-) -> dict[str, Any]:
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    worlds = _worlds(args)
+    result = _write_bag(args, worlds) if args.bag is not None else _write_dataset(args, worlds)
+    return {
+        **result,
+        "seed": args.seed,
+        "world": args.world,
+        "style": args.style,
+        "rigs": {world.name: world.rig.to_dict() for world in worlds},
+    }
+
+
+def _write_dataset(args: argparse.Namespace, worlds: tuple[World, ...]) -> dict[str, Any]:
     from cnd_depth_ros.synthetic.dataset_writer import write_dataset
+    from cnd_depth_ros.synthetic.layout import read_camera
 
     summary = write_dataset(
         args.out,
-        camera,
+        worlds,
         args.frames or 2000,
         seed=args.seed,
         workers=args.workers,
         resume=args.resume,
-        style=style,
         progress=not args.no_progress,
     )
     print(
@@ -117,16 +207,20 @@ def _write_dataset(
         "skipped": summary.skipped,
         "seconds": round(summary.seconds, 3),
         "frames_per_second": round(summary.frames_per_second, 3),
+        "camera": read_camera(summary.root).to_dict(),
     }
 
 
-def _write_bag(
-    args: argparse.Namespace, camera: PinholeCamera, style: StreetStyle
-) -> dict[str, Any]:
+def _write_bag(args: argparse.Namespace, worlds: tuple[World, ...]) -> dict[str, Any]:
+    """One drive in one scene: a rig drawn from ranges is drawn once, as frame 0's."""
     from cnd_depth_ros.synthetic.bag_writer import write_sequence_bag
 
     if args.resume:
         raise CndDepthError("--resume completes a dataset folder (--out); a bag is written whole")
+    if len(worlds) > 1:
+        raise CndDepthError("a bag is one drive through one world: --world street or indoor")
+    (world,) = worlds
+    camera = world.camera(args.seed, 0)
     summary = write_sequence_bag(
         args.bag,
         camera,
@@ -136,7 +230,7 @@ def _write_bag(
         speed=args.speed,
         storage=args.storage,
         distro=args.distro,
-        style=style,
+        style=world.style,
         progress=not args.no_progress,
     )
     print(
@@ -151,4 +245,5 @@ def _write_bag(
         "distro": args.distro,
         "rate": args.rate,
         "seconds": round(summary.seconds, 3),
+        "camera": camera.to_dict(),
     }

@@ -1,4 +1,5 @@
-"""Write a synthetic drive as a rosbag2 (``cnd-depth synth --bag``): replay input with exact depth.
+"""Write a synthetic drive (down a street, or across a room) as a rosbag2 (``cnd-depth synth
+--bag``): replay input with exact depth.
 
 Topics are the node's inputs as a stereo driver plus image_proc publish them, and the ground truth
 the rosbag dataset and ``cnd-depth replay`` read (``DEFAULT_TOPICS``): rectified ``rgb8`` images,
@@ -28,8 +29,9 @@ from tqdm import tqdm
 
 from cnd_depth_ros.camera import PinholeCamera
 from cnd_depth_ros.errors import CndDepthError
-from cnd_depth_ros.synthetic.scene import CameraPose, StreetStyle
-from cnd_depth_ros.synthetic.sequence import street_sequence
+from cnd_depth_ros.synthetic.scene import CameraPose
+from cnd_depth_ros.synthetic.sequence import render_sequence
+from cnd_depth_ros.synthetic.worlds import Style
 from cnd_depth_ros.training.datasets.rosbag_dataset import DEFAULT_TOPICS
 
 __all__ = [
@@ -57,7 +59,7 @@ FRAME_IDS = {
 }
 #: Recorded times start here (2024-01-01T00:00:00Z): fixed, so a bag is a function of its seed.
 START_NS = 1_704_067_200 * 10**9
-#: World (x right, y down, z along the street) -> base_link (x forward, y left, z up).
+#: World (x right, y down, z along the street or room) -> base_link (x forward, y left, z up).
 _BASE_FROM_WORLD = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
 
 
@@ -138,7 +140,7 @@ class _Messages:
         )
 
     def tf_static(self, stamp_ns: int, camera: PinholeCamera, pose: CameraPose) -> Any:
-        """base_link on the road below the first left camera, axes along the street; the right
+        """base_link on the ground below the first left camera, axes along the drive; the right
         optical frame ``baseline`` along the left's x axis."""
         assert camera.baseline is not None
         left = self.transform(
@@ -191,13 +193,14 @@ def write_sequence_bag(
     *,
     seed: int = 0,
     rate: float = 10.0,
-    speed: float = 8.0,
+    speed: float | None = None,
     storage: str = "sqlite3",
     distro: str = "jazzy",
-    style: StreetStyle | None = None,
+    style: Style | None = None,
     progress: bool = True,
 ) -> BagWriteSummary:
-    """Render :func:`~cnd_depth_ros.synthetic.sequence.street_sequence` into the rosbag2 ``path``.
+    """Render :func:`~cnd_depth_ros.synthetic.sequence.render_sequence` (the style picks the
+    world, street by default; ``speed`` defaults to the world's) into the rosbag2 ``path``.
 
     Every message is logged at its header stamp, ``START_NS`` plus the frame's time.
 
@@ -216,7 +219,7 @@ def write_sequence_bag(
         raise BagWriteError(f"{path} exists already; choose a new bag path")
     store_name, version = DISTROS[distro]
     messages = _Messages(get_typestore(Stores(store_name)))
-    sequence = street_sequence(camera, frames, seed=seed, rate=rate, speed=speed, style=style)
+    sequence = render_sequence(camera, frames, seed=seed, rate=rate, speed=speed, style=style)
     path.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
     partial = scratch / path.name

@@ -2,8 +2,10 @@
 
 Exactness comes from the primitives; speed from culling: a primitive is tested only on the rays
 that can reach it. Camera rays share one origin, so a primitive's world bounding box projected into
-the image gives the pixel rectangle to test. Shadow rays are parallel (a sun at infinity), so
-projecting onto the plane across the sun direction does the same for them.
+the image gives the pixel rectangle to test, and within it only the rays that have not yet met
+something nearer than the box's nearest corner (so scenes laid out nearest first cull most).
+Shadow rays are parallel (a sun at infinity), so projecting onto the plane across the sun
+direction does the same for them.
 """
 
 from __future__ import annotations
@@ -49,16 +51,18 @@ def _pixel_rectangles(
     intrinsics: tuple[float, float, float, float],
     width: int,
     height: int,
-) -> np.ndarray:
-    """Conservative pixel rectangle ``(u0, u1, v0, v1)`` (half open) of each world box.
+) -> tuple[np.ndarray, np.ndarray]:
+    """Conservative pixel rectangle ``(u0, u1, v0, v1)`` (half open) of each world box, and the
+    least depth a point in the box can have (0 where unknown).
 
     Boxes straddling the camera plane, or unbounded, get the whole image; boxes behind it none.
     """
     fx, fy, cx, cy = intrinsics
     rectangles = np.tile(np.array([0, width, 0, height]), (len(lower), 1))
+    nearest = np.zeros(len(lower))
     finite = np.isfinite(lower).all(axis=1) & np.isfinite(upper).all(axis=1)
     if not finite.any():
-        return rectangles
+        return rectangles, nearest
     corners = (_box_corners(lower[finite], upper[finite]) - origin) @ rotation
     z = corners[..., 2]
     in_front = (z > _NEAR).all(axis=1)
@@ -80,7 +84,8 @@ def _pixel_rectangles(
     rows = np.where(in_front[:, None], projected, rectangles[finite])
     rows[behind] = 0
     rectangles[finite] = rows
-    return rectangles
+    nearest[finite] = np.where(in_front, z.min(axis=1), 0.0)
+    return rectangles, nearest
 
 
 def cast_camera_rays(
@@ -102,15 +107,26 @@ def cast_camera_rays(
     index_best = np.full((height, width), -1, dtype=np.int64)
     for g, group in enumerate(primitives):
         lower, upper = group.bounds()
-        rectangles = _pixel_rectangles(lower, upper, origin, rotation, intrinsics, width, height)
+        rectangles, nearest = _pixel_rectangles(
+            lower, upper, origin, rotation, intrinsics, width, height
+        )
         for k, (u0, u1, v0, v1) in enumerate(rectangles):
             if u0 >= u1 or v0 >= v1:
                 continue
             window = (slice(v0, v1), slice(u0, u1))
+            best = t_best[window]
             rays = directions[window].reshape(-1, 3)
-            t = group.intersect(k, origin, rays).reshape(v1 - v0, u1 - u0)
-            closer = t < t_best[window]
-            t_best[window][closer] = t[closer]
+            # Rays that met something nearer than the whole box cannot change.
+            open_rays = np.flatnonzero(best > nearest[k])
+            if open_rays.size == 0:
+                continue
+            if open_rays.size == best.size:
+                t = group.intersect(k, origin, rays).reshape(best.shape)
+            else:
+                t = np.full(best.shape, np.inf)
+                t.reshape(-1)[open_rays] = group.intersect(k, origin, rays[open_rays])
+            closer = t < best
+            best[closer] = t[closer]
             group_best[window][closer] = g
             index_best[window][closer] = k
     return Hits(t_best, group_best, index_best)
@@ -172,6 +188,7 @@ def shade_points(
         rows = np.flatnonzero(group == g)
         if rows.size == 0:
             continue
-        normals[rows], uv[rows] = primitive_group.surface(index[rows], points[rows])
-        materials[rows] = primitive_group.materials(index[rows])
+        normals[rows], uv[rows], materials[rows] = primitive_group.surface(
+            index[rows], points[rows]
+        )
     return normals, uv, materials

@@ -2,9 +2,12 @@
 
 Each view casts its own rays from its own optical centre (one per pixel centre), so occlusions,
 depth and normals are exact for both views; nothing is warped. Shading is Lambertian (sun with
-cast shadows, plus sky light), a function of the surface point alone, so a point looks the same
-from both cameras. Fog fades radiance towards the sky light by depth along the optical axis,
-which the two views of a rectified rig share, so it keeps that true.
+cast shadows, sky light, point lamps, emission), a function of the surface point alone, so a
+point looks the same from both cameras. Fog fades radiance towards the sky light by depth along
+the optical axis, which the two views of a rectified rig share, so it keeps that true. The one
+exception is on purpose: glossy materials add a specular highlight that depends on where the
+camera is, as on real glossy surfaces. The camera's own effects (vignetting, blur, gain, noise:
+:mod:`~cnd_depth_ros.synthetic.sensor`) act on the images afterwards, never on the ground truth.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ __all__ = ["RenderedView", "StereoRendering", "render_stereo", "render_view"]
 _SHADOW_OFFSET = 1e-4
 #: Mean linear brightness that an exposure of 1 maps the image to.
 _EXPOSURE_KEY = 0.2
+#: Lamps light like a point outside this radius (metres) and stay finite within it.
+_LAMP_RADIUS = 0.3
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,54 @@ def _sky_radiance(scene: Scene, bank: TextureBank, directions: np.ndarray) -> np
     return colour * (1.0 - cover) + cover * 0.9
 
 
+def _lamp_light(points: np.ndarray, normals: np.ndarray, lamp: np.ndarray) -> np.ndarray:
+    """Lambertian irradiance from a unit point light at ``lamp``, falling off with the squared
+    distance (softened within ``_LAMP_RADIUS``, where a real lamp is no point)."""
+    to_lamp = lamp - points
+    squared = np.einsum("ni,ni->n", to_lamp, to_lamp)
+    facing = np.einsum("ni,ni->n", normals, to_lamp) / np.sqrt(squared)
+    return np.clip(facing, 0.0, None) / (squared + _LAMP_RADIUS**2)
+
+
+def _highlights(
+    scene: Scene,
+    material_ids: np.ndarray,
+    points: np.ndarray,
+    normals: np.ndarray,
+    sun: np.ndarray,
+    eye: np.ndarray,
+) -> np.ndarray:
+    """Blinn-Phong highlights of the sun (where it is not shadowed) and the lamps, seen from
+    ``eye``: the view-dependent part of the radiance, 0 on matte materials."""
+    materials, lighting = scene.materials, scene.lighting
+    assert materials.specular is not None and materials.shininess is not None
+    highlight = np.zeros_like(points)
+    glossy = np.flatnonzero(materials.specular[material_ids] > 0.0)
+    if glossy.size == 0:
+        return highlight
+    ids, at, facing = material_ids[glossy], points[glossy], normals[glossy]
+    to_eye = eye - at
+    to_eye /= np.linalg.norm(to_eye, axis=1, keepdims=True)
+    strength = materials.specular[ids, None]
+    exponent = materials.shininess[ids]
+
+    def lobe(to_light: np.ndarray) -> np.ndarray:
+        half = to_light + to_eye
+        half /= np.maximum(np.linalg.norm(half, axis=1, keepdims=True), 1e-12)
+        return np.clip(np.einsum("ni,ni->n", facing, half), 0.0, None) ** exponent
+
+    sun_seen = (sun[glossy] > 0.0) * lobe(np.broadcast_to(lighting.to_sun, at.shape))
+    light = sun_seen[:, None] * lighting.sun_colour
+    for lamp, colour in zip(lighting.lamps, lighting.lamp_colours, strict=True):
+        to_lamp = lamp - at
+        squared = np.einsum("ni,ni->n", to_lamp, to_lamp)
+        lit = np.einsum("ni,ni->n", facing, to_lamp) > 0.0
+        direction = to_lamp / np.sqrt(squared)[:, None]
+        light += (lit * lobe(direction) / (squared + _LAMP_RADIUS**2))[:, None] * colour
+    highlight[glossy] = strength * light
+    return highlight
+
+
 def render_view(
     scene: Scene, bank: TextureBank, camera: PinholeCamera, pose: CameraPose
 ) -> RenderedView:
@@ -105,14 +158,19 @@ def render_view(
     sun = np.clip(normals @ lighting.to_sun, 0.0, None)
     if lighting.shadows:
         lit = np.flatnonzero(sun > 0.0)
-        blocked = shadowed(
-            scene.primitives, points[lit] + _SHADOW_OFFSET * normals[lit], lighting.to_sun
-        )
+        casters = scene.primitives if scene.shadow_casters is None else scene.shadow_casters
+        blocked = shadowed(casters, points[lit] + _SHADOW_OFFSET * normals[lit], lighting.to_sun)
         sun[lit[blocked]] = 0.0
     sky_light = 0.75 - 0.25 * normals[:, 1]
     irradiance = sun[:, None] * lighting.sun_colour + sky_light[:, None] * lighting.ambient_colour
+    for lamp, colour in zip(lighting.lamps, lighting.lamp_colours, strict=True):
+        irradiance += _lamp_light(points, normals, lamp)[:, None] * colour
+    if materials.emission is not None:
+        irradiance += materials.emission[material_ids, None]
     radiance = np.empty(flat_directions.shape)
     radiance[rows] = albedo * irradiance
+    if materials.specular is not None:
+        radiance[rows] += _highlights(scene, material_ids, points, normals, sun, pose.position)
     sky = np.flatnonzero(~hits.hit.reshape(-1))
     radiance[sky] = _sky_radiance(scene, bank, flat_directions[sky])
     if lighting.fog_density > 0:
@@ -131,9 +189,9 @@ def render_view(
     )
 
 
-def _develop(radiance: np.ndarray, gain: float, noise: np.ndarray) -> np.ndarray:
-    """Linear radiance -> 8-bit sRGB through exposure ``gain`` and additive sensor noise."""
-    encoded = np.clip(radiance * gain, 0.0, 1.0) ** (1.0 / 2.2) + noise
+def _develop(signal: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """Exposed linear ``signal`` -> 8-bit sRGB, with additive noise after the curve."""
+    encoded = np.clip(signal, 0.0, 1.0) ** (1.0 / 2.2) + noise
     return np.clip(np.rint(encoded * 255.0), 0, 255).astype(np.uint8)
 
 
@@ -147,18 +205,23 @@ def render_stereo(
     """Render the left view at ``pose`` and the right one ``camera.baseline`` to its right.
 
     Both views share one exposure, metered on the left view (auto-exposure scaled by the scene's
-    ``exposure``); ``rng`` draws the sensor noise, independently per view.
+    ``exposure``), the right camera's gain off by ``scene.sensor.right_gain``; ``rng`` draws the
+    sensor noise, independently per view.
     """
     if camera.baseline is None:
         raise ValueError("render_stereo needs a stereo camera (baseline is None)")
     left = render_view(scene, bank, camera, pose)
     right = render_view(scene, bank, camera, pose.shifted(camera.baseline))
-    lighting = scene.lighting
-    gain = lighting.exposure * _EXPOSURE_KEY / max(float(left.radiance.mean()), 1e-6)
+    lighting, sensor = scene.lighting, scene.sensor
+    left_light = sensor.through_lens(left.radiance)
+    right_light = sensor.through_lens(right.radiance)
+    gain = lighting.exposure * _EXPOSURE_KEY / max(float(left_light.mean()), 1e-6)
     noise_shape = left.radiance.shape
+    left_noise = rng.normal(0.0, lighting.sensor_noise, noise_shape)
+    right_noise = rng.normal(0.0, lighting.sensor_noise, noise_shape)
     return StereoRendering(
-        left=_develop(left.radiance, gain, rng.normal(0.0, lighting.sensor_noise, noise_shape)),
-        right=_develop(right.radiance, gain, rng.normal(0.0, lighting.sensor_noise, noise_shape)),
+        left=_develop(sensor.expose(left_light, gain, rng), left_noise),
+        right=_develop(sensor.expose(right_light, gain * sensor.right_gain, rng), right_noise),
         depth=left.depth.astype(np.float32),
         right_depth=right.depth.astype(np.float32),
         normals=left.normals.astype(np.float32),

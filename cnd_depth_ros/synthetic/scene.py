@@ -1,10 +1,12 @@
 """What a synthetic frame shows: camera pose, geometry, materials, light and sky.
 
 :func:`street_scene` draws a random driving-like street (road, sidewalks, buildings, walls,
-parked and moving vehicles, poles, trees, clutter) and a camera pose on it. Everything random
-comes from the ``rng`` it is given, so a frame is a pure function of its seed. The scene is
-independent of the camera pose: a sequence is the same scene seen from poses moving down the
-street (``CameraPose``), and another look (textures, light) is another :class:`StreetStyle`.
+parked and moving vehicles, poles, trees, clutter) and a camera pose on it; rooms and corridors
+are drawn by :mod:`~cnd_depth_ros.synthetic.indoor` with the same :class:`SceneBuilder`.
+Everything random comes from the ``rng`` it is given, so a frame is a pure function of its seed.
+The scene is independent of the camera pose: a sequence is the same scene seen from poses moving
+down the street (``CameraPose``), and another look (textures, light) is another
+:class:`StreetStyle`.
 """
 
 from __future__ import annotations
@@ -13,7 +15,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cnd_depth_ros.synthetic.primitives import Boxes, Cylinders, GroundPlane, Primitives, Spheres
+from cnd_depth_ros.synthetic.primitives import (
+    Boxes,
+    Cylinders,
+    GroundPlane,
+    Primitives,
+    Rooms,
+    Spheres,
+)
+from cnd_depth_ros.synthetic.sensor import SensorEffects
 from cnd_depth_ros.synthetic.textures import TextureBank
 
 __all__ = [
@@ -22,6 +32,7 @@ __all__ = [
     "Lighting",
     "Materials",
     "Scene",
+    "SceneBuilder",
     "Sky",
     "StreetStyle",
     "street_scene",
@@ -60,13 +71,22 @@ class CameraPose:
 class Materials:
     """Per-material arrays: ``texture`` id in the bank, ``scale`` (metres one texture tile
     covers), ``offset`` (texels), ``tint`` (linear RGB factor) and ``contrast`` (1: the texture as
-    is, 0: its flat mean colour; low values make the low-texture surfaces stereo finds hard)."""
+    is, 0: its flat mean colour; low values make the low-texture surfaces stereo finds hard).
+
+    Optional, ``None`` meaning 0 for every material: ``specular`` (strength of a Blinn-Phong
+    highlight, the one view-dependent term: glossy surfaces look different from the two
+    cameras, as real ones do), its ``shininess`` exponent, and ``emission`` (light the surface
+    gives off, in units of its albedo: windows and lamps).
+    """
 
     texture: np.ndarray
     scale: np.ndarray
     offset: np.ndarray
     tint: np.ndarray
     contrast: np.ndarray
+    specular: np.ndarray | None = None
+    shininess: np.ndarray | None = None
+    emission: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.texture)
@@ -79,7 +99,9 @@ class Lighting:
     ``to_sun`` is a unit world vector (y down, so the sun above has negative y); colours are
     linear RGB; ``exposure`` multiplies radiance before the sRGB curve and ``sensor_noise`` is the
     standard deviation of Gaussian noise on [0, 1] pixel values. ``fog_density`` (per metre)
-    fades surfaces towards the sky light with depth (0: clear air).
+    fades surfaces towards the sky light with depth (0: clear air). ``lamps`` are point lights
+    (world positions, ``L x 3``) of linear RGB intensity ``lamp_colours`` at one metre, falling
+    off with the square of the distance; they cast no shadows.
     """
 
     to_sun: np.ndarray
@@ -89,6 +111,8 @@ class Lighting:
     sensor_noise: float
     shadows: bool = True
     fog_density: float = 0.0
+    lamps: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+    lamp_colours: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
 
 
 @dataclass(frozen=True)
@@ -104,12 +128,19 @@ class Sky:
 
 @dataclass(frozen=True)
 class Scene:
-    """Everything a view needs besides the camera."""
+    """Everything a view needs besides the camera.
+
+    ``shadow_casters`` are the primitive groups that block the sun (``None``: all of them; a
+    room is left out, so the sun acts as light from above that its furniture shadows).
+    ``sensor`` is what the camera does to the light after the lens (none by default).
+    """
 
     primitives: tuple[Primitives, ...]
     materials: Materials
     lighting: Lighting
     sky: Sky
+    shadow_casters: tuple[Primitives, ...] | None = None
+    sensor: SensorEffects = field(default_factory=SensorEffects)
 
 
 @dataclass(frozen=True)
@@ -188,32 +219,48 @@ STREET_STYLES: dict[str, StreetStyle] = {
 }
 
 
-@dataclass
-class _Builder:
-    """Collects primitives and materials, one row each, while a street is laid out.
+class SceneBuilder:
+    """Collects primitives and materials, one row each, while a scene is laid out.
 
-    Rows: materials ``(texture, scale, offset u, offset v, tint r, g, b, contrast)``, boxes
-    ``(centre x, y, z, half size x, y, z, yaw, material)``, cylinders ``(x, z, radius, top,
-    bottom, material)``, spheres ``(x, y, z, radius, material)``.
+    Rows: materials ``(texture, scale, offset u, offset v, tint r, g, b, contrast, specular,
+    shininess, emission)``, boxes ``(centre x, y, z, half size x, y, z, yaw, material)``,
+    cylinders ``(x, z, radius, top, bottom, material)``, spheres ``(x, y, z, radius,
+    material)``, rooms ``(centre x, y, z, half size x, y, z, yaw, material of each face: -x, +x,
+    ceiling, floor, -z, +z)``. Groups are tested in the order boxes, cylinders, spheres, rooms,
+    each in the order of its rows: putting near things first lets the ray caster cull more.
     """
 
-    bank: TextureBank
-    rng: np.random.Generator
-    style: StreetStyle
-    materials: list[tuple[float, ...]] = field(default_factory=list)
-    boxes: list[tuple[float, ...]] = field(default_factory=list)
-    cylinders: list[tuple[float, ...]] = field(default_factory=list)
-    spheres: list[tuple[float, ...]] = field(default_factory=list)
+    def __init__(self, bank: TextureBank, rng: np.random.Generator) -> None:
+        self.bank = bank
+        self.rng = rng
+        self.materials: list[tuple[float, ...]] = []
+        self.boxes: list[tuple[float, ...]] = []
+        self.rooms: list[tuple[float, ...]] = []
+        self.cylinders: list[tuple[float, ...]] = []
+        self.spheres: list[tuple[float, ...]] = []
 
     def material(
-        self, textures: tuple[str, ...], scale: tuple[float, float], low_texture: float = 0.0
+        self,
+        textures: tuple[str, ...],
+        scale: tuple[float, float],
+        low_texture: float = 0.0,
+        *,
+        brightness: float = 1.0,
+        specular: float = 0.0,
+        shininess: float = 1.0,
+        emission: float = 0.0,
     ) -> int:
+        """A new material from one of ``textures`` at a random scale (metres per tile) in
+        ``scale``, offset and tint, nearly flat with probability ``low_texture``; the keyword
+        arguments are taken as given (``brightness`` scales the tint: dark surfaces)."""
         rng = self.rng
         contrast = rng.uniform(0.03, 0.2) if rng.random() < low_texture else rng.uniform(0.7, 1.3)
-        tint = rng.uniform(0.55, 1.0) * rng.uniform(0.8, 1.2, size=3)
+        tint = rng.uniform(0.55, 1.0) * rng.uniform(0.8, 1.2, size=3) * brightness
         texture = self.bank.index(str(rng.choice(textures)))
         offset = rng.uniform(0, 4 * self.bank.size, size=2)
-        self.materials.append((texture, rng.uniform(*scale), *offset, *tint, contrast))
+        self.materials.append(
+            (texture, rng.uniform(*scale), *offset, *tint, contrast, specular, shininess, emission)
+        )
         return len(self.materials) - 1
 
     def box(
@@ -223,9 +270,74 @@ class _Builder:
         material: int,
         yaw: float = 0.0,
     ) -> None:
+        """An upright box between the corners ``lower`` and ``upper`` (before its ``yaw``)."""
         centre = [(a + b) / 2 for a, b in zip(lower, upper, strict=True)]
         half = [(b - a) / 2 for a, b in zip(lower, upper, strict=True)]
         self.boxes.append((*centre, *half, yaw, material))
+
+    def build(
+        self,
+        lighting: Lighting,
+        sky: Sky,
+        ground: int | None,
+        sensor: SensorEffects | None = None,
+    ) -> Scene:
+        """The scene: a ground plane of material ``ground`` (none for ``None``) and every
+        primitive collected. Rooms cast no shadows (light from above passes their ceiling)."""
+        rows = np.array(self.materials)
+        shading = {
+            name: rows[:, column] if rows[:, column].any() else None
+            for name, column in (("specular", 8), ("emission", 10))
+        }
+        materials = Materials(
+            texture=rows[:, 0].astype(np.int64),
+            scale=rows[:, 1],
+            offset=rows[:, 2:4],
+            tint=rows[:, 4:7],
+            contrast=rows[:, 7],
+            specular=shading["specular"],
+            shininess=rows[:, 9] if shading["specular"] is not None else None,
+            emission=shading["emission"],
+        )
+        objects: list[Primitives] = []
+        if self.boxes:
+            rows = np.array(self.boxes)
+            objects.append(
+                Boxes(rows[:, 0:3], rows[:, 3:6], rows[:, 6], rows[:, 7].astype(np.int64))
+            )
+        if self.cylinders:
+            rows = np.array(self.cylinders)
+            objects.append(
+                Cylinders(
+                    rows[:, 0:2], rows[:, 2], rows[:, 3], rows[:, 4], rows[:, 5].astype(np.int64)
+                )
+            )
+        if self.spheres:
+            rows = np.array(self.spheres)
+            objects.append(Spheres(rows[:, 0:3], rows[:, 3], rows[:, 4].astype(np.int64)))
+        ground_plane = [] if ground is None else [GroundPlane(material=ground)]
+        sensor = sensor or SensorEffects()
+        if not self.rooms:
+            primitives = (*ground_plane, *objects)
+            return Scene(primitives, materials, lighting, sky, sensor=sensor)
+        rows = np.array(self.rooms)
+        rooms = Rooms(rows[:, 0:3], rows[:, 3:6], rows[:, 6], rows[:, 7:13].astype(np.int64))
+        return Scene(
+            (*objects, rooms, *ground_plane),
+            materials,
+            lighting,
+            sky,
+            shadow_casters=tuple(objects),
+            sensor=sensor,
+        )
+
+
+class _StreetBuilder(SceneBuilder):
+    """A :class:`SceneBuilder` with the street's style and its vehicles."""
+
+    def __init__(self, bank: TextureBank, rng: np.random.Generator, style: StreetStyle) -> None:
+        super().__init__(bank, rng)
+        self.style = style
 
     def vehicle(self, x: float, z: float, yaw: float, ground: float) -> None:
         rng = self.rng
@@ -245,33 +357,6 @@ class _Builder:
             cabin_centre = (x, ground - body_top - cabin_height / 2, z + rng.uniform(-0.4, 0.1))
             cabin_half = (width / 2 - 0.1, cabin_height / 2, length * rng.uniform(0.22, 0.3))
             self.boxes.append((*cabin_centre, *cabin_half, yaw, cabin))
-
-    def build(self, lighting: Lighting, sky: Sky, road: int) -> Scene:
-        rows = np.array(self.materials)
-        materials = Materials(
-            texture=rows[:, 0].astype(np.int64),
-            scale=rows[:, 1],
-            offset=rows[:, 2:4],
-            tint=rows[:, 4:7],
-            contrast=rows[:, 7],
-        )
-        primitives: list[Primitives] = [GroundPlane(material=road)]
-        if self.boxes:
-            rows = np.array(self.boxes)
-            primitives.append(
-                Boxes(rows[:, 0:3], rows[:, 3:6], rows[:, 6], rows[:, 7].astype(np.int64))
-            )
-        if self.cylinders:
-            rows = np.array(self.cylinders)
-            primitives.append(
-                Cylinders(
-                    rows[:, 0:2], rows[:, 2], rows[:, 3], rows[:, 4], rows[:, 5].astype(np.int64)
-                )
-            )
-        if self.spheres:
-            rows = np.array(self.spheres)
-            primitives.append(Spheres(rows[:, 0:3], rows[:, 3], rows[:, 4].astype(np.int64)))
-        return Scene(tuple(primitives), materials, lighting, sky)
 
 
 def _lighting(rng: np.random.Generator, style: StreetStyle) -> Lighting:
@@ -322,7 +407,7 @@ def street_scene(
     sometimes a building closing the street.
     """
     style = style or StreetStyle()
-    builder = _Builder(bank, rng, style)
+    builder = _StreetBuilder(bank, rng, style)
     road_half = rng.uniform(3.5, 9.0)
     sidewalk = rng.uniform(1.5, 4.5)
     kerb = rng.uniform(0.1, 0.2)
@@ -362,7 +447,9 @@ def street_scene(
     return builder.build(_lighting(rng, style), _sky(rng, bank, style), road), pose
 
 
-def _building_row(builder: _Builder, side: float, inner: float, start: float, end: float) -> None:
+def _building_row(
+    builder: _StreetBuilder, side: float, inner: float, start: float, end: float
+) -> None:
     rng, style = builder.rng, builder.style
     z = start
     while z < end:
@@ -391,7 +478,7 @@ def _building_row(builder: _Builder, side: float, inner: float, start: float, en
 
 
 def _street_furniture(
-    builder: _Builder,
+    builder: _StreetBuilder,
     side: float,
     road_half: float,
     sidewalk: float,
@@ -422,7 +509,7 @@ def _street_furniture(
         z += rng.uniform(6.0, 30.0)
 
 
-def _parked_vehicles(builder: _Builder, side: float, road_half: float, end: float) -> None:
+def _parked_vehicles(builder: _StreetBuilder, side: float, road_half: float, end: float) -> None:
     rng = builder.rng
     z = rng.uniform(-10.0, 15.0)
     while z < min(end, 120.0):
@@ -432,7 +519,7 @@ def _parked_vehicles(builder: _Builder, side: float, road_half: float, end: floa
         z += rng.uniform(5.5, 14.0)
 
 
-def _clutter(builder: _Builder, road_half: float) -> None:
+def _clutter(builder: _StreetBuilder, road_half: float) -> None:
     """Boxes and spheres near the camera: close-range depth the street alone rarely has."""
     rng, style = builder.rng, builder.style
     for _ in range(rng.integers(0, 4)):

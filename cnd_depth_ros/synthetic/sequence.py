@@ -1,13 +1,14 @@
-"""A camera driving down one synthetic street: the frames of a synthetic recording.
+"""A camera driving down one synthetic street, or a robot crossing one room: the frames of a
+synthetic recording.
 
-The scene and the first pose come from :func:`~cnd_depth_ros.synthetic.scene.street_scene`; the
-rig then moves along the street (world +z) at a constant speed, its orientation fixed, one stereo
-pair every ``1 / rate`` seconds. A street drawn for single frames may have a vehicle or clutter
-in the camera's lane, so streets are drawn from ``default_rng([seed, 1, attempt])`` until one
-leaves room for the whole drive (the roomiest of ``_ATTEMPTS`` otherwise), and the speed is
-lowered where needed for the rig to stop short of the first obstacle in its path. Frame ``i``'s
-sensor noise comes from ``default_rng([seed, 0, i])``: a sequence is a pure function of its
-arguments.
+The scene and the first pose come from :func:`~cnd_depth_ros.synthetic.worlds.draw_scene` (the
+style picks the world); the rig then moves straight ahead (world +z) at a constant speed, its
+orientation fixed, one stereo pair every ``1 / rate`` seconds. A scene drawn for single frames
+may have a vehicle, furniture or clutter in the rig's path, so scenes are drawn from
+``default_rng([seed, 1, attempt])`` until one leaves room for the whole drive (the roomiest of
+``_ATTEMPTS`` otherwise), and the speed is lowered where needed for the rig to stop short of the
+first obstacle in its path. Frame ``i``'s sensor noise comes from ``default_rng([seed, 0, i])``:
+a sequence is a pure function of its arguments.
 """
 
 from __future__ import annotations
@@ -20,13 +21,16 @@ import numpy as np
 from cnd_depth_ros.camera import PinholeCamera
 from cnd_depth_ros.synthetic.primitives import GroundPlane
 from cnd_depth_ros.synthetic.renderer import StereoRendering, render_stereo
-from cnd_depth_ros.synthetic.scene import CameraPose, Scene, StreetStyle, street_scene
+from cnd_depth_ros.synthetic.scene import CameraPose, Scene, StreetStyle
 from cnd_depth_ros.synthetic.textures import default_bank
+from cnd_depth_ros.synthetic.worlds import Style, draw_scene, world_name
 
-__all__ = ["SequenceFrame", "free_distance", "street_sequence"]
+__all__ = ["DEFAULT_SPEED", "SequenceFrame", "free_distance", "render_sequence"]
 
-#: Half width (metres) of the corridor the rig sweeps: a car around the camera.
-_HALF_WIDTH = 1.0
+#: Half width (metres) of the corridor the rig sweeps, per world: a car, a small robot.
+_HALF_WIDTH = {"street": 1.0, "indoor": 0.35}
+#: Speed (m/s) of a drive when none is given, per world.
+DEFAULT_SPEED = {"street": 8.0, "indoor": 1.0}
 #: Distance (metres) the rig keeps from the first obstacle in its corridor.
 _MARGIN = 2.0
 #: Streets drawn at most while looking for one with room for the drive.
@@ -43,13 +47,16 @@ class SequenceFrame:
     rendering: StereoRendering
 
 
-def free_distance(scene: Scene, pose: CameraPose, half_width: float = _HALF_WIDTH) -> float:
+def free_distance(
+    scene: Scene, pose: CameraPose, half_width: float = _HALF_WIDTH["street"]
+) -> float:
     """How far (metres) the rig can drive along +z before its corridor meets an object.
 
-    The corridor is ``half_width`` either side of the camera and spans from just above the road
-    to a little above the camera; objects are taken by their axis-aligned bounds, so the answer
-    errs on the short side. Objects that begin behind the camera (parked cars beside it) are
-    not in the way: the scene places the camera clear of them and it moves straight ahead.
+    The corridor is ``half_width`` either side of the camera and spans from just above the
+    ground to a little above the camera; objects are taken by their axis-aligned bounds, so the
+    answer errs on the short side. Objects that begin behind the camera (parked cars beside it,
+    the room around it) are not in the way: the scene places the camera clear of them and it
+    moves straight ahead.
     """
     x, y, z = pose.position
     low = np.array([x - half_width, y - 0.3])
@@ -66,22 +73,26 @@ def free_distance(scene: Scene, pose: CameraPose, half_width: float = _HALF_WIDT
     return max(nearest, 0.0)
 
 
-def street_sequence(
+def render_sequence(
     camera: PinholeCamera,
     frames: int,
     *,
     seed: int = 0,
     rate: float = 10.0,
-    speed: float = 8.0,
-    style: StreetStyle | None = None,
+    speed: float | None = None,
+    style: Style | None = None,
 ) -> Iterator[SequenceFrame]:
-    """Render ``frames`` stereo pairs ``1 / rate`` s apart of the rig driving at ``speed`` m/s
-    (slower if an obstacle in its lane is nearer than the distance it would cover). Arguments
-    are checked and the scene is drawn now; frames are rendered as the iterator is consumed.
+    """Render ``frames`` stereo pairs ``1 / rate`` s apart of the rig moving at ``speed`` m/s
+    (default: :data:`DEFAULT_SPEED` of the style's world, the street by default; slower if an
+    obstacle in its path is nearer than the distance it would cover). Arguments are checked
+    and the scene is drawn now; frames are rendered as the iterator is consumed.
 
     :raises ValueError: a non-stereo camera, fewer than one frame, or a rate or speed that is not
         positive and finite (speed may be 0: a parked rig).
     """
+    style = style or StreetStyle()
+    world = world_name(style)
+    speed = DEFAULT_SPEED[world] if speed is None else speed
     if camera.baseline is None:
         raise ValueError("a synthetic sequence needs a stereo camera (baseline is None)")
     if frames < 1:
@@ -97,8 +108,9 @@ def street_sequence(
     drive = speed * duration + _MARGIN
     roomiest: tuple[float, Scene, CameraPose] | None = None
     for attempt in range(_ATTEMPTS):
-        scene, start = street_scene(np.random.default_rng([seed, 1, attempt]), bank, style)
-        room = free_distance(scene, start)
+        rng = np.random.default_rng([seed, 1, attempt])
+        scene, start = draw_scene(rng, bank, style, camera)
+        room = free_distance(scene, start, _HALF_WIDTH[world])
         if roomiest is None or room > roomiest[0]:
             roomiest = (room, scene, start)
         if room >= drive:

@@ -2,6 +2,8 @@
 
 Ground truth is exact and dense: depth everywhere but the sky (``inf`` on disk, NaN in the
 :class:`Frame`), normals from the renderer, and the right view's depth for the flip augmentation.
+Each frame carries its own camera where the set's rig varies (``NNNNNN_camera.json``), else the
+set's.
 """
 
 from __future__ import annotations
@@ -12,7 +14,13 @@ import numpy as np
 
 from cnd_depth_ros.camera import PinholeCamera
 from cnd_depth_ros.errors import DatasetError
-from cnd_depth_ros.synthetic.layout import CAMERA_FILE, frame_path, frame_stems, read_camera
+from cnd_depth_ros.synthetic.layout import (
+    CAMERA_FILE,
+    frame_path,
+    frame_stems,
+    read_camera,
+    read_frame_camera,
+)
 from cnd_depth_ros.training.datasets.base import FrameDataset
 from cnd_depth_ros.training.datasets.frame import Frame
 from cnd_depth_ros.training.datasets.readers import read_rgb
@@ -35,6 +43,8 @@ def _read_map(path: Path, shape: tuple[int, ...]) -> np.ndarray:
 
 class SyntheticDataset(FrameDataset[int]):
     """Complete frames of a synthetic folder, in frame order; items are frame indices.
+    ``camera`` is the set's (``camera.json``); a frame's own camera, where it has one, is in the
+    :class:`Frame`.
 
     :raises DatasetError: if ``root`` has no readable ``camera.json`` or no complete frame.
     """
@@ -58,6 +68,12 @@ class SyntheticDataset(FrameDataset[int]):
 
     def load(self, item: int) -> Frame:
         height, width = self.camera.height, self.camera.width
+        try:
+            camera = read_frame_camera(self.root, item, self.camera)
+        except (OSError, ValueError) as error:
+            raise DatasetError(f"cannot read the camera of frame {item}: {error}") from error
+        if camera.baseline is None:
+            raise DatasetError(f"the camera of frame {item} in {self.root} has no stereo baseline")
         left = read_rgb(frame_path(self.root, item, "left.png"))
         if left.shape[:2] != (height, width):
             raise DatasetError(
@@ -70,6 +86,6 @@ class SyntheticDataset(FrameDataset[int]):
             depth=_read_map(frame_path(self.root, item, "depth.npy"), (height, width)),
             right_depth=_read_map(frame_path(self.root, item, "right_depth.npy"), (height, width)),
             normals=_read_map(frame_path(self.root, item, "normals.npy"), (height, width, 3)),
-            camera=self.camera,
+            camera=camera,
             name=f"{self.root.name}/{item:06d}",
         )
