@@ -141,6 +141,7 @@ class Harness:
         self.points = Inbox(self.node, PointCloud2, "points", qos)
         self.colored = Inbox(self.node, Image, "depth/colored", qos)
         self.disparity = Inbox(self.node, DisparityImage, "disparity", qos)
+        self.confidence = Inbox(self.node, Image, "depth/confidence", qos)
         self.diagnostics = Inbox(self.node, DiagnosticArray, "/diagnostics", qos)
         self.executor.add_node(self.camera_node)
         self.executor.add_node(self.node)
@@ -299,6 +300,35 @@ def test_a_new_camera_size_is_planned_again(stereo: DepthNode, harness: Harness)
     depth = harness.wait_for(harness.depth, harness.send())
     assert (depth.width, depth.height) == (CAMERA.width, CAMERA.height)
     assert stereo.backend.backend.input_size == NETWORK
+
+
+def test_confidence_is_published_and_its_threshold_masks_every_output(
+    stereo: DepthNode, harness: Harness, parameters: Callable[..., None]
+) -> None:
+    """depth/confidence: the matcher's confidence (32FC1 in [0, 1], the depth's header and
+    size); confidence_threshold marks the less confident pixels invalid in depth and points."""
+    stamp = harness.send()
+    confidence_msg = harness.wait_for(harness.confidence, stamp)
+    depth_msg = harness.wait_for(harness.depth, stamp)
+    assert confidence_msg.header == depth_msg.header
+    assert (confidence_msg.encoding, confidence_msg.width, confidence_msg.height) == (
+        "32FC1", CAMERA.width, CAMERA.height)
+    confidence = image_to_array(confidence_msg)
+    assert stereo.backend is not None
+    expected = stereo.backend.estimate(pattern(CAMERA), pattern(CAMERA, 4), camera=CAMERA)
+    assert expected.confidence is not None
+    np.testing.assert_array_equal(confidence, expected.confidence)
+    assert confidence.min() >= 0.0 and confidence.max() <= 1.0 and confidence.std() > 0
+
+    threshold = float(np.median(confidence))
+    parameters(confidence_threshold=threshold, max_depth=10000.0)
+    stamp = harness.send()
+    masked = _depth(harness.wait_for(harness.depth, stamp))
+    z = pointcloud2_to_xyz(harness.wait_for(harness.points, stamp))[..., 2]
+    unsure = confidence < threshold
+    assert unsure.any() and not unsure.all()
+    assert np.isnan(masked[unsure]).all() and np.isnan(z[unsure]).all()
+    np.testing.assert_array_equal(masked[~unsure], expected.depth[~unsure])
 
 
 def test_colored_depth_runs_near_to_far_through_turbo() -> None:
@@ -509,7 +539,8 @@ def test_lifecycle_transitions_and_lazy_subscription(artifacts: dict[str, str]) 
         harness.wait_connected()
         harness.wait_for(harness.depth, harness.send())
 
-        outputs = [harness.depth, harness.info, harness.points, harness.colored, harness.disparity]
+        outputs = [harness.depth, harness.info, harness.points, harness.colored, harness.disparity,
+                   harness.confidence]
         for inbox in outputs:
             harness.node.destroy_subscription(inbox.subscription)
         assert spin_until(harness.executor, lambda: _camera_subscriptions(harness) == 0, WAIT_S)

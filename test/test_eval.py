@@ -18,9 +18,11 @@ from fixtures.training import one_torch_thread, synthetic_folder  # noqa: F401
 from cnd_depth_ros import cli
 from cnd_depth_ros.commands.arguments import SGBM_BASELINES
 from cnd_depth_ros.evaluation.dataset_eval import evaluate_dataset, open_predictor
+from cnd_depth_ros.inference.depth_estimate import DepthEstimate
 from cnd_depth_ros.inference.sgbm import PRESETS
 from cnd_depth_ros.synthetic.bag_writer import write_sequence_bag
 from cnd_depth_ros.synthetic.dataset_writer import kitti_like_camera
+from cnd_depth_ros.training.datasets.frame import Frame
 from cnd_depth_ros.training.datasets.registry import open_dataset
 from cnd_depth_ros.training.metrics import METRIC_NAMES
 
@@ -120,12 +122,12 @@ def test_sgbm_as_stereo_image_proc_ships_it_as_model_and_baseline(
 
 def test_ground_truth_as_prediction_scores_perfectly(synthetic_root: Path) -> None:
     frames = open_dataset("synthetic", synthetic_root)
-    result = evaluate_dataset(lambda frame: frame.depth, frames)
+    result = evaluate_dataset(lambda frame: DepthEstimate(frame.depth), frames)
     assert result["frames"] == 3
     assert result["metrics"]["rel"] == 0.0
     assert result["metrics"]["rmse"] == 0.0
     assert result["metrics"]["delta1"] == 1.0
-    doubled = evaluate_dataset(lambda frame: 2.0 * frame.depth, frames, max_frames=1,
+    doubled = evaluate_dataset(lambda frame: DepthEstimate(2.0 * frame.depth), frames, max_frames=1,
                                max_depth=1e6)
     assert doubled["frames"] == 1
     assert doubled["metrics"]["rel"] == pytest.approx(1.0)
@@ -136,13 +138,14 @@ def test_only_ground_truth_in_range_is_scored_against_clipped_predictions(
     synthetic_root: Path,
 ) -> None:
     frame = open_dataset("synthetic", synthetic_root)[0]
-    result = evaluate_dataset(lambda frame: np.full_like(frame.depth, 1e4), [frame],
+    result = evaluate_dataset(lambda frame: DepthEstimate(np.full_like(frame.depth, 1e4)), [frame],
                               min_depth=1.0, max_depth=20.0)
     truth = frame.depth[frame.valid]
     truth = truth[(truth >= 1.0) & (truth <= 20.0)]
     assert result["metrics"]["rel"] == pytest.approx(np.mean((20.0 - truth) / truth), rel=1e-5)
     with pytest.raises(ValueError, match="min_depth < max_depth"):
-        evaluate_dataset(lambda frame: frame.depth, [frame], min_depth=5.0, max_depth=5.0)
+        evaluate_dataset(lambda frame: DepthEstimate(frame.depth), [frame], min_depth=5.0,
+                         max_depth=5.0)
 
 
 def test_predictor_for_an_artifact_matches_its_camera(
@@ -150,10 +153,11 @@ def test_predictor_for_an_artifact_matches_its_camera(
 ) -> None:
     frame = open_dataset("synthetic", synthetic_root)[0]
     with open_predictor(str(stereo_artifact), backend="torch", device="cpu") as (predict, info):
-        depth = predict(frame)
+        estimate = predict(frame)
     assert info["stereo"] is True
-    assert depth.shape == (HEIGHT, WIDTH)
-    assert depth.dtype == np.float32
+    assert estimate.depth.shape == (HEIGHT, WIDTH)
+    assert estimate.depth.dtype == np.float32
+    assert estimate.confidence is not None and estimate.confidence.shape == (HEIGHT, WIDTH)
 
 
 def test_int8_onnxruntime_calibrates_on_other_frames(
@@ -200,3 +204,25 @@ def test_bad_input_is_reported_without_a_traceback(
     )
     assert code == 2
     assert "--calib-data" in capsys.readouterr().err
+
+
+def test_a_confidence_threshold_scores_only_the_confident_pixels(synthetic_root: Path) -> None:
+    """Half of each frame wrong, and the estimate says so: below the threshold those pixels are
+    not scored (the node marks them invalid), and the result says how much was kept."""
+    frames = open_dataset("synthetic", synthetic_root)
+
+    def predict(frame: Frame) -> DepthEstimate:
+        depth = frame.depth.copy()
+        confidence = np.ones_like(depth)
+        depth[:, ::2] *= 3.0
+        confidence[:, ::2] = 0.2
+        return DepthEstimate(depth, confidence)
+
+    everything = evaluate_dataset(predict, frames)
+    assert everything["metrics"]["rel"] > 0.5 and "confidence" not in everything
+    confident = evaluate_dataset(predict, frames, confidence_threshold=0.5)
+    assert confident["metrics"]["rel"] == 0.0
+    assert confident["confidence"]["threshold"] == 0.5
+    assert 0.45 < confident["confidence"]["kept"] < 0.55
+    with pytest.raises(ValueError, match="confidence_threshold"):
+        evaluate_dataset(predict, frames, confidence_threshold=1.5)

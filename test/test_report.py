@@ -187,6 +187,21 @@ def test_mono_panel_without_ground_truth(tmp_path: Path) -> None:
         assert 400 < panel.height < 600
 
 
+def test_a_panel_shows_the_models_confidence(tmp_path: Path) -> None:
+    """A stereo model's confidence is one more column of the frame's row, after the error."""
+    left, _, depth, prediction = _frame(2)
+    confidence = np.linspace(0.0, 1.0, depth.size, dtype=np.float32).reshape(depth.shape)
+    write_report(tmp_path / "plain", title="t", metrics={"rel": 0.1},
+                 panels=[Panel(left, prediction, depth=depth)])
+    write_report(tmp_path / "sure", title="t", metrics={"rel": 0.1},
+                 panels=[Panel(left, prediction, depth=depth, confidence=confidence)])
+    with Image.open(tmp_path / "plain" / "panel_00.png") as plain, \
+            Image.open(tmp_path / "sure" / "panel_00.png") as sure:
+        assert plain.width == sure.width and sure.height < plain.height  # 4 columns, then 5
+    with pytest.raises(ValueError, match="confidence"):
+        Panel(left, prediction, confidence=confidence[:10])
+
+
 def test_bad_report_input_names_the_value(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="rel"):
         write_report(tmp_path, title="t", metrics={"accuracy": 1.0})

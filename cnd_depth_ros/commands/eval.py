@@ -66,6 +66,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report", type=Path, metavar="DIR",
                         help="write report.html and its PNG figures into DIR")
     add_input_plan_arguments(parser)
+    parser.add_argument("--confidence-threshold", type=float, default=0.0, metavar="C",
+                        help="score only pixels whose matcher confidence is at least C (0-1), "
+                             "as the node's confidence_threshold keeps them; the JSON says "
+                             "which share of the ground truth was kept")
     parser.add_argument("--min-depth", type=float, default=1e-3, metavar="M",
                         help="score ground truth from this depth (m); predictions are clipped")
     parser.add_argument("--max-depth", type=float, default=80.0, metavar="M",
@@ -147,6 +151,7 @@ def _evaluate(
         result = evaluate_dataset(
             predict, frames, max_frames=args.max_frames, progress=args.progress,
             description=f"eval {model}", min_depth=args.min_depth, max_depth=args.max_depth,
+            confidence_threshold=args.confidence_threshold,
             on_frame=None if collector is None else collector.on_frame,
         )
     return result, info

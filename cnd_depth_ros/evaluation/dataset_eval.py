@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from cnd_depth_ros.camera import PinholeCamera
+from cnd_depth_ros.inference.depth_estimate import DepthEstimate
 from cnd_depth_ros.training.datasets.frame import Frame
 
 __all__ = [
@@ -30,12 +31,14 @@ __all__ = [
 
 _LOGGER = logging.getLogger(__name__)
 
-#: A frame's camera images -> H x W float32 metric depth of its left view (NaN where unknown).
-Predictor = Callable[[Frame], np.ndarray]
+#: A frame's camera images -> the metric depth of its left view (H x W float32, NaN where
+#: unknown) with the matcher's confidence where the model has one.
+Predictor = Callable[[Frame], DepthEstimate]
 
-#: Called with (index, frame, prediction, ground truth as scored, seconds the prediction took)
-#: for every scored frame; prediction and ground truth are those of the evaluation depth range.
-FrameCallback = Callable[[int, Frame, np.ndarray, np.ndarray, float], None]
+#: Called with (index, frame, estimate, ground truth as scored, seconds the prediction took)
+#: for every scored frame; the estimate's depth and the ground truth are those of the
+#: evaluation depth range (and confidence threshold).
+FrameCallback = Callable[[int, Frame, DepthEstimate, np.ndarray, float], None]
 
 
 def is_sgbm(model: str) -> bool:
@@ -79,7 +82,9 @@ def open_predictor(
         matcher = SgbmMatcher(preset=preset, **options)
         try:
             yield (
-                lambda frame: matcher.infer(frame.left, frame.right, camera=frame.camera),
+                lambda frame: DepthEstimate(
+                    matcher.infer(frame.left, frame.right, camera=frame.camera)
+                ),
                 {**matcher.info(), "stereo": True},
             )
         finally:
@@ -91,7 +96,7 @@ def open_predictor(
     info = {**runner.info(), "stereo": stereo}
     try:
         yield (
-            lambda frame: runner.infer(
+            lambda frame: runner.estimate(
                 frame.left, frame.right if stereo else None, camera=frame.camera
             ),
             info,
@@ -111,16 +116,22 @@ def evaluate_dataset(
     on_frame: FrameCallback | None = None,
     min_depth: float = 1e-3,
     max_depth: float = 80.0,
+    confidence_threshold: float = 0.0,
 ) -> dict[str, Any]:
     """``{"metrics": {...}, "frames": N}`` of ``predict`` over the first ``max_frames`` frames,
     scoring ground truth within ``[min_depth, max_depth]`` against predictions clipped to it
     (:func:`~cnd_depth_ros.training.metrics.within_depth_range`).
 
+    With ``confidence_threshold`` above 0, pixels the model is less confident of are not scored,
+    as the node marks them invalid: ``"confidence"`` then says which share of the ground truth
+    was kept (estimates without confidence keep every pixel).
+
     Frames without ground truth in the range are skipped (and counted in ``"skipped"``);
     ``on_frame`` sees every other one with its prediction and ground truth as scored (reports
     keep figures and per-frame numbers that way).
 
-    :raises ValueError: ``max_frames`` below 1, an empty range, or no frame with ground truth.
+    :raises ValueError: ``max_frames`` below 1, an empty range, a threshold outside [0, 1], or
+        no frame with ground truth.
     """
     from tqdm import tqdm
 
@@ -131,11 +142,14 @@ def evaluate_dataset(
     )
 
     check_depth_range(min_depth, max_depth)
+    if not 0.0 <= confidence_threshold <= 1.0:
+        raise ValueError(f"confidence_threshold must be within [0, 1], got {confidence_threshold}")
     if max_frames is not None and max_frames < 1:
         raise ValueError(f"max_frames must be at least 1, got {max_frames}")
     count = len(frames) if max_frames is None else min(max_frames, len(frames))
     accumulator = MetricAccumulator()
     skipped = 0
+    truth_pixels = kept_pixels = 0
     for index in tqdm(range(count), desc=description, unit="frame", disable=not progress):
         frame = frames[index]
         truth = np.full(frame.left.shape[:2], np.nan, np.float32)
@@ -146,12 +160,18 @@ def evaluate_dataset(
                 skipped += 1
                 continue
         started = time.perf_counter()
-        prediction = predict(frame)
+        estimate = predict(frame)
         seconds = time.perf_counter() - started
-        prediction, truth = within_depth_range(prediction, truth, min_depth, max_depth)
+        prediction, truth = within_depth_range(estimate.depth, truth, min_depth, max_depth)
+        truth_pixels += int(np.isfinite(truth).sum())
+        if confidence_threshold > 0.0 and estimate.confidence is not None:
+            truth[estimate.confidence < confidence_threshold] = np.nan
+        kept_pixels += int(np.isfinite(truth).sum())
+        if not np.isfinite(truth).any():
+            continue
         accumulator.update(prediction, truth, np.isfinite(truth))
         if on_frame is not None:
-            on_frame(index, frame, prediction, truth, seconds)
+            on_frame(index, frame, DepthEstimate(prediction, estimate.confidence), truth, seconds)
     if accumulator.frames == 0:
         raise ValueError(
             f"none of the {count} frames evaluated has ground-truth depth within "
@@ -163,4 +183,8 @@ def evaluate_dataset(
             skipped, count,
         )
     metrics = {name: float(value) for name, value in accumulator.compute().items()}
-    return {"metrics": metrics, "frames": accumulator.frames, "skipped": skipped}
+    result = {"metrics": metrics, "frames": accumulator.frames, "skipped": skipped}
+    if confidence_threshold > 0.0:
+        result["confidence"] = {"threshold": confidence_threshold,
+                                "kept": kept_pixels / max(truth_pixels, 1)}
+    return result

@@ -37,7 +37,8 @@ class Panel:
 
     ``left`` (and ``right``) are H x W x 3 uint8 RGB; ``prediction``, ``depth`` (ground truth)
     and ``baseline`` (another method's prediction, e.g. SGBM) are H x W metres with NaN where
-    there is no value. ``name`` titles the row (a file name or a stamp).
+    there is no value; ``confidence`` is the model's, H x W in [0, 1]. ``name`` titles the row
+    (a file name or a stamp).
 
     :raises ValueError: an image that is not H x W x 3 uint8, or a map of another size.
     """
@@ -48,6 +49,7 @@ class Panel:
     right: np.ndarray | None = None
     baseline: np.ndarray | None = None
     name: str = ""
+    confidence: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         label = self.name or "panel"
@@ -63,15 +65,16 @@ class Panel:
         size = self.left.shape[:2]
         if self.right is not None and self.right.shape[:2] != size:
             raise ValueError(f"{label}: right {self.right.shape[:2]} differs from left {size}")
-        for field_name in ("prediction", "depth", "baseline"):
+        for field_name in ("prediction", "depth", "baseline", "confidence"):
             values = getattr(self, field_name)
             if values is not None and values.shape != size:
                 raise ValueError(f"{label}: {field_name} {values.shape} differs from left {size}")
 
 
 def panel_png(panel: Panel, *, baseline_name: str = "baseline") -> bytes:
-    """A row of the panel's images: left, right, ground truth, prediction, baseline, and the
-    prediction's absolute error, with shared colour bars in metres (missing inputs are left out).
+    """A row of the panel's images: left, right, ground truth, prediction, baseline, the
+    prediction's absolute error and the model's confidence, with shared colour bars in metres
+    (missing inputs are left out).
     """
     depth_maps = [
         (title, values)
@@ -88,7 +91,7 @@ def panel_png(panel: Panel, *, baseline_name: str = "baseline") -> bytes:
         for title, image in (("left", panel.left), ("right", panel.right))
         if image is not None
     ]
-    columns = len(images) + len(depth_maps) + (error is not None)
+    columns = len(images) + len(depth_maps) + (error is not None) + (panel.confidence is not None)
     height, width = panel.left.shape[:2]
     image_inches = _WIDTH_INCHES / columns * height / width
     figure = Figure(figsize=(_WIDTH_INCHES, image_inches + 1.3), layout="constrained")
@@ -107,11 +110,18 @@ def panel_png(panel: Panel, *, baseline_name: str = "baseline") -> bytes:
                     extend="both")
     if error is not None:
         _, top = _robust_range(error, upper=95.0)
-        shown = _image_axes(figure, grid[0, columns - 1], "abs error").imshow(
+        column = len(images) + len(depth_maps)
+        shown = _image_axes(figure, grid[0, column], "abs error").imshow(
             error, cmap=_ERROR_COLORS, vmin=0.0, vmax=max(top, 1e-3), interpolation="nearest"
         )
-        figure.colorbar(shown, cax=figure.add_subplot(grid[1, columns - 1]),
+        figure.colorbar(shown, cax=figure.add_subplot(grid[1, column]),
                         orientation="horizontal", label="error [m]", extend="max")
+    if panel.confidence is not None:
+        shown = _image_axes(figure, grid[0, columns - 1], "confidence").imshow(
+            panel.confidence, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest"
+        )
+        figure.colorbar(shown, cax=figure.add_subplot(grid[1, columns - 1]),
+                        orientation="horizontal", label="matcher confidence")
     if panel.name:
         figure.suptitle(panel.name, fontsize="medium")
     return _png(figure)

@@ -48,6 +48,7 @@ from cnd_depth_ros.evaluation.figures import Panel
 from cnd_depth_ros.training.metrics import METRIC_NAMES, depth_metrics
 
 if TYPE_CHECKING:
+    from cnd_depth_ros.inference.depth_estimate import DepthEstimate
     from cnd_depth_ros.training.datasets.frame import Frame
 
 __all__ = ["REPORT_NAME", "Baseline", "Panel", "ReportCollector", "panel_indices", "write_report"]
@@ -131,8 +132,10 @@ class ReportCollector:
         right: np.ndarray | None = None,
         name: str = "",
         latency_ms: float | None = None,
+        confidence: np.ndarray | None = None,
     ) -> dict[str, float]:
-        """Score one frame against its ground truth ``depth`` and return its metrics.
+        """Score one frame against its ground truth ``depth`` and return its metrics
+        (``confidence``, the model's, is shown with the frame's images).
 
         :raises ValueError: the frame has no valid ground truth, or the shapes differ.
         """
@@ -143,15 +146,18 @@ class ReportCollector:
         if latency_ms is not None:
             self.latency_ms.append(latency_ms)
         if index in self._keep:
-            self.panels[index] = Panel(left, prediction, depth=depth, right=right, name=name)
+            self.panels[index] = Panel(left, prediction, depth=depth, right=right, name=name,
+                                       confidence=confidence)
         return metrics
 
     def on_frame(
-        self, index: int, frame: Frame, prediction: np.ndarray, truth: np.ndarray, seconds: float
+        self, index: int, frame: Frame, estimate: DepthEstimate, truth: np.ndarray,
+        seconds: float,
     ) -> None:
         """:func:`~cnd_depth_ros.evaluation.dataset_eval.evaluate_dataset`'s ``on_frame``."""
-        self.add(index, prediction, truth, left=frame.left, right=frame.right,
-                 name=frame.name or f"frame {index}", latency_ms=1000.0 * seconds)
+        self.add(index, estimate.depth, truth, left=frame.left, right=frame.right,
+                 name=frame.name or f"frame {index}", latency_ms=1000.0 * seconds,
+                 confidence=estimate.confidence)
 
     def report_arguments(self, baseline: ReportCollector | None = None) -> dict[str, Any]:
         """``panels``, ``per_frame``, ``by_distance`` and ``latency_ms`` for :func:`write_report`;

@@ -9,7 +9,6 @@ output rule, DESIGN "Camera awareness"), and resize to the requested output size
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import cv2
@@ -17,24 +16,16 @@ import numpy as np
 
 from cnd_depth_ros.camera import PinholeCamera
 from cnd_depth_ros.inference.camera_images import check_camera_images
+from cnd_depth_ros.inference.depth_estimate import DepthEstimate
 from cnd_depth_ros.inference.export import CONFIDENCE_NAME, OUTPUT_NAME
 from cnd_depth_ros.models.artifact import ModelMetadata
 
-__all__ = ["DepthBackend", "DepthEstimate", "NetworkOutputs", "to_network_input"]
+__all__ = ["DepthBackend", "NetworkOutputs", "to_network_input"]
 
 #: What :meth:`DepthBackend.run` returns: the graph's outputs by name, each 1 x 1 x h x w float32:
 #: ``"depth"`` (the raw output, as the artifact's ``output`` says) and, for stereo nets, the
 #: matcher's ``"confidence"``.
 NetworkOutputs = dict[str, np.ndarray]
-
-
-@dataclass(frozen=True)
-class DepthEstimate:
-    """Metric depth (H x W float32 metres, NaN where invalid) and, where the model gives one,
-    the matcher's confidence in [0, 1] at the same size."""
-
-    depth: np.ndarray
-    confidence: np.ndarray | None = None
 
 
 def to_network_input(image: np.ndarray, width: int, height: int) -> np.ndarray:

@@ -18,6 +18,7 @@ import numpy as np
 
 from cnd_depth_ros.camera import PinholeCamera
 from cnd_depth_ros.inference.backend import DepthBackend
+from cnd_depth_ros.inference.depth_estimate import DepthEstimate
 from cnd_depth_ros.inference.input_plan import (
     InputPlan,
     default_pixel_budget,
@@ -135,6 +136,18 @@ class PlannedBackend:
         self.plans.append(plan)
         return plan
 
+    def estimate(
+        self,
+        left: np.ndarray,
+        right: np.ndarray | None = None,
+        *,
+        camera: PinholeCamera,
+        output_size: tuple[int, int] | None = None,
+    ) -> DepthEstimate:
+        """:meth:`DepthBackend.estimate` at the input planned for ``camera``."""
+        self.prepare(camera)
+        return self._backend.estimate(left, right, camera=camera, output_size=output_size)
+
     def infer(
         self,
         left: np.ndarray,
@@ -144,8 +157,7 @@ class PlannedBackend:
         output_size: tuple[int, int] | None = None,
     ) -> np.ndarray:
         """:meth:`DepthBackend.infer` at the input planned for ``camera``."""
-        self.prepare(camera)
-        return self._backend.infer(left, right, camera=camera, output_size=output_size)
+        return self.estimate(left, right, camera=camera, output_size=output_size).depth
 
     def warmup(self) -> None:
         self._backend.warmup()

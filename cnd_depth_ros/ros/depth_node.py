@@ -47,6 +47,7 @@ from stereo_msgs.msg import DisparityImage
 from cnd_depth_ros.camera import PinholeCamera
 from cnd_depth_ros.compressed_image import compressed_to_rgb
 from cnd_depth_ros.errors import CndDepthError
+from cnd_depth_ros.inference.depth_estimate import DepthEstimate
 from cnd_depth_ros.inference.planned_backend import PlannedBackend
 from cnd_depth_ros.ros import qos
 from cnd_depth_ros.ros.camera_info import camera_from_info, camera_info_for, check_image_size
@@ -76,8 +77,9 @@ _IMAGE_TRANSPORTS = {"raw": (Image, "image_rect"),
 # input: left stamp -> synchronised set here (driver, transport, deserialisation, synchroniser);
 # queue: waiting for the worker; decode: camera_info and image conversion; inference: the
 # backend's infer (resize, network, metric depth, resize back); depth (with the depth limits),
-# points, colored, disparity: building and publishing that output.
-_STAGES = ("input", "queue", "decode", "inference", "depth", "points", "colored", "disparity")
+# points, colored, confidence, disparity: building and publishing that output.
+_STAGES = ("input", "queue", "decode", "inference", "depth", "points", "colored", "confidence",
+           "disparity")
 # Each kind of bad input (the check that rejected it) is logged at most once per period.
 _LOG_PERIOD_S = 5.0
 # Stamps further ahead of this node's clock are reported: camera and node clocks disagree.
@@ -158,6 +160,10 @@ PARAMETERS: dict[str, _Spec] = {
     "min_depth": _Spec(0.0, "metres; nearer depth is marked invalid, and the stereo network "
                             "input is planned small enough to match it", low=0.0, high=10000.0),
     "max_depth": _Spec(100.0, "metres; farther depth is marked invalid", low=0.0, high=10000.0),
+    "confidence_threshold": _Spec(0.0, "pixels whose matcher confidence (depth/confidence, "
+                                       "stereo models) is below this are marked invalid in "
+                                       "depth, disparity and points; 0: keep every pixel",
+                                  low=0.0, high=1.0),
     "publish_points": _Spec(True, "publish the organised point cloud on points"),
     "points_color": _Spec(True, "add the left image's colour (rgb field) to the points"),
     "points_stride": _Spec(1, "keep every n-th pixel in each direction in the point cloud",
@@ -196,6 +202,7 @@ class _Outputs:
     output_resolution: str
     min_depth: float
     max_depth: float
+    confidence_threshold: float
     publish_points: bool
     points_color: bool
     points_stride: int
@@ -516,6 +523,7 @@ class DepthNode(LifecycleNode):
         }
         if self.mode == "stereo":
             topics["disparity"] = (DisparityImage, "disparity")
+            topics["confidence"] = (Image, "depth/confidence")
         for key, (msg_type, topic) in topics.items():
             self._output_publishers[key] = self.create_lifecycle_publisher(
                 msg_type,
@@ -660,7 +668,7 @@ class DepthNode(LifecycleNode):
                 colors = cv2.resize(left, input_size, interpolation=cv2.INTER_AREA)
             else:
                 camera_out, colors = camera, left
-            depth = backend.infer(
+            estimate = backend.estimate(
                 left, right, camera=camera, output_size=(camera_out.width, camera_out.height)
             )
         except (CndDepthError, RuntimeError, ValueError) as error:
@@ -671,7 +679,7 @@ class DepthNode(LifecycleNode):
             return
         lap = self._lap("inference", started)
         header = Header(stamp=left_image.header.stamp, frame_id=left_image.header.frame_id)
-        self._publish(depth, colors, camera_out, header, outputs, lap)
+        self._publish(estimate, colors, camera_out, header, outputs, lap)
         stamp_ns = int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
         self.diagnostics.record_output((self.get_clock().now().nanoseconds - stamp_ns) * 1e-9)
         if self.get_logger().is_enabled_for(LoggingSeverity.DEBUG):  # benchmarks read this line
@@ -719,7 +727,7 @@ class DepthNode(LifecycleNode):
 
     def _publish(
         self,
-        depth: np.ndarray,
+        estimate: DepthEstimate,
         colors: np.ndarray,
         camera: PinholeCamera,
         header: Header,
@@ -735,7 +743,10 @@ class DepthNode(LifecycleNode):
         def wanted(key: str) -> bool:
             return key in publishers and publishers[key].get_subscription_count() > 0
 
+        depth, confidence = estimate.depth, estimate.confidence
         depth[~((depth >= outputs.min_depth) & (depth <= outputs.max_depth))] = np.nan
+        if confidence is not None and outputs.confidence_threshold > 0.0:
+            depth[confidence < outputs.confidence_threshold] = np.nan
         image = depth if outputs.output_encoding == "32FC1" else _millimetres(depth)
         publishers["depth"].publish(array_to_image(image, outputs.output_encoding, header))
         publishers["info"].publish(camera_info_for(camera, header))
@@ -754,6 +765,9 @@ class DepthNode(LifecycleNode):
         if outputs.publish_colored and wanted("colored"):
             publishers["colored"].publish(array_to_image(_colorize(depth), "rgb8", header))
             lap = self._lap("colored", lap)
+        if confidence is not None and wanted("confidence"):
+            publishers["confidence"].publish(array_to_image(confidence, "32FC1", header))
+            lap = self._lap("confidence", lap)
         if outputs.publish_disparity and wanted("disparity") and camera.baseline is not None:
             publishers["disparity"].publish(self._disparity(depth, camera, header, outputs))
             self._lap("disparity", lap)
