@@ -16,7 +16,7 @@ SHARE := $(VENV)/share/cnd_depth_ros
 # that launch starts, pytest): the venv becomes an ament prefix without `source`-ing anything.
 AMENT_PTH := import os, sys; p = [d for d in os.environ.get('AMENT_PREFIX_PATH', '').split(os.pathsep) if d]; sys.prefix in p or os.environ.__setitem__('AMENT_PREFIX_PATH', os.pathsep.join([sys.prefix, *p]))
 
-.PHONY: demo test lint venv clean jazzy-test
+.PHONY: demo test lint venv clean jazzy-test ament-prefix
 
 venv: $(STAMP) $(WHEELS_STAMP) $(AMENT_STAMP)
 
@@ -45,6 +45,10 @@ endif
 # package.xml, launch/ and config/ (file links: ros2 launch's os.walk skips linked folders), and
 # lib/cnd_depth_ros/ with the executables, where launch_ros's Node(package=...) looks.
 $(AMENT_STAMP): $(STAMP) $(wildcard launch/*.launch.py config/*)
+	$(MAKE) --no-print-directory ament-prefix VENV=$(VENV)
+	touch $(AMENT_STAMP)
+
+ament-prefix:
 	rm -rf $(SHARE) $(VENV)/lib/cnd_depth_ros
 	mkdir -p $(VENV)/share/ament_index/resource_index/packages $(SHARE)/launch $(SHARE)/config \
 	         $(VENV)/lib/cnd_depth_ros
@@ -53,8 +57,34 @@ $(AMENT_STAMP): $(STAMP) $(wildcard launch/*.launch.py config/*)
 	ln -s $(addprefix $(CURDIR)/,$(wildcard launch/*.launch.py)) $(SHARE)/launch/
 	ln -s $(addprefix $(CURDIR)/,$(wildcard config/*)) $(SHARE)/config/
 	ln -s ../../bin/depth_node ../../bin/cnd-depth $(VENV)/lib/cnd_depth_ros/
-	echo "$(AMENT_PTH)" > $$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/cnd_depth_ros_ament_prefix.pth
-	touch $(AMENT_STAMP)
+	echo "$(AMENT_PTH)" > $$($(VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/cnd_depth_ros_ament_prefix.pth
+
+# The same ROS-facing tests against ROS 2 Jazzy (LTS): a second venv with the ros-jazzy-* wheels
+# instead of the Kilted ones, and ../shared/wheels, which run on both. The tests: the node
+# through DDS, launch, synchronisers, diagnostics, topics, codecs, QoS, package.xml.
+JAZZY := .venv-jazzy
+JAZZY_STAMP := $(JAZZY)/.installed
+JAZZY_ROS := ros-jazzy-rclpy ros-jazzy-rcl-interfaces ros-jazzy-builtin-interfaces \
+             ros-jazzy-ament-index-python ros-jazzy-sensor-msgs ros-jazzy-stereo-msgs \
+             ros-jazzy-std-msgs ros-jazzy-diagnostic-msgs ros-jazzy-lifecycle-msgs \
+             ros-jazzy-rmw-fastrtps-cpp osrf-pycommon packaging
+ROS_TESTS := test/test_package_xml.py test/test_topics.py test/test_image_codec.py \
+             test/test_qos.py test/test_synchronizer.py test/test_diagnostics.py \
+             test/test_launch.py test/test_depth_node.py test/test_robot_day.py
+
+$(JAZZY_STAMP): setup.py setup.cfg pyproject.toml package.xml $(WHEELS)
+	$(PYTHON) -m venv $(JAZZY)
+	$(JAZZY)/bin/python -m pip install --quiet --upgrade pip
+	$(JAZZY)/bin/python -m pip install --quiet torch==2.13.0
+	$(JAZZY)/bin/python -m pip install --quiet -e '.[dev]' $(JAZZY_ROS)
+ifneq ($(WHEELS),)
+	$(JAZZY)/bin/python -m pip install --quiet --no-deps $(WHEELS)
+endif
+	$(MAKE) --no-print-directory ament-prefix VENV=$(JAZZY)
+	touch $(JAZZY_STAMP)
+
+jazzy-test: $(JAZZY_STAMP)
+	FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA $(JAZZY)/bin/python -m pytest -q $(ROS_TESTS)
 
 demo: venv
 	FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA $(BIN)/cnd-depth demo
@@ -66,4 +96,4 @@ test: lint
 	FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA $(BIN)/python -m pytest -q
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(JAZZY) build *.egg-info

@@ -63,7 +63,7 @@ setup(
     entry_points={
         "console_scripts": [
             "cnd-depth = cnd_depth_ros.cli:main",
-            "depth_node = cnd_depth_ros.ros.depth_node:main",
+            "depth_node = cnd_depth_ros.ros.start:main",
         ],
     },
 )

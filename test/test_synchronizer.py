@@ -156,6 +156,23 @@ def test_nearest_pairs_unsynchronised_cameras_frame_by_frame(lag: float) -> None
     assert lefts == sorted(set(lefts))  # each frame once, in order
 
 
+@pytest.mark.parametrize(
+    ("policy", "kwargs"),
+    [(NearestTimeSynchronizer, {}), (EpsilonTimeSynchronizer, {"epsilon": 0.1})],
+)
+def test_a_message_older_than_a_waiting_one_starts_afresh(policy: type, kwargs: dict) -> None:
+    """A short bag looped (time back by less than TIME_JUMP_S) or two reordered messages:
+    what waits is forgotten rather than blocking the input for good."""
+    (left, right), sync, sets = _wired(policy, queue_size=5, **kwargs)
+    left.signalMessage(_msg(5.0, "L"))
+    left.signalMessage(_msg(4.5, "L"))
+    assert [len(q) for q in sync.queues] == [1, 0]
+    right.signalMessage(_msg(4.5, "R"))
+    right.signalMessage(_msg(4.6, "R"))
+    left.signalMessage(_msg(4.7, "L"))
+    assert sets.sets[0] == (("L", 4.5), ("R", 4.5))
+
+
 def test_nearest_has_no_limit_but_prefers_the_nearest() -> None:
     (left, right), _, sets = _wired(NearestTimeSynchronizer, queue_size=5)
     left.signalMessage(_msg(1.0, "L"))

@@ -148,8 +148,9 @@ class TimeSynchronizer(SimpleFilter):
 
 
 class _Policy(SimpleFilter):
-    """A synchroniser over ``fs`` whose messages arrive in stamp order on each input; callbacks
-    run outside the lock, so a slow callback does not hold up other inputs."""
+    """A synchroniser over ``fs`` whose messages arrive in stamp order on each input (one that
+    does not resets it); callbacks run outside the lock, so a slow callback does not hold up
+    other inputs."""
 
     def __init__(self, fs: Sequence[SimpleFilter], queue_size: int) -> None:
         super().__init__()
@@ -166,15 +167,12 @@ class _Policy(SimpleFilter):
         if stamp is None:
             return
         sets: list[list[Any]] = []
+        queue = self.queues[index]
+        if queue and stamp < queue[-1][0]:
+            # The policies need each input in stamp order: a message older than one waiting
+            # (time went back, or the middleware reordered two) starts afresh.
+            self.reset()
         with self.lock:
-            queue = self.queues[index]
-            if queue and stamp < queue[-1][0]:
-                _logger.warning(
-                    f"input {index} went back in time by {(queue[-1][0] - stamp) * 1e-9:.3f} s; "
-                    "message not synchronised",
-                    throttle_duration_sec=10.0,
-                )
-                return
             self._add(stamp, msg, index, sets)
         for msgs in sets:
             self.signalMessage(*msgs)
