@@ -70,7 +70,8 @@ JAZZY_ROS := ros-jazzy-rclpy ros-jazzy-rcl-interfaces ros-jazzy-builtin-interfac
              ros-jazzy-rmw-fastrtps-cpp osrf-pycommon packaging
 ROS_TESTS := test/test_package_xml.py test/test_topics.py test/test_image_codec.py \
              test/test_qos.py test/test_synchronizer.py test/test_diagnostics.py \
-             test/test_launch.py test/test_depth_node.py test/test_robot_day.py
+             test/test_launch.py test/test_depth_node.py test/test_robot_day.py \
+             test/test_distro.py
 
 $(JAZZY_STAMP): setup.py setup.cfg pyproject.toml package.xml $(WHEELS)
 	$(PYTHON) -m venv $(JAZZY)
