@@ -95,7 +95,21 @@ def _stamp_ns(msg: Any, allow_headerless: bool) -> int | None:
     return None
 
 
-class TimeSynchronizer(SimpleFilter):
+class _Bounded(SimpleFilter):
+    """What every synchroniser starts with: a checked ``queue_size`` and a lock.
+
+    :raises ValueError: ``queue_size`` is less than 1.
+    """
+
+    def __init__(self, queue_size: int) -> None:
+        super().__init__()
+        if queue_size < 1:
+            raise ValueError(f"synchroniser queue_size must be at least 1, got {queue_size}")
+        self.queue_size = queue_size
+        self.lock = threading.Lock()
+
+
+class TimeSynchronizer(_Bounded):
     """Emits one message per input when all carry exactly the same stamp.
 
     ``fs`` are the input filters; the callback gets their messages in the same order.
@@ -105,11 +119,7 @@ class TimeSynchronizer(SimpleFilter):
     """
 
     def __init__(self, fs: Sequence[SimpleFilter], queue_size: int) -> None:
-        super().__init__()
-        if queue_size < 1:
-            raise ValueError(f"synchroniser queue_size must be at least 1, got {queue_size}")
-        self.queue_size = queue_size
-        self.lock = threading.Lock()
+        super().__init__(queue_size)
         self.allow_headerless = False
         self.connectInput(fs)
 
@@ -147,17 +157,13 @@ class TimeSynchronizer(SimpleFilter):
         return None
 
 
-class _Policy(SimpleFilter):
+class _Policy(_Bounded):
     """A synchroniser over ``fs`` whose messages arrive in stamp order on each input (one that
     does not resets it); callbacks run outside the lock, so a slow callback does not hold up
     other inputs."""
 
     def __init__(self, fs: Sequence[SimpleFilter], queue_size: int) -> None:
-        super().__init__()
-        if queue_size < 1:
-            raise ValueError(f"synchroniser queue_size must be at least 1, got {queue_size}")
-        self.queue_size = queue_size
-        self.lock = threading.Lock()
+        super().__init__(queue_size)
         self.queues: list[deque[tuple[int, Any]]] = [deque() for _ in fs]
         for index, f in enumerate(fs):
             f.registerCallback(self.add, index)
