@@ -596,7 +596,6 @@ class DepthNode(LifecycleNode):
     def _on_time_jump(self, seconds: float) -> None:
         """Executor thread: an input's stamp went back (a bag loop); the synchroniser has
         forgotten every waiting message, so the sets after the jump pair again."""
-        self._last_stamp_ns = None
         self.diagnostics.record_warning("time jumped back")
         self._warn("time jumped back", f"input time jumped back by {seconds:.3f} s (a bag played "
                                        "in a loop?): synchroniser reset")
