@@ -70,9 +70,8 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "output_resolution": ("input", "network"),
 }
 _SHIPPED = {"stereo": "cnd_stereo", "mono": "cnd_mono"}
-# image_transport -> the camera image's type and topic (relative to left/ or right/).
-_IMAGE_TRANSPORTS = {"raw": (Image, "image_rect"),
-                     "compressed": (CompressedImage, "image_rect/compressed")}
+# image_transport -> the camera image's type (its topic: ros/topics.py).
+_IMAGE_TRANSPORTS = {"raw": Image, "compressed": CompressedImage}
 # The stages of a frame, in order, each timed and reported in /diagnostics as "<stage> p50 (ms)":
 # input: left stamp -> synchronised set here (driver, transport, deserialisation, synchroniser);
 # queue: waiting for the worker; decode: camera_info and image conversion; inference: the
@@ -558,7 +557,7 @@ class DepthNode(LifecycleNode):
     def _subscribe(self) -> None:
         values = self._values()
         sides = ("left", "right") if self.mode == "stereo" else ("left",)
-        image_type, _ = _IMAGE_TRANSPORTS[values["image_transport"]]
+        image_type = _IMAGE_TRANSPORTS[values["image_transport"]]
         for camera in camera_topics(self, sides, values["image_transport"]):
             for msg_type, topic in ((image_type, camera.image), (CameraInfo, camera.camera_info)):
                 subscriber = filters.Subscriber(
