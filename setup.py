@@ -37,14 +37,21 @@ setup(
         "setuptools",
     ],
     extras_require={
+        # ROS 2 Kilted from PyPI. The ros-jazzy-* wheels work the same (make jazzy-test).
         "ros": [
             "ros-rclpy",
+            "ros-rcl-interfaces",
+            "ros-builtin-interfaces",
+            "ros-ament-index-python",
             "ros-sensor-msgs",
             "ros-stereo-msgs",
             "ros-std-msgs",
             "ros-diagnostic-msgs",
             "ros-lifecycle-msgs",
             "ros-rmw-fastrtps-cpp",
+            # What ROS 2's launch needs besides ROS packages (../shared/wheels: launch, ros2cli).
+            "osrf-pycommon",
+            "packaging",
         ],
         "dev": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6", "ruff>=0.5", "mypy>=1.8"],
     },
@@ -56,7 +63,7 @@ setup(
     entry_points={
         "console_scripts": [
             "cnd-depth = cnd_depth_ros.cli:main",
-            "depth_node = cnd_depth_ros.ros.depth_node:main",
+            "depth_node = cnd_depth_ros.ros.start:main",
         ],
     },
 )

@@ -232,7 +232,7 @@ def main() -> None:
             "-p", f"model_path:={model}", "-p", f"backend:={args.backend}",
             *(["-p", f"device:={args.device}"] if args.device else []),
             "-p", f"threads:={args.threads}",
-            "-p", f"points_stride:={args.points_stride}", "-p", "diagnostic_period:=0.5",
+            "-p", f"points_stride:={args.points_stride}", "-p", "diagnostic_updater.period:=0.5",
             "-p", "publish_colored:=false", "--log-level", "depth_node:=debug",
         ]
         node_process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)

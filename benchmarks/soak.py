@@ -52,7 +52,7 @@ def node_under_load(
         command = [
             sys.executable, "-m", "cnd_depth_ros.ros.depth_node", "--ros-args",
             "-p", f"model_path:={model}", "-p", f"backend:={args.backend}",
-            "-p", f"threads:={args.threads}", "-p", "diagnostic_period:=1.0", *extra,
+            "-p", f"threads:={args.threads}", "-p", "diagnostic_updater.period:=1.0", *extra,
         ]
         node = subprocess.Popen(command)
         rclpy.init()

@@ -176,7 +176,7 @@ class Harness:
 
 @pytest.fixture(scope="module")
 def stereo(artifacts: dict[str, str]) -> Iterator[DepthNode]:
-    spinning = Spinning(_depth_node(artifacts["cnd_stereo"], diagnostic_period=0.2))
+    spinning = Spinning(_depth_node(artifacts["cnd_stereo"], **{"diagnostic_updater.period": 0.2}))
     try:
         yield spinning.node
     finally:

@@ -10,7 +10,7 @@ from fixtures.ros import Inbox, rclpy_init_fixture, ros_executor_fixture, spin_u
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile
 
-from cnd_depth_ros.ros.diagnostics import PipelineDiagnostics
+from cnd_depth_ros.ros.diagnostics import PipelineDiagnostics, hardware_id, status_name
 
 
 class _Clock:
@@ -137,6 +137,141 @@ def test_bad_settings_are_rejected(kwargs: dict, match: str) -> None:
         PipelineDiagnostics("p", **kwargs)
 
 
+TOPICS = ["/left/image_rect", "/left/camera_info", "/right/image_rect", "/right/camera_info"]
+
+
+def _listening(clock: _Clock, **kwargs) -> PipelineDiagnostics:
+    diagnostics = PipelineDiagnostics("depth_node: depth", clock=clock, **kwargs)
+    diagnostics.set_state("active")
+    diagnostics.listen(TOPICS)
+    return diagnostics
+
+
+def _camera(diagnostics: PipelineDiagnostics, clock: _Clock, seconds: float, hz: float,
+            topics: list[str], synchronised: bool = True) -> None:
+    """Messages on ``topics`` at ``hz``; each round makes a set (and an output) when asked."""
+    for _ in range(round(seconds * hz)):
+        clock.now += 1.0 / hz
+        for topic in topics:
+            diagnostics.record_message(None, topic)
+        if synchronised:
+            diagnostics.record_input()
+            diagnostics.record_output(0.02)
+
+
+@pytest.mark.parametrize(
+    ("state", "listening", "message"),
+    [
+        ("unconfigured", False, "unconfigured"),
+        ("inactive", False, "inactive"),
+        ("active", False, "waiting for a subscriber to an output"),
+    ],
+)
+def test_idle_is_ok_however_long(state: str, listening: bool, message: str) -> None:
+    """No subscriber (the node does not even subscribe to the cameras) or not active: OK."""
+    clock = _Clock()
+    diagnostics = PipelineDiagnostics("p", clock=clock)
+    diagnostics.set_state(state)
+    diagnostics.listen(TOPICS if listening else None)
+    clock.now += 3600.0
+    status, frequency = diagnostics.to_message(Time()).status
+    assert (status.level, status.message) == (DiagnosticStatus.OK, message)
+    assert (frequency.level, frequency.message) == (DiagnosticStatus.OK,
+                                                    "No events expected (idle).")
+    assert _values(status)["state"] == state
+
+
+def test_silence_counts_from_the_subscription() -> None:
+    clock = _Clock()
+    diagnostics = PipelineDiagnostics("p", clock=clock, input_timeout_s=2.0)
+    diagnostics.set_state("active")
+    diagnostics.listen(None)
+    clock.now += 100.0
+    diagnostics.listen(TOPICS)
+    clock.now += 1.5
+    assert diagnostics.status().level == DiagnosticStatus.OK
+    clock.now += 1.0
+    status = diagnostics.status()
+    assert (status.level, status.message) == (DiagnosticStatus.WARN, "no input for 2.5 s")
+
+
+def test_a_silent_camera_is_named() -> None:
+    clock = _Clock()
+    diagnostics = _listening(clock)
+    _camera(diagnostics, clock, 3.0, 10.0, TOPICS)
+    _camera(diagnostics, clock, 10.0, 10.0, TOPICS[:2], synchronised=False)  # right stops
+    status = diagnostics.status()
+    assert status.level == DiagnosticStatus.WARN
+    assert status.message == (
+        "no messages on /right/image_rect (10.0 s), /right/camera_info (10.0 s); the other "
+        "inputs arrive"
+    )
+    values = _values(status)
+    assert values["last message age (s): /right/image_rect"] == "10.0"
+    assert values["last message age (s): /left/image_rect"] == "0.0"
+    _camera(diagnostics, clock, 1.0, 10.0, TOPICS)  # it comes back
+    assert diagnostics.status().level == DiagnosticStatus.OK
+
+
+def test_inputs_that_never_synchronise_warn() -> None:
+    """Unsynchronised cameras with exact sync: every topic arrives, no set is ever made."""
+    clock = _Clock()
+    diagnostics = _listening(clock)
+    _camera(diagnostics, clock, 3.0, 10.0, TOPICS, synchronised=False)
+    status = diagnostics.status()
+    assert status.level == DiagnosticStatus.WARN
+    assert status.message.startswith("every input arrives but none synchronised for 3.0 s")
+    assert "approximate_sync" in status.message
+
+
+def test_failing_inference_is_an_error() -> None:
+    clock = _Clock()
+    diagnostics = _listening(clock, max_drop_ratio=1.0)
+    _camera(diagnostics, clock, 3.0, 10.0, TOPICS)
+    diagnostics.record_drop("inference error")
+    status = diagnostics.status()
+    assert status.level == DiagnosticStatus.ERROR
+    assert status.message == "inference failing: 1 in the last 5 s"
+    clock.now += 5.1
+    _camera(diagnostics, clock, 1.0, 10.0, TOPICS)
+    assert diagnostics.status().level == DiagnosticStatus.OK
+
+
+def test_frequency_status_as_diagnostic_updater_reports_it() -> None:
+    clock = _Clock()
+    diagnostics = _listening(clock, min_rate_hz=15.0, max_rate_hz=30.0)
+    _camera(diagnostics, clock, 1.0, 16.0, TOPICS)
+    status, frequency = diagnostics.to_message(Time()).status
+    # Less than a window since subscribing: no verdict on the rate yet.
+    assert (frequency.level, frequency.message) == (DiagnosticStatus.OK, "Desired frequency met")
+    _camera(diagnostics, clock, 5.0, 8.0, TOPICS)
+    status, frequency = diagnostics.to_message(Time()).status
+    values = _values(frequency)
+    assert frequency.name == "depth_node: depth/image topic status"
+    assert frequency.level == status.level == DiagnosticStatus.WARN
+    assert frequency.message == "Frequency too low: output 8.0 Hz, expected at least 15 Hz"
+    assert frequency.message in status.message
+    assert values["Events in window"] == "40" and values["Events since startup"] == "56"
+    assert values["Actual frequency (Hz)"] == "8.000000"
+    assert values["Minimum acceptable frequency (Hz)"] == "13.500000"
+    assert values["Maximum acceptable frequency (Hz)"] == "33.000000"
+    _camera(diagnostics, clock, 5.0, 20.0, TOPICS)
+    assert diagnostics.frequency_status().level == DiagnosticStatus.OK
+    diagnostics.listen(TOPICS)
+    clock.now += 6.0
+    assert diagnostics.frequency_status().message == "No events recorded."
+    with pytest.raises(ValueError, match=r"expected output rate range \[5.0, 1.0\] Hz"):
+        PipelineDiagnostics("p", min_rate_hz=5.0, max_rate_hz=1.0)
+
+
+def test_names_and_hardware_id_as_diagnostic_updater() -> None:
+    assert status_name("/depth_node", "depth") == "depth_node: depth"
+    assert status_name("/robot/front/depth_node", "depth") == "robot/front/depth_node: depth"
+    assert hardware_id({"device": "cpu"}) == "cpu"
+    assert hardware_id({"device": "cuda:0", "gpu": "NVIDIA H100"}) == "NVIDIA H100"
+    assert PipelineDiagnostics("p").status().hardware_id == "none"
+
+
 @pytest.mark.ros
 def test_published_on_diagnostics(ros_executor: SingleThreadedExecutor) -> None:
     node = rclpy.create_node("diagnostics_test")
@@ -149,6 +284,7 @@ def test_published_on_diagnostics(ros_executor: SingleThreadedExecutor) -> None:
     publisher.publish(diagnostics.to_message(Time(sec=42)))
     (received,) = inbox.wait_for(ros_executor, 1, timeout_s=10.0)
     assert received.header.stamp.sec == 42
-    (status,) = received.status
+    status, frequency = received.status
     assert (status.name, status.level) == ("depth_node: pipeline", DiagnosticStatus.OK)
     assert _values(status)["backend"] == "torch"
+    assert frequency.name == "depth_node: depth/image topic status"

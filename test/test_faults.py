@@ -51,7 +51,7 @@ class Rig:
 
     def __init__(self, artifact: Path, namespace: str, **parameters: Any) -> None:
         overrides = {"model_path": str(artifact), "backend": "torch", "threads": 1,
-                     "diagnostic_period": 0.2, **parameters}
+                     "diagnostic_updater.period": 0.2, **parameters}
         self.executor = SingleThreadedExecutor()
         self.node = DepthNode(
             namespace=namespace,

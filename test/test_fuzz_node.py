@@ -259,7 +259,7 @@ def depth_node(artifact: Path, tmp_path: Path) -> Iterator[DepthNodeProcess]:
     node = DepthNodeProcess(
         tmp_path / "depth_node.log", NAMESPACE,
         {"model_path": str(artifact), "backend": "torch", "threads": "1",
-         "diagnostic_period": "0.2", "queue_size": "20", **reliable},
+         "diagnostic_updater.period": "0.2", "queue_size": "20", **reliable},
     )
     try:
         yield node

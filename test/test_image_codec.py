@@ -9,6 +9,7 @@ from std_msgs.msg import Header
 
 from cnd_depth_ros.ros.image_codec import (
     SUPPORTED_ENCODINGS,
+    GreyInputNotice,
     ImageCodecError,
     array_to_image,
     image_to_array,
@@ -87,6 +88,7 @@ def test_row_padding_and_byte_order(encoding: str, bigendian: bool) -> None:
         ("rgba8", lambda a: a[..., :3]),
         ("bgra8", lambda a: a[..., 2::-1]),
         ("mono8", lambda a: np.repeat(a[..., None], 3, axis=2)),
+        # values up to 34000 use 16 bits: the high byte, as cv_bridge takes it
         ("mono16", lambda a: np.repeat((a[..., None] >> 8).astype(np.uint8), 3, axis=2)),
     ],
 )
@@ -163,3 +165,22 @@ def test_encoding_accepts_views_and_foreign_byte_order() -> None:
     msg = array_to_image(depth.astype(">u2")[:, ::2], "16UC1", HEADER)
     assert msg.step == 4 * 2
     np.testing.assert_array_equal(image_to_array(msg), depth[:, ::2])
+
+
+@pytest.mark.parametrize(("bits", "shift"), [(16, 8), (12, 4), (10, 2), (8, 0), (1, 0)])
+def test_mono16_keeps_the_bits_the_camera_uses(bits: int, shift: int) -> None:
+    """A 12-bit camera's mono16 keeps its contrast instead of turning almost black."""
+    image = np.linspace(0, 2**bits - 1, 5 * 7).astype(np.uint16).reshape(5, 7)
+    rgb = image_to_rgb(_padded(image, "mono16", pad=0, bigendian=True))
+    np.testing.assert_array_equal(rgb[..., 1], (image >> shift).astype(np.uint8))
+    assert rgb.max() == (2**bits - 1) >> shift
+
+
+def test_grey_input_is_noticed_once_per_camera() -> None:
+    notice = GreyInputNotice()
+    assert notice.check("left", "rgb8") is None
+    warning = notice.check("left", "mono8")
+    assert warning is not None and "left images are mono8" in warning
+    assert notice.check("left", "mono8") is None and notice.check("left", "mono16") is None
+    assert "mono16" in (notice.check("right", "mono16") or "")
+    assert "mono8" in (GreyInputNotice().check("left", "mono8; jpeg compressed mono8") or "")

@@ -51,12 +51,13 @@ from cnd_depth_ros.inference.depth_estimate import DepthEstimate
 from cnd_depth_ros.inference.planned_backend import PlannedBackend
 from cnd_depth_ros.ros import qos
 from cnd_depth_ros.ros.camera_info import camera_from_info, camera_info_for, check_image_size
-from cnd_depth_ros.ros.diagnostics import PipelineDiagnostics
-from cnd_depth_ros.ros.image_codec import array_to_image, image_to_rgb
+from cnd_depth_ros.ros.diagnostics import PipelineDiagnostics, hardware_id, status_name
+from cnd_depth_ros.ros.image_codec import GreyInputNotice, array_to_image, image_to_rgb
 from cnd_depth_ros.ros.log_throttle import KindThrottle, raise_site
 from cnd_depth_ros.ros.malloc_tuning import keep_freed_buffers
 from cnd_depth_ros.ros.pointcloud import depth_to_pointcloud2
 from cnd_depth_ros.ros.synchronizer import IMPLEMENTATION, filters, make_synchronizer
+from cnd_depth_ros.ros.topics import camera_topics
 
 __all__ = ["PARAMETERS", "DepthNode", "main"]
 
@@ -70,9 +71,8 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "output_resolution": ("input", "network"),
 }
 _SHIPPED = {"stereo": "cnd_stereo", "mono": "cnd_mono"}
-# image_transport -> the camera image's type and topic (relative to left/ or right/).
-_IMAGE_TRANSPORTS = {"raw": (Image, "image_rect"),
-                     "compressed": (CompressedImage, "image_rect/compressed")}
+# image_transport -> the camera image's type (its topic: ros/topics.py).
+_IMAGE_TRANSPORTS = {"raw": Image, "compressed": CompressedImage}
 # The stages of a frame, in order, each timed and reported in /diagnostics as "<stage> p50 (ms)":
 # input: left stamp -> synchronised set here (driver, transport, deserialisation, synchroniser);
 # queue: waiting for the worker; decode: camera_info and image conversion; inference: the
@@ -144,15 +144,23 @@ PARAMETERS: dict[str, _Spec] = {
                           read_only=True, low=0, high=4096 * 4096),
     "queue_size": _Spec(5, "messages kept per input by the synchroniser", read_only=True,
                         low=1, high=100),
-    "approximate_sync": _Spec(False, "pair images whose stamps differ by up to the tolerance "
-                                     "(exact stamps otherwise)", read_only=True),
-    "approximate_sync_tolerance_seconds": _Spec(0.0, "largest stamp difference of an "
-                                                     "approximately synchronised set",
+    "approximate_sync": _Spec(False, "pair images whose stamps differ (cameras that are not "
+                                     "hardware-synchronised); exact stamps otherwise",
+                              read_only=True),
+    "approximate_sync_tolerance_seconds": _Spec(0.0, "with approximate_sync: 0 pairs the "
+                                                     "nearest stamps with no limit, more pairs "
+                                                     "stamps within this many seconds (as "
+                                                     "stereo_image_proc)",
                                                 read_only=True, low=0.0, high=10.0),
     "use_system_default_qos": _Spec(False, "middleware default QoS on every topic instead of "
                                            "sensor-data in, reliable out", read_only=True),
-    "diagnostic_period": _Spec(1.0, "seconds between /diagnostics messages", read_only=True,
-                               low=0.1, high=60.0),
+    "diagnostic_updater.period": _Spec(1.0, "seconds between /diagnostics messages",
+                                       read_only=True, low=0.1, high=60.0),
+    "min_expected_rate": _Spec(0.0, "Hz; /diagnostics warns when depth comes out slower while "
+                                    "subscribed; 0: not checked", read_only=True,
+                               low=0.0, high=1000.0),
+    "max_expected_rate": _Spec(0.0, "Hz; /diagnostics warns when depth comes out faster; 0: "
+                                    "not checked", read_only=True, low=0.0, high=1000.0),
     "output_encoding": _Spec("32FC1", "depth/image encoding: 32FC1 metres with NaN invalid, or "
                                       "16UC1 millimetres with 0 invalid (REP 118)"),
     "output_resolution": _Spec("input", "size of every output: input (the camera's) or "
@@ -191,6 +199,9 @@ def _invalid_combination(values: dict[str, Any]) -> str | None:
         )
     if values["mode"] == "mono" and values["publish_disparity"]:
         return "publish_disparity needs mode stereo: a mono camera has no baseline"
+    if 0 < values["max_expected_rate"] < values["min_expected_rate"]:
+        return (f"max_expected_rate ({values['max_expected_rate']} Hz) must not be below "
+                f"min_expected_rate ({values['min_expected_rate']} Hz)")
     return None
 
 
@@ -336,10 +347,15 @@ class DepthNode(LifecycleNode):
         self._log_throttle = KindThrottle(_LOG_PERIOD_S)
         self._last_stamp_ns: int | None = None
 
-        self.diagnostics = PipelineDiagnostics(f"{self.get_fully_qualified_name()}: depth")
+        self.diagnostics = PipelineDiagnostics(
+            status_name(self.get_fully_qualified_name(), "depth"),
+            min_rate_hz=values["min_expected_rate"],
+            max_rate_hz=values["max_expected_rate"] or float("inf"),
+        )
         self.diagnostics.set_info("mode", self.mode)
         self.diagnostics.set_info("synchronizer", IMPLEMENTATION)
-        self.diagnostics.set_info("state", "unconfigured")
+        self.diagnostics.set_state("unconfigured")
+        self._grey_notice = GreyInputNotice()
         if warning := qos.large_sample_warning(rclpy.get_rmw_implementation_identifier(),
                                                os.environ):
             self.get_logger().warning(warning)
@@ -347,7 +363,7 @@ class DepthNode(LifecycleNode):
             DiagnosticArray, "/diagnostics", 10
         )
         self._diagnostics_timer: Timer = self.create_timer(
-            values["diagnostic_period"], self._publish_diagnostics
+            values["diagnostic_updater.period"], self._publish_diagnostics
         )
         # Matched events open and close the camera subscriptions at once; this once-a-second
         # re-check covers an event the middleware coalesced or lost, where a listener would
@@ -407,7 +423,7 @@ class DepthNode(LifecycleNode):
         self.backend = backend
         self._report_backend(backend)
         self._create_publishers(values["use_system_default_qos"])
-        self.diagnostics.set_info("state", "inactive")
+        self.diagnostics.set_state("inactive")
         return super().on_configure(state)
 
     def _load_backend(
@@ -447,8 +463,10 @@ class DepthNode(LifecycleNode):
         return backend
 
     def _report_backend(self, backend: PlannedBackend) -> None:
-        for key, value in backend.info().items():
+        info = backend.info()
+        for key, value in info.items():
             self.diagnostics.set_info(key, value)
+        self.diagnostics.hardware_id = hardware_id(info)
 
     def on_activate(self, state: LifecycleState) -> Result:
         """Start the worker, then subscribe to the cameras if an output is listened to."""
@@ -460,7 +478,7 @@ class DepthNode(LifecycleNode):
         self._worker.start()
         self._active = True
         self._update_inputs()
-        self.diagnostics.set_info("state", "active")
+        self.diagnostics.set_state("active")
         if not self._subscribers:
             self.get_logger().info("active; subscribing to the cameras once an output has a "
                                    "subscriber")
@@ -468,18 +486,18 @@ class DepthNode(LifecycleNode):
 
     def on_deactivate(self, state: LifecycleState) -> Result:
         self._stop()
-        self.diagnostics.set_info("state", "inactive")
+        self.diagnostics.set_state("inactive")
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> Result:
         self._release()
-        self.diagnostics.set_info("state", "unconfigured")
+        self.diagnostics.set_state("unconfigured")
         return super().on_cleanup(state)
 
     def on_shutdown(self, state: LifecycleState) -> Result:
         self._stop()
         self._release()
-        self.diagnostics.set_info("state", "finalized")
+        self.diagnostics.set_state("finalized")
         return super().on_shutdown(state)
 
     def destroy_node(self) -> None:
@@ -549,30 +567,32 @@ class DepthNode(LifecycleNode):
                 for subscriber in self._subscribers:
                     self.destroy_subscription(subscriber.sub)
                 self._subscribers, self._synchronizer = [], None
+                self.diagnostics.listen(None)
                 self.get_logger().info("no subscriber left: camera subscriptions closed")
 
     def _subscribe(self) -> None:
         values = self._values()
         sides = ("left", "right") if self.mode == "stereo" else ("left",)
-        image_type, image_topic = _IMAGE_TRANSPORTS[values["image_transport"]]
-        for side in sides:
-            for msg_type, topic in ((image_type, f"{side}/{image_topic}"),
-                                    (CameraInfo, f"{side}/camera_info")):
-                self._subscribers.append(
-                    filters.Subscriber(
-                        self,
-                        msg_type,
-                        topic,
-                        qos_profile=qos.subscription_qos(values["use_system_default_qos"]),
-                        qos_overriding_options=qos.overriding_options(),
-                    )
+        image_type = _IMAGE_TRANSPORTS[values["image_transport"]]
+        for camera in camera_topics(self, sides, values["image_transport"]):
+            for msg_type, topic in ((image_type, camera.image), (CameraInfo, camera.camera_info)):
+                subscriber = filters.Subscriber(
+                    self,
+                    msg_type,
+                    topic,
+                    qos_profile=qos.subscription_qos(values["use_system_default_qos"]),
+                    qos_overriding_options=qos.overriding_options(),
                 )
+                subscriber.registerCallback(self.diagnostics.record_message, topic)
+                self._subscribers.append(subscriber)
         self._synchronizer = make_synchronizer(
             self._subscribers,
             queue_size=values["queue_size"],
             approximate=values["approximate_sync"],
             slop=values["approximate_sync_tolerance_seconds"],
+            on_time_jump=self._on_time_jump,
         )
+        self.diagnostics.listen([s.sub.topic_name for s in self._subscribers])
         self._synchronizer.registerCallback(self._on_synchronised)
         topics = ", ".join(s.sub.topic_name for s in self._subscribers)
         self.get_logger().info(f"an output has a subscriber: subscribed to {topics}")
@@ -587,6 +607,13 @@ class DepthNode(LifecycleNode):
         slot = self._slot
         if slot is not None and slot.put((time.perf_counter(), msgs)):
             self.diagnostics.record_drop("busy")
+
+    def _on_time_jump(self, seconds: float) -> None:
+        """Executor thread: an input's stamp went back (a bag loop); the synchroniser has
+        forgotten every waiting message, so the sets after the jump pair again."""
+        self.diagnostics.record_warning("time jumped back")
+        self._warn("time jumped back", f"input time jumped back by {seconds:.3f} s (a bag played "
+                                       "in a loop?): synchroniser reset")
 
     def _check_stamp(self, stamp: Any) -> None:
         """Report stamps that suggest a clock problem. The set is still used: depth does not
@@ -654,6 +681,10 @@ class DepthNode(LifecycleNode):
             camera = camera_from_info(left_info, right_info)
             left = _camera_image(left_image, camera)
             right = None if right_image is None else _camera_image(right_image, camera)
+            for side, msg in (("left", left_image), ("right", right_image)):
+                encoding = getattr(msg, "encoding", None) or getattr(msg, "format", "")
+                if msg is not None and (notice := self._grey_notice.check(side, encoding)):
+                    self.get_logger().warning(notice)
         except (CndDepthError, ValueError) as error:
             self.diagnostics.record_drop("bad input")
             self._warn(raise_site(error), f"skipping input: {error}")

@@ -22,6 +22,7 @@ from cnd_depth_ros.errors import CndDepthError
 
 __all__ = [
     "SUPPORTED_ENCODINGS",
+    "GreyInputNotice",
     "ImageCodecError",
     "array_to_image",
     "image_to_array",
@@ -111,7 +112,9 @@ def image_to_array(msg: Image) -> np.ndarray:
 def image_to_rgb(msg: Image) -> np.ndarray:
     """The image as contiguous ``H x W x 3`` uint8 RGB, the network's input.
 
-    mono16 is scaled to 8 bit by keeping the high byte (full 16-bit range, as cv_bridge does).
+    Grey images (mono8, mono16) are replicated into three channels, what the colour network
+    takes. mono16 keeps its 8 most significant *used* bits: a 10- or 12-bit camera publishing
+    mono16 (values up to 1023 or 4095) would be almost black with cv_bridge's fixed high byte.
 
     :raises ImageCodecError: as :func:`image_to_array`, or for encodings that are not a camera
         image (depth encodings such as 32FC1 and 16UC1).
@@ -123,11 +126,46 @@ def image_to_rgb(msg: Image) -> np.ndarray:
         )
     image = image_to_array(msg)
     if msg.encoding == "mono16":
-        image = (image >> 8).astype(np.uint8)
+        image = mono16_to_mono8(image)
     code = _TO_RGB[msg.encoding]
     if code is None:
         return np.ascontiguousarray(image)
     return cv2.cvtColor(np.ascontiguousarray(image), code)
+
+
+def mono16_to_mono8(image: np.ndarray) -> np.ndarray:
+    """A 16-bit grey image as 8 bits: shifted right by as many bits as its largest value uses
+    beyond 8 (a 12-bit camera by 4, a full-range one by 8), so the image keeps its contrast."""
+    shift = max(int(image.max()).bit_length() - 8, 0)
+    return (image >> shift).astype(np.uint8)
+
+
+class GreyInputNotice:
+    """The warning, once per camera, that grey images feed a network trained on colour.
+
+    Image pipelines publish ``image_rect`` as mono8 for mono cameras (image_proc); the images
+    are used, replicated into three channels, but depth may be less accurate than with colour
+    and the point cloud's colour is grey. Thread-safe enough for one worker thread.
+    """
+
+    _GREY = ("mono8", "mono16")
+
+    def __init__(self) -> None:
+        self._noticed: set[str] = set()
+
+    def check(self, camera: str, encoding: str) -> str | None:
+        """The warning to log the first time ``camera`` sends a grey ``encoding``, else None.
+        A compressed image's format (``"mono8; jpeg compressed mono8"``) counts by its first
+        word."""
+        encoding = encoding.split(";", 1)[0].strip()
+        if encoding not in self._GREY or camera in self._noticed:
+            return None
+        self._noticed.add(camera)
+        return (
+            f"{camera} images are {encoding}: the network takes colour, so the grey image is "
+            "replicated into three channels (depth may be less accurate than from a colour "
+            "camera; the point cloud's colour is grey). Logged once."
+        )
 
 
 def array_to_image(image: np.ndarray, encoding: str, header: Header) -> Image:
