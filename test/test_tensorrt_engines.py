@@ -155,6 +155,13 @@ def test_build_engine_per_shape_with_its_json(
     assert engine["io"][0] == ["left", "INPUT", [1, 3, 64, 96], "FLOAT"]
     assert cli.main(["build-engine", "--model", str(artifacts["cnd_micro"]), "--height",
                      "50"]) == 2  # not a multiple of 16: one message, no traceback
+    # --camera plans the shape as the node does: 1226x370 within a 6144-px budget.
+    assert cli.main(["build-engine", "--model", str(artifacts["cnd_micro"]), "--camera",
+                     "1226x370", "--pixel-budget", "6144", "--json",
+                     str(tmp_path / "planned.json")]) == 0
+    assert json.loads((tmp_path / "planned.json").read_text())["input"] == "112x32"
+    assert cli.main(["build-engine", "--model", str(artifacts["cnd_micro"]), "--camera",
+                     "1226x370", "--height", "64"]) == 2  # one or the other
 
 
 # --- one engine per shape ---------------------------------------------------------------------

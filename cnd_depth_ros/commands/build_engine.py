@@ -5,6 +5,7 @@ where the tensorrt backend and the node find it, and with --engine OUT also to O
 its sidecar) for loading by path.
 Build it ahead of time: a first build on a Jetson takes minutes; progress is logged meanwhile.
 An engine runs at one input shape only: build one per --height/--width the node will use
+(the node logs the size it plans for each camera), or let --camera WxH plan it as the node does
 (default: the model's own size).
 INT8 needs calibration images from any dataset kind, e.g. --calib-data kitti:/data/kitti.
 """
@@ -17,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cnd_depth_ros.commands.arguments import positive_int
+from cnd_depth_ros.commands.arguments import add_input_plan_arguments, network_size, positive_int
 from cnd_depth_ros.errors import BackendError, CndDepthError
 
 __all__ = ["add_arguments", "run"]
@@ -54,6 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="network input height (multiple of 16; default: the model's)")
     parser.add_argument("--width", type=positive_int,
                         help="network input width (multiple of 16; default: the model's)")
+    add_input_plan_arguments(parser, camera=True, input_size=False)
     parser.add_argument("--calib-data", metavar="KIND:ROOT",
                         help="INT8 calibration images: a dataset of any kind")
     parser.add_argument("--calib-frames", type=positive_int, default=256,
@@ -79,6 +81,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from cnd_depth_ros.inference.engine_plan import ModelSource
 
     started = time.monotonic()
+    width, height = network_size(args, device="cuda")
     try:
         frames = None
         if args.calib_data:
@@ -91,8 +94,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             precision=args.precision,
             calibration=frames,
             max_calibration_frames=args.calib_frames,
-            height=args.height,
-            width=args.width,
+            height=height,
+            width=width,
             workspace_mb=args.workspace_mb,
             device=args.device,
             rebuild=args.rebuild,
