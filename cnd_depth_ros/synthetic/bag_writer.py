@@ -278,8 +278,13 @@ def _write_bag(
     store_name, version = DISTROS[distro]
     messages = _Messages(get_typestore(Stores(store_name)))
     frame_source = frames()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        scratch = Path(
+            tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+        )
+    except OSError as error:
+        raise BagWriteError(f"cannot write the bag {path}: {error}") from error
     partial = scratch / path.name
     started = time.perf_counter()
     count = written = 0
