@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from cnd_depth_ros.camera import PinholeCamera
 from cnd_depth_ros.errors import CndDepthError
-from cnd_depth_ros.synthetic.sequence import render_sequence
+from cnd_depth_ros.synthetic.sequence import SequenceFrame, render_sequence
 from cnd_depth_ros.synthetic.worlds import Style
 from cnd_depth_ros.training.datasets.rosbag_dataset import DEFAULT_TOPICS
 
@@ -350,6 +350,21 @@ def _write_bag(
     )
 
 
+def _drive_frame(camera: PinholeCamera, frame: SequenceFrame) -> BagFrame:
+    """Frame ``frame`` of a drive; the first places base_link on the ground below the left
+    camera, axes along the drive."""
+    transforms: tuple[StaticTransform, ...] = ()
+    if frame.index == 0:
+        transforms = (StaticTransform.from_matrix(
+            FRAME_IDS["base"], FRAME_IDS["left"],
+            np.array([0.0, 0.0, -frame.pose.position[1]]),
+            _BASE_FROM_WORLD @ frame.pose.rotation,
+        ),)
+    rendering = frame.rendering
+    return BagFrame(START_NS + round(frame.time_s * 1e9), camera, rendering.left, rendering.right,
+                    rendering.depth, transforms)
+
+
 def write_sequence_bag(
     path: Path,
     camera: PinholeCamera,
@@ -375,18 +390,9 @@ def write_sequence_bag(
     """
 
     def bag_frames() -> Iterable[BagFrame]:
+        # Checks the arguments and draws the scene now; frames render as the loop asks.
         sequence = render_sequence(camera, frames, seed=seed, rate=rate, speed=speed, style=style)
-        for frame in sequence:
-            transforms: tuple[StaticTransform, ...] = ()
-            if frame.index == 0:
-                transforms = (StaticTransform.from_matrix(
-                    FRAME_IDS["base"], FRAME_IDS["left"],
-                    np.array([0.0, 0.0, -frame.pose.position[1]]),
-                    _BASE_FROM_WORLD @ frame.pose.rotation,
-                ),)
-            rendering = frame.rendering
-            yield BagFrame(START_NS + round(frame.time_s * 1e9), camera, rendering.left,
-                           rendering.right, rendering.depth, transforms)
+        return (_drive_frame(camera, frame) for frame in sequence)
 
     return _write_bag(path, bag_frames, total=frames, storage=storage, distro=distro,
                       progress=progress)
