@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("cnd_depth_ros.commands.export", "export a model artifact to ONNX"),
     "build-engine": ("cnd_depth_ros.commands.build_engine", "build a TensorRT engine for this GPU"),
     "bench": ("cnd_depth_ros.commands.bench", "time inference backends next to StereoSGBM"),
+    "bag": ("cnd_depth_ros.commands.bag", "write a dataset's frames as a rosbag2 for replay"),
     "replay": ("cnd_depth_ros.commands.replay", "replay a rosbag2 through depth_node and score it"),
     "demo": ("cnd_depth_ros.commands.demo", "synthetic drive -> depth_node -> report, end to end"),
 }
