@@ -198,6 +198,8 @@ def main() -> None:
     parser.add_argument("--backend", default="auto", help="auto, torch, onnxruntime, tensorrt")
     parser.add_argument("--device", default="", help="cpu, cuda (default: the backend's)")
     parser.add_argument("--threads", type=int, default=0, help="inference threads (0: default)")
+    parser.add_argument("--pixel-budget", type=int, default=0,
+                        help="the node's pixel_budget (0: its default for the device)")
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--frames", type=int, default=100, help="lock-step frames timed")
@@ -231,7 +233,7 @@ def main() -> None:
             sys.executable, "-m", "cnd_depth_ros.ros.depth_node", "--ros-args",
             "-p", f"model_path:={model}", "-p", f"backend:={args.backend}",
             *(["-p", f"device:={args.device}"] if args.device else []),
-            "-p", f"threads:={args.threads}",
+            "-p", f"threads:={args.threads}", "-p", f"pixel_budget:={args.pixel_budget}",
             "-p", f"points_stride:={args.points_stride}", "-p", "diagnostic_updater.period:=0.5",
             "-p", "publish_colored:=false", "--log-level", "depth_node:=debug",
         ]

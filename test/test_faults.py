@@ -184,13 +184,14 @@ def test_camera_driver_restart(rig: Rig) -> None:
 
 
 def _fail_like_a_gpu(rig: Rig) -> None:
-    """Mock: the configured backend's forward pass fails as a lost CUDA context does."""
+    """Mock: the configured backend's forward pass fails as a lost CUDA context does (the
+    backend loaded for the camera planned by the pair before)."""
     assert rig.node.backend is not None
 
     def run(*_: Any) -> np.ndarray:
         raise BackendError("CUDA error: an illegal memory access was encountered")
 
-    rig.node.backend.run = run  # type: ignore[method-assign]
+    rig.node.backend.backend.run = run  # type: ignore[method-assign]
 
 
 @pytest.mark.parametrize("rig", [{"fallback_backend": "torch"}], indirect=True)

@@ -137,7 +137,8 @@ PARAMETERS: dict[str, _Spec] = {
                                   "empty: none", read_only=True),
     "device": _Spec("", "cpu, cuda or cuda:N; empty: the backend's default", read_only=True),
     "precision": _Spec("", "fp32, fp16 or int8; empty: the backend's default", read_only=True),
-    "threads": _Spec(0, "CPU threads for the inference runtime; 0: the runtime's default",
+    "threads": _Spec(0, "CPU threads for the inference runtime; 0: one less than the cores this "
+                        "process may use (at least 1), leaving a core to DDS and the executor",
                      read_only=True, low=0, high=256),
     "pixel_budget": _Spec(0, "network input pixels per frame, planned per camera with its aspect "
                              "ratio kept; 0: 76800 (320x240) on a CPU, 307200 on a GPU",
@@ -181,6 +182,14 @@ PARAMETERS: dict[str, _Spec] = {
     "publish_colored": _Spec(True, "publish a colour-mapped depth image (rgb8) on "
                                    "depth/colored for viewing"),
 }
+
+
+def _default_threads() -> int:
+    """Inference threads when the ``threads`` parameter is 0: all cores this process may use but
+    one. The executor, DDS and output publishing need a core of their own: on two cores, ONNX
+    Runtime with one thread gave 11.7 depth images/s from a 640x480 camera, with two 7.0
+    (docs/benchmarks.md, "depth_node at the default settings")."""
+    return max(1, len(os.sched_getaffinity(0)) - 1)
 
 
 def _invalid_value(name: str, value: Any) -> str | None:
@@ -406,17 +415,18 @@ class DepthNode(LifecycleNode):
     def on_configure(self, state: LifecycleState) -> Result:
         """Load the model (and the fallback backend's copy), warm up, create the publishers."""
         values = self._values()
+        threads = values["threads"] or _default_threads()
         options: dict[str, Any] = {
-            key: values[key] for key in ("device", "precision", "threads") if values[key]
+            key: values[key] for key in ("device", "precision") if values[key]
         }
-        backend = self._load_backend(values["backend"], options)
+        backend = self._load_backend(values["backend"], {**options, "threads": threads})
         if backend is None:
             return Result.FAILURE
         if values["fallback_backend"]:
             # Loaded now, not when the GPU fails: a fallback that cannot work is a configuration
             # error to report at start-up, and it runs the very file the backend loaded.
-            threads = {"threads": values["threads"]} if values["threads"] else {}
-            self.fallback = self._load_backend(values["fallback_backend"], threads, "fallback ")
+            self.fallback = self._load_backend(values["fallback_backend"], {"threads": threads},
+                                               "fallback ")
             if self.fallback is None:
                 backend.close()
                 return Result.FAILURE
