@@ -107,9 +107,9 @@ def test_backend_specs_and_difference() -> None:
 def test_the_reference_runs_with_the_timed_backends_settings(
     micro: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The torch reference and every timed backend get the same device and threads (results of
-    one network differ in the last bits between thread counts on some CPUs). A spy on the real
-    factory records the options; the backends run for real."""
+    """The torch reference (on the CPU) and every timed backend get the same threads (results
+    of one network differ in the last bits between thread counts on some CPUs). A spy on the
+    real factory records the options; the backends run for real."""
     created: list[tuple[str, dict[str, object]]] = []
 
     def spy(name: str, model: object, **options: object) -> object:

@@ -138,9 +138,10 @@ def run_benchmark(
             SgbmMatcher(**spec_options)
     options = dict(options or {})
     plan = {"pixel_budget": pixel_budget, "input_size": input_size, "camera": pair.camera}
-    # The reference runs with the same device and threads as the timed backends: oneDNN's
-    # results are reproducible for one thread count, not across counts.
-    torch_backend = PlannedBackend("torch", model, **plan, **options)
+    # The reference is torch on the CPU (every machine has one) with the timed backends' threads:
+    # oneDNN's results are reproducible for one thread count, not across counts.
+    threads = {"threads": options["threads"]} if options.get("threads") else {}
+    torch_backend = PlannedBackend("torch", model, **plan, device="cpu", **threads)
     reference = torch_backend.infer(pair.left, pair.right, camera=pair.camera)
     width, height = torch_backend.backend.input_size
     torch_backend.close()
