@@ -44,7 +44,7 @@ from sensor_msgs.msg import CameraInfo, Image, RegionOfInterest
 from std_msgs.msg import Header
 
 from cnd_depth_ros.camera import PinholeCamera
-from cnd_depth_ros.inference.torch_backend import TorchBackend
+from cnd_depth_ros.inference.planned_backend import PlannedBackend
 from cnd_depth_ros.ros.camera_info import camera_info_for
 from cnd_depth_ros.ros.image_codec import array_to_image, image_to_rgb
 
@@ -269,7 +269,7 @@ def depth_node(artifact: Path, tmp_path: Path) -> Iterator[DepthNodeProcess]:
 
 def test_fuzzed_inputs_never_stop_the_node(depth_node: DepthNodeProcess, artifact: Path) -> None:
     log = depth_node.log
-    reference = TorchBackend(artifact, threads=1)
+    reference = PlannedBackend("torch", artifact, threads=1, camera=CAMERA)  # as the node plans
     rng = random.Random(SEED)
     camera = _Camera()
     try:
