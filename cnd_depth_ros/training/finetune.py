@@ -33,11 +33,11 @@ from torch import Tensor, nn
 
 from cnd_depth_ros.models.artifact import (
     ModelMetadata,
-    OutputKind,
     load_artifact,
     resolve_artifact,
     weights_sha256,
 )
+from cnd_depth_ros.models.output import OutputKind
 from cnd_depth_ros.training import data as D
 from cnd_depth_ros.training import transforms as T
 from cnd_depth_ros.training.datasets.frame import Frame
