@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cnd_depth_ros.data.kitti import KittiStereoDataset
+from cnd_depth_ros.data.middlebury import MotorcycleDataset
+from cnd_depth_ros.data.registry import DATASET_KINDS, open_dataset
 from cnd_depth_ros.errors import DatasetError
-from cnd_depth_ros.training.datasets.kitti import KittiStereoDataset
-from cnd_depth_ros.training.datasets.middlebury import MotorcycleDataset
-from cnd_depth_ros.training.datasets.registry import DATASET_KINDS, open_dataset
 
 
 def test_kinds_cover_every_format() -> None:

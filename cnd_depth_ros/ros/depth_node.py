@@ -45,17 +45,22 @@ from std_msgs.msg import Header
 from stereo_msgs.msg import DisparityImage
 
 from cnd_depth_ros.camera import PinholeCamera
-from cnd_depth_ros.compressed_image import compressed_to_rgb
 from cnd_depth_ros.errors import CndDepthError
 from cnd_depth_ros.inference.depth_estimate import DepthEstimate
 from cnd_depth_ros.inference.planned_backend import PlannedBackend
+from cnd_depth_ros.messages.camera_info import camera_from_info, camera_info_for, check_image_size
+from cnd_depth_ros.messages.image import (
+    GreyInputNotice,
+    array_to_image,
+    compressed_to_rgb,
+    depth_to_millimetres,
+    image_to_rgb,
+)
+from cnd_depth_ros.messages.pointcloud import depth_to_pointcloud2
 from cnd_depth_ros.ros import qos
-from cnd_depth_ros.ros.camera_info import camera_from_info, camera_info_for, check_image_size
 from cnd_depth_ros.ros.diagnostics import PipelineDiagnostics, hardware_id, status_name
-from cnd_depth_ros.ros.image_codec import GreyInputNotice, array_to_image, image_to_rgb
 from cnd_depth_ros.ros.log_throttle import KindThrottle, raise_site
 from cnd_depth_ros.ros.malloc_tuning import keep_freed_buffers
-from cnd_depth_ros.ros.pointcloud import depth_to_pointcloud2
 from cnd_depth_ros.ros.synchronizer import IMPLEMENTATION, filters, make_synchronizer
 from cnd_depth_ros.ros.topics import camera_topics
 
@@ -265,13 +270,6 @@ def _camera_image(msg: Image | CompressedImage, camera: PinholeCamera) -> np.nda
     rgb = compressed_to_rgb(msg)
     check_image_size(camera, rgb.shape[1], rgb.shape[0], msg.header.frame_id)
     return rgb
-
-
-def _millimetres(depth: np.ndarray) -> np.ndarray:
-    """REP 118 16UC1: depth in millimetres, 0 where invalid or beyond 65.535 m."""
-    millimetres = np.rint(depth * 1000.0)
-    valid = np.isfinite(millimetres) & (millimetres >= 1) & (millimetres <= np.iinfo(np.uint16).max)
-    return np.where(valid, millimetres, 0).astype(np.uint16)
 
 
 # OpenCV's turbo colour map in RGB order, so the coloured depth needs no BGR -> RGB pass.
@@ -778,7 +776,7 @@ class DepthNode(LifecycleNode):
         depth[~((depth >= outputs.min_depth) & (depth <= outputs.max_depth))] = np.nan
         if confidence is not None and outputs.confidence_threshold > 0.0:
             depth[confidence < outputs.confidence_threshold] = np.nan
-        image = depth if outputs.output_encoding == "32FC1" else _millimetres(depth)
+        image = depth if outputs.output_encoding == "32FC1" else depth_to_millimetres(depth)
         publishers["depth"].publish(array_to_image(image, outputs.output_encoding, header))
         publishers["info"].publish(camera_info_for(camera, header))
         lap = self._lap("depth", lap)

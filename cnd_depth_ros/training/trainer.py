@@ -42,7 +42,9 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from cnd_depth_ros.data.sources import DataSpec
 from cnd_depth_ros.errors import CndDepthError
+from cnd_depth_ros.evaluation.metrics import EVALUATION_RANGE_M
 from cnd_depth_ros.models.artifact import (
     ModelMetadata,
     read_weights,
@@ -51,7 +53,6 @@ from cnd_depth_ros.models.artifact import (
 from cnd_depth_ros.models.output import OutputKind, depth_from_output
 from cnd_depth_ros.training import data as D
 from cnd_depth_ros.training.checkpoint import load_checkpoint, save_checkpoint
-from cnd_depth_ros.training.metrics import EVALUATION_RANGE_M
 
 __all__ = [
     "DistributedEnv",
@@ -194,7 +195,7 @@ class TrainConfig(RunConfig):
 
     def __post_init__(self) -> None:
         for spec in [*self.data, *self.val_data]:
-            D.DataSpec.parse(spec)
+            DataSpec.parse(spec)
         super().__post_init__()
         for name in ("width", "height"):
             if getattr(self, name) <= 0:
@@ -425,8 +426,8 @@ def evaluate(
 ) -> dict[str, float]:
     """The paper's metrics (rel, log10, rmse, ...) of ``model`` over ``loader``, in eval mode,
     with the evaluation range of ``cnd-depth eval`` (ground truth up to 80 m, predictions clipped:
-    :func:`~cnd_depth_ros.training.metrics.within_depth_range`), so the numbers compare."""
-    from cnd_depth_ros.training.metrics import MetricAccumulator, within_depth_range
+    :func:`~cnd_depth_ros.evaluation.metrics.within_depth_range`), so the numbers compare."""
+    from cnd_depth_ros.evaluation.metrics import MetricAccumulator, within_depth_range
 
     was_training = model.training
     model.eval()
