@@ -166,3 +166,14 @@ def test_no_rclpy_below_ros(layer: str) -> None:
 def test_frame_needs_neither_torch_nor_ros() -> None:
     imported = {target.split(".")[0] for _, target in _imports(PACKAGE / "data" / "frame.py")}
     assert not imported & {"torch", "rclpy", "sensor_msgs"}
+
+
+def test_no_private_rclpy_api() -> None:
+    """rclpy's implementation modules change between distros; the package uses its public API."""
+    found = [
+        f"{path.relative_to(PACKAGE.parent)} line {line}: {target}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for line, target in _imports(path)
+        if target.startswith(("rclpy.impl", "rclpy._"))
+    ]
+    assert not found, found

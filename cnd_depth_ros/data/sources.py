@@ -7,12 +7,12 @@ the same way everywhere.
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, overload
+from typing import Any
 
+from cnd_depth_ros.data.base import FrameDataset
 from cnd_depth_ros.data.frame import Frame
 from cnd_depth_ros.data.registry import open_dataset
 
@@ -94,33 +94,16 @@ def open_frames(
     return ConcatFrames(sources)
 
 
-class ConcatFrames(Sequence[Frame]):
+class ConcatFrames(FrameDataset[tuple[int, int]]):
     """Several frame sequences as one, in order, each still read lazily."""
 
     def __init__(self, sources: Sequence[Sequence[Frame]]) -> None:
         self.sources = list(sources)
-        self._ends: list[int] = []
-        total = 0
-        for source in self.sources:
-            total += len(source)
-            self._ends.append(total)
+        super().__init__(
+            [(source, index) for source, frames in enumerate(self.sources)
+             for index in range(len(frames))]
+        )
 
-    def __len__(self) -> int:
-        return self._ends[-1] if self._ends else 0
-
-    @overload
-    def __getitem__(self, index: int) -> Frame: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[Frame]: ...
-
-    def __getitem__(self, index: int | slice) -> Frame | list[Frame]:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        if index < 0:
-            index += len(self)
-        if not 0 <= index < len(self):
-            raise IndexError(f"frame {index} of {len(self)}")
-        source = bisect.bisect_right(self._ends, index)
-        start = self._ends[source - 1] if source else 0
-        return self.sources[source][index - start]
+    def load(self, item: tuple[int, int]) -> Frame:
+        source, index = item
+        return self.sources[source][index]

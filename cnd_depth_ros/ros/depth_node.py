@@ -33,7 +33,6 @@ from rcl_interfaces.msg import (
 from rclpy.event_handler import PublisherEventCallbacks
 from rclpy.exceptions import InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException
-from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.lifecycle import LifecycleNode, LifecyclePublisher, LifecycleState
 from rclpy.lifecycle import TransitionCallbackReturn as Result
 from rclpy.logging import LoggingSeverity
@@ -651,11 +650,9 @@ class DepthNode(LifecycleNode):
             self._lap("queue", synchronised)
             try:
                 self._process(*msgs)
-            except _rclpy.RCLError:
+            except Exception:  # a bug must cost one frame, not the worker thread
                 if not self.context.ok():
                     return  # Ctrl-C shut the context down while this frame was being published
-                self._internal_error()
-            except Exception:  # a bug must cost one frame, not the worker thread
                 self._internal_error()
 
     def _internal_error(self) -> None:
@@ -868,7 +865,7 @@ def main(args: list[str] | None = None) -> int:
     interrupts = _InterruptUntilSpinning()
     try:
         rclpy.init(args=args)
-    except _rclpy.RCLError as error:  # malformed --ros-args; rcl has logged which
+    except Exception as error:  # rcl's error for malformed --ros-args; rcl has logged which
         rclpy.logging.get_logger("depth_node").fatal(f"cannot start: {error}")
         return 2
     node: DepthNode | None = None
@@ -881,10 +878,11 @@ def main(args: list[str] | None = None) -> int:
         return 1
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except _rclpy.RCLError:
+    except Exception:
         if rclpy.ok():
             raise
-        # A signal shut the context down while the executor was building its wait set on it.
+        # A signal shut the context down while the executor was building its wait set on it
+        # (rcl's error, which rclpy does not export publicly).
     finally:
         if node is not None:
             node.destroy_node()
