@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cnd_depth_ros.data.registry import open_dataset
+from cnd_depth_ros.data.sources import DataSpec
 from cnd_depth_ros.evaluation.dataset_eval import evaluate_dataset, open_predictor
-from cnd_depth_ros.training.data import DataSpec
-from cnd_depth_ros.training.datasets.registry import open_dataset
 from cnd_depth_ros.training.trainer import ARTIFACT_NAME, TrainConfig, launch, main
 
 _LOGGER = logging.getLogger("ablations")

@@ -16,8 +16,8 @@ import cv2
 import numpy as np
 from report import emit, machine
 
-from cnd_depth_ros.compressed_image import compressed_to_rgb
-from cnd_depth_ros.training.datasets.registry import open_dataset
+from cnd_depth_ros.data.registry import open_dataset
+from cnd_depth_ros.messages.image import compressed_to_rgb
 
 
 def main() -> None:

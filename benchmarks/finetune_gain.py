@@ -28,14 +28,14 @@ from typing import Any
 
 import torch
 
+from cnd_depth_ros.data.registry import open_dataset
+from cnd_depth_ros.data.sources import DataSpec, open_frames
 from cnd_depth_ros.evaluation.dataset_eval import evaluate_dataset, open_predictor
 from cnd_depth_ros.models.artifact import read_metadata, resolve_artifact
 from cnd_depth_ros.synthetic.bag_writer import write_sequence_bag
 from cnd_depth_ros.synthetic.dataset_writer import kitti_like_camera, write_dataset
 from cnd_depth_ros.synthetic.scene import STREET_STYLES
 from cnd_depth_ros.training import finetune
-from cnd_depth_ros.training.data import DataSpec, open_frames
-from cnd_depth_ros.training.datasets.registry import open_dataset
 from cnd_depth_ros.training.trainer import ARTIFACT_NAME, launch
 
 _LOGGER = logging.getLogger("finetune_gain")

@@ -75,8 +75,8 @@ class _Driver:
         from std_msgs.msg import Header
 
         from cnd_depth_ros.camera import PinholeCamera
-        from cnd_depth_ros.ros.camera_info import camera_info_for
-        from cnd_depth_ros.ros.image_codec import array_to_image
+        from cnd_depth_ros.messages.camera_info import camera_info_for
+        from cnd_depth_ros.messages.image import array_to_image
         from cnd_depth_ros.ros.qos import publisher_qos, subscription_qos
 
         self.node = Node("node_latency_benchmark")

@@ -25,7 +25,7 @@ from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import Header
 
 from cnd_depth_ros.camera import PinholeCamera
-from cnd_depth_ros.ros.pointcloud import depth_to_pointcloud2
+from cnd_depth_ros.messages.pointcloud import depth_to_pointcloud2
 
 
 def _time(run: Callable[[], object], repeats: int) -> dict[str, float]:

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from cnd_depth_ros.data.registry import open_dataset
 from cnd_depth_ros.evaluation.dataset_eval import evaluate_dataset, open_predictor
-from cnd_depth_ros.training.datasets.registry import open_dataset
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 #: name -> (dataset kind, root below ``--shared-data`` or None for a packaged pair).

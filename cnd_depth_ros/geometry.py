@@ -7,7 +7,7 @@ Invalid depth is NaN in numpy (REP 118) and 0 in training tensors.
 Each geometric operation has one implementation, written in torch so it can run batched on the
 GPU and carry gradients; the numpy functions call it, so both variants agree by construction.
 The torch functions take N x 1 x H x W depth and an N x 5 camera tensor in the
-``CAMERA_FIELDS`` order of :mod:`cnd_depth_ros.training.datasets.frame`:
+``CAMERA_FIELDS`` order of :mod:`cnd_depth_ros.training.data`:
 ``[fx, fy, cx, cy, baseline]``.
 """
 

@@ -20,7 +20,9 @@ import pytest
 import torch
 from fixtures.artifacts import SMALL, make_artifact, motorcycle
 
+from cnd_depth_ros.data.frame import Frame
 from cnd_depth_ros.errors import ArtifactError, BackendError
+from cnd_depth_ros.evaluation.metrics import EVALUATION_RANGE_M
 from cnd_depth_ros.inference.backend import DepthBackend
 from cnd_depth_ros.inference.export import export_onnx
 from cnd_depth_ros.inference.registry import (
@@ -29,8 +31,6 @@ from cnd_depth_ros.inference.registry import (
     choose_backend,
     create_backend,
 )
-from cnd_depth_ros.training.datasets.frame import Frame
-from cnd_depth_ros.training.metrics import EVALUATION_RANGE_M
 
 VARIANTS = ("cnd_micro", "cnd_stereo")
 #: Relative depth tolerance per precision against the FP32 torch reference.

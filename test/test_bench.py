@@ -10,10 +10,10 @@ import pytest
 from fixtures.artifacts import SMALL, make_artifact
 
 from cnd_depth_ros import cli
+from cnd_depth_ros.data.registry import open_dataset
 from cnd_depth_ros.inference import benchmark, planned_backend
 from cnd_depth_ros.inference.benchmark import StereoInput, max_abs_diff, parse_backend_spec
 from cnd_depth_ros.inference.registry import create_backend
-from cnd_depth_ros.training.datasets.registry import open_dataset
 
 FIELDS = {"backend", "model", "height", "width", "p50_ms", "p95_ms", "fps", "max_abs_diff_vs_torch"}
 

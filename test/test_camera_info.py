@@ -8,7 +8,7 @@ from sensor_msgs.msg import CameraInfo, RegionOfInterest
 from std_msgs.msg import Header
 
 from cnd_depth_ros.camera import PinholeCamera
-from cnd_depth_ros.ros.camera_info import (
+from cnd_depth_ros.messages.camera_info import (
     CameraInfoError,
     camera_from_info,
     camera_info_for,

@@ -9,7 +9,7 @@ import pytest
 from rosbags.typesys import Stores, get_typestore
 from sensor_msgs.msg import CompressedImage
 
-from cnd_depth_ros.compressed_image import CompressedImageError, compressed_to_rgb
+from cnd_depth_ros.messages.image import CompressedImageError, compressed_to_rgb
 
 RNG = np.random.default_rng(0)
 RGB = RNG.integers(0, 256, (24, 32, 3), dtype=np.uint8)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from fixtures.dataset_files import write_rgb, write_uint16
 
+from cnd_depth_ros.data.apolloscape import APOLLO_CAMERAS, ApolloScapeDataset
 from cnd_depth_ros.errors import DatasetError
-from cnd_depth_ros.training.datasets.apolloscape import APOLLO_CAMERAS, ApolloScapeDataset
 
 WIDTH, HEIGHT = 338, 271  # the 3384 x 2710 frames at 1/10
 

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 from fixtures.dataset_files import write_rgb, write_uint16
 
-from cnd_depth_ros.errors import DatasetError
-from cnd_depth_ros.training.datasets.kitti import (
+from cnd_depth_ros.data.kitti import (
     DEFAULT_BASELINE,
     DEFAULT_FX,
     KittiDepthDataset,
     KittiStereoDataset,
 )
+from cnd_depth_ros.errors import DatasetError
 
 SHARED_KITTI = Path(__file__).resolve().parents[2] / "shared" / "data" / "kitti2012_stereo"
 WIDTH, HEIGHT = 24, 10

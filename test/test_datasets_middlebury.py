@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 from fixtures.dataset_files import write_rgb
 
-from cnd_depth_ros.errors import DatasetError
-from cnd_depth_ros.training.datasets.middlebury import (
+from cnd_depth_ros.data.middlebury import (
     LEGACY_BASELINE,
     LEGACY_FOCAL,
     MOTORCYCLE_CALIBRATION,
@@ -20,7 +19,8 @@ from cnd_depth_ros.training.datasets.middlebury import (
     MotorcycleDataset,
     read_calib,
 )
-from cnd_depth_ros.training.datasets.readers import read_pfm
+from cnd_depth_ros.data.readers import read_pfm
+from cnd_depth_ros.errors import DatasetError
 
 SHARED_ALOE = Path(__file__).resolve().parents[2] / "shared" / "data" / "middlebury2006_aloe"
 WIDTH, HEIGHT = 20, 8

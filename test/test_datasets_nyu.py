@@ -8,8 +8,8 @@ import h5py
 import numpy as np
 import pytest
 
+from cnd_depth_ros.data.nyu import NYU_CAMERA, NyuV2Dataset
 from cnd_depth_ros.errors import DatasetError
-from cnd_depth_ros.training.datasets.nyu import NYU_CAMERA, NyuV2Dataset
 
 WIDTH, HEIGHT = 16, 12
 

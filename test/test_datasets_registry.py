@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cnd_depth_ros.data.kitti import KittiStereoDataset
+from cnd_depth_ros.data.middlebury import MotorcycleDataset
+from cnd_depth_ros.data.registry import DATASET_KINDS, open_dataset
 from cnd_depth_ros.errors import DatasetError
-from cnd_depth_ros.training.datasets.kitti import KittiStereoDataset
-from cnd_depth_ros.training.datasets.middlebury import MotorcycleDataset
-from cnd_depth_ros.training.datasets.registry import DATASET_KINDS, open_dataset
 
 
 def test_kinds_cover_every_format() -> None:
@@ -45,3 +45,18 @@ def test_root_is_required_except_for_the_motorcycle_pair(tmp_path: Path) -> None
 def test_format_errors_come_from_the_loader(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="no Middlebury scene"):
         open_dataset("middlebury", tmp_path)
+
+
+def test_open_frames_concatenates_sources_in_order() -> None:
+    """Two sources read as one lazy sequence: lengths add, indices (negative too) and slices
+    reach the right source's frame."""
+    from cnd_depth_ros.data.sources import ConcatFrames, DataSpec, open_frames
+
+    frames = open_frames([DataSpec.parse("motorcycle:-"), DataSpec.parse("motorcycle:-")],
+                         stereo=True)
+    assert isinstance(frames, ConcatFrames) and len(frames) == 2
+    first, last = frames[0], frames[-1]
+    np.testing.assert_array_equal(first.left, last.left)
+    assert [frame.name for frame in frames[0:2]] == [first.name, last.name]
+    with pytest.raises(IndexError):
+        frames[2]

@@ -10,9 +10,10 @@ import pytest
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
+from cnd_depth_ros.data.rosbag import RosbagDataset
+from cnd_depth_ros.data.sources import DataSpec, open_frames
 from cnd_depth_ros.errors import DatasetError
-from cnd_depth_ros.training.data import DataSpec, open_frames
-from cnd_depth_ros.training.datasets.rosbag_dataset import DEFAULT_TOPICS, RosbagDataset
+from cnd_depth_ros.messages.topics import DEFAULT_TOPICS
 
 WIDTH, HEIGHT, FX, BASELINE = 8, 6, 50.0, 0.12
 TYPESTORE = get_typestore(Stores.LATEST)

@@ -37,12 +37,11 @@ from std_msgs.msg import Header
 from stereo_msgs.msg import DisparityImage
 
 from cnd_depth_ros.camera import PinholeCamera
-from cnd_depth_ros.cloud_fields import pointcloud2_to_rgb, pointcloud2_to_xyz
+from cnd_depth_ros.messages.camera_info import camera_info_for
+from cnd_depth_ros.messages.image import array_to_image, image_to_array
+from cnd_depth_ros.messages.pointcloud import POINT_STEP, pointcloud2_to_rgb, pointcloud2_to_xyz
 from cnd_depth_ros.models import ModelMetadata, build_model, save_artifact
-from cnd_depth_ros.ros.camera_info import camera_info_for
 from cnd_depth_ros.ros.depth_node import DepthNode, _colorize
-from cnd_depth_ros.ros.image_codec import array_to_image, image_to_array
-from cnd_depth_ros.ros.pointcloud import POINT_STEP
 
 pytestmark = pytest.mark.ros
 

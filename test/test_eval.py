@@ -17,14 +17,14 @@ from fixtures.training import one_torch_thread, synthetic_folder  # noqa: F401
 
 from cnd_depth_ros import cli
 from cnd_depth_ros.commands.arguments import SGBM_BASELINES
+from cnd_depth_ros.data.frame import Frame
+from cnd_depth_ros.data.registry import open_dataset
 from cnd_depth_ros.evaluation.dataset_eval import evaluate_dataset, open_predictor
+from cnd_depth_ros.evaluation.metrics import METRIC_NAMES
 from cnd_depth_ros.inference.depth_estimate import DepthEstimate
 from cnd_depth_ros.inference.sgbm import PRESETS
 from cnd_depth_ros.synthetic.bag_writer import write_sequence_bag
 from cnd_depth_ros.synthetic.dataset_writer import kitti_like_camera
-from cnd_depth_ros.training.datasets.frame import Frame
-from cnd_depth_ros.training.datasets.registry import open_dataset
-from cnd_depth_ros.training.metrics import METRIC_NAMES
 
 WIDTH, HEIGHT = 128, 80
 

@@ -35,9 +35,9 @@ from sensor_msgs.msg import Image
 from cnd_depth_ros.camera import PinholeCamera
 from cnd_depth_ros.errors import BackendError
 from cnd_depth_ros.inference.export import export_onnx
+from cnd_depth_ros.messages.image import image_to_array
 from cnd_depth_ros.models.artifact import artifact_paths
 from cnd_depth_ros.ros.depth_node import DepthNode
-from cnd_depth_ros.ros.image_codec import image_to_array
 
 pytestmark = pytest.mark.ros
 

@@ -16,11 +16,11 @@ from fixtures.artifacts import SMALL, make_artifact
 from fixtures.training import one_torch_thread, synthetic_folder  # noqa: F401
 
 from cnd_depth_ros import cli
+from cnd_depth_ros.data.registry import open_dataset
+from cnd_depth_ros.data.rosbag import DEFAULT_TOPICS
 from cnd_depth_ros.models.artifact import load_artifact, read_metadata, weights_sha256
 from cnd_depth_ros.synthetic.bag_writer import write_sequence_bag
 from cnd_depth_ros.synthetic.dataset_writer import kitti_like_camera
-from cnd_depth_ros.training.datasets.registry import open_dataset
-from cnd_depth_ros.training.datasets.rosbag_dataset import DEFAULT_TOPICS
 from cnd_depth_ros.training.finetune import FinetuneConfig, build_finetune_data
 
 WIDTH, HEIGHT = 64, 48

@@ -45,8 +45,8 @@ from std_msgs.msg import Header
 
 from cnd_depth_ros.camera import PinholeCamera
 from cnd_depth_ros.inference.planned_backend import PlannedBackend
-from cnd_depth_ros.ros.camera_info import camera_info_for
-from cnd_depth_ros.ros.image_codec import array_to_image, image_to_rgb
+from cnd_depth_ros.messages.camera_info import camera_info_for
+from cnd_depth_ros.messages.image import array_to_image, image_to_rgb
 
 pytestmark = pytest.mark.ros
 

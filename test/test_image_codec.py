@@ -7,7 +7,7 @@ from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from cnd_depth_ros.ros.image_codec import (
+from cnd_depth_ros.messages.image import (
     SUPPORTED_ENCODINGS,
     GreyInputNotice,
     ImageCodecError,

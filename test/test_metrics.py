@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from cnd_depth_ros.training.metrics import METRIC_NAMES, MetricAccumulator, depth_metrics
+from cnd_depth_ros.evaluation.metrics import METRIC_NAMES, MetricAccumulator, depth_metrics
 
 
 def _hand_case() -> tuple[np.ndarray, np.ndarray, np.ndarray]:

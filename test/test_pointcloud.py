@@ -13,9 +13,13 @@ from sensor_msgs.msg import PointCloud2, PointField
 from std_msgs.msg import Header
 
 from cnd_depth_ros.camera import PinholeCamera
-from cnd_depth_ros.cloud_fields import pointcloud2_to_rgb, pointcloud2_to_xyz
 from cnd_depth_ros.geometry import backproject
-from cnd_depth_ros.ros.pointcloud import POINT_STEP, depth_to_pointcloud2
+from cnd_depth_ros.messages.pointcloud import (
+    POINT_STEP,
+    depth_to_pointcloud2,
+    pointcloud2_to_rgb,
+    pointcloud2_to_xyz,
+)
 from cnd_depth_ros.ros.qos import publisher_qos
 
 CAMERA = PinholeCamera(width=12, height=8, fx=10.0, fy=11.0, cx=5.5, cy=3.0, baseline=0.1)

@@ -18,7 +18,7 @@ from rclpy.qos_overriding_options import InvalidQosOverridesError
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from cnd_depth_ros.ros.image_codec import array_to_image, image_to_array
+from cnd_depth_ros.messages.image import array_to_image, image_to_array
 from cnd_depth_ros.ros.qos import (
     large_sample_warning,
     overriding_options,

@@ -21,14 +21,15 @@ from rosbags.typesys import Stores, get_typestore
 from scipy.spatial.transform import Rotation
 
 from cnd_depth_ros import cli
+from cnd_depth_ros.data.rosbag import RosbagDataset
+from cnd_depth_ros.data.sources import DataSpec, open_frames
 from cnd_depth_ros.evaluation import replay as replay_module
-from cnd_depth_ros.evaluation.bag_io import BagRecorder, RecordError
-from cnd_depth_ros.evaluation.tf_static import transform_matrix
+from cnd_depth_ros.evaluation.metrics import METRIC_NAMES
+from cnd_depth_ros.messages.bag import BagRecorder, RecordError
+from cnd_depth_ros.messages.image import camera_image_to_rgb
+from cnd_depth_ros.messages.tf_static import transform_matrix
 from cnd_depth_ros.synthetic.bag_writer import write_sequence_bag
 from cnd_depth_ros.synthetic.dataset_writer import kitti_like_camera
-from cnd_depth_ros.training.data import DataSpec, open_frames
-from cnd_depth_ros.training.datasets.rosbag_dataset import RosbagDataset, decode_rgb
-from cnd_depth_ros.training.metrics import METRIC_NAMES
 
 CAMERA = kitti_like_camera(64, 48)
 FRAMES = 4
@@ -273,7 +274,7 @@ def compressed_png(topic: str, message: Any) -> list[tuple[str, str, Any]]:
     """``copy_bag`` extra: each camera image also as image_transport's compressed PNG."""
     if not topic.endswith("/image_rect"):
         return []
-    rgb = decode_rgb(message)
+    rgb = camera_image_to_rgb(message)
     _, data = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     compressed = TYPES["sensor_msgs/msg/CompressedImage"](
         header=message.header, format=f"{message.encoding}; png compressed bgr8",
@@ -398,7 +399,7 @@ def test_bad_bags_give_one_clear_message(
 _FULL_DISK = """
 import resource, signal, sys
 from pathlib import Path
-from cnd_depth_ros.evaluation.bag_io import BagRecorder, RecordError
+from cnd_depth_ros.messages.bag import BagRecorder, RecordError
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG instead
 resource.setrlimit(resource.RLIMIT_FSIZE, (1_500_000, 1_500_000))
 recorder = BagRecorder(Path(sys.argv[1]), sys.argv[2], commit_every_s=0.0)

@@ -16,6 +16,7 @@ from rosbags.typesys import Stores, get_typestore
 
 from cnd_depth_ros import cli
 from cnd_depth_ros.camera import PinholeCamera
+from cnd_depth_ros.data.registry import open_dataset
 from cnd_depth_ros.synthetic import bag_writer
 from cnd_depth_ros.synthetic.bag_writer import BagWriteError, write_sequence_bag
 from cnd_depth_ros.synthetic.dataset_writer import kitti_like_camera
@@ -25,7 +26,6 @@ from cnd_depth_ros.synthetic.rig import horizontal_fov
 from cnd_depth_ros.synthetic.scene import street_scene
 from cnd_depth_ros.synthetic.sequence import free_distance, render_sequence
 from cnd_depth_ros.synthetic.textures import default_bank
-from cnd_depth_ros.training.datasets.registry import open_dataset
 
 CAMERA = kitti_like_camera(48, 32)
 TYPESTORE = get_typestore(Stores.LATEST)

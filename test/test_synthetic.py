@@ -14,6 +14,8 @@ from fixtures.synthetic_scenes import simple_scene
 
 from cnd_depth_ros import cli
 from cnd_depth_ros.camera import PinholeCamera
+from cnd_depth_ros.data.registry import open_dataset
+from cnd_depth_ros.data.synthetic import SyntheticDataset
 from cnd_depth_ros.errors import DatasetError
 from cnd_depth_ros.synthetic.dataset_writer import kitti_like_camera, render_frame, write_dataset
 from cnd_depth_ros.synthetic.primitives import Boxes, GroundPlane, Spheres
@@ -24,9 +26,7 @@ from cnd_depth_ros.synthetic.scene import (
     StreetStyle,
 )
 from cnd_depth_ros.synthetic.textures import TextureBank, default_bank
-from cnd_depth_ros.training.datasets.frame import to_sample
-from cnd_depth_ros.training.datasets.registry import open_dataset
-from cnd_depth_ros.training.datasets.synthetic import SyntheticDataset
+from cnd_depth_ros.training.data import to_sample
 
 CAMERA = kitti_like_camera(96, 64)
 NOISELESS = StreetStyle(sensor_noise=(0.0, 0.0))

@@ -16,6 +16,7 @@ from fixtures.synthetic_scenes import simple_scene
 
 from cnd_depth_ros import cli
 from cnd_depth_ros.camera import PinholeCamera
+from cnd_depth_ros.data.synthetic import SyntheticDataset
 from cnd_depth_ros.errors import DatasetError
 from cnd_depth_ros.synthetic.dataset_writer import render_frame, write_dataset
 from cnd_depth_ros.synthetic.indoor import IndoorStyle, colour_temperature, indoor_scene
@@ -34,7 +35,6 @@ from cnd_depth_ros.synthetic.scene import CameraPose
 from cnd_depth_ros.synthetic.sensor import NO_SENSOR_EFFECTS, SensorEffects
 from cnd_depth_ros.synthetic.textures import default_bank
 from cnd_depth_ros.synthetic.worlds import World, make_worlds
-from cnd_depth_ros.training.datasets.synthetic import SyntheticDataset
 
 #: A small robot rig: 90 degrees across 96 px, 10 cm baseline.
 ROBOT = centred_camera(96, 72, focal_for_fov(96, 90.0), 0.10)

@@ -22,6 +22,7 @@ from fixtures.training import one_torch_thread, synthetic_folder  # noqa: F401
 
 from cnd_depth_ros import cli
 from cnd_depth_ros.commands import train as train_command
+from cnd_depth_ros.data.sources import DataSpec
 from cnd_depth_ros.errors import ArtifactError, CndDepthError
 from cnd_depth_ros.models import build_model
 from cnd_depth_ros.models.artifact import load_artifact, read_metadata
@@ -29,7 +30,6 @@ from cnd_depth_ros.synthetic.dataset_writer import kitti_like_camera
 from cnd_depth_ros.training import trainer
 from cnd_depth_ros.training.checkpoint import load_checkpoint, save_checkpoint
 from cnd_depth_ros.training.data import (
-    DataSpec,
     TrainingData,
     build_training_data,
     split_validation,

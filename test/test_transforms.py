@@ -9,9 +9,9 @@ import torch
 
 from cnd_depth_ros import geometry
 from cnd_depth_ros.camera import PinholeCamera
+from cnd_depth_ros.data.frame import Frame
 from cnd_depth_ros.synthetic.dataset_writer import kitti_like_camera, render_frame
-from cnd_depth_ros.training.data import Augmentation, crop_shapes, train_transform
-from cnd_depth_ros.training.datasets.frame import Frame, to_sample
+from cnd_depth_ros.training.data import Augmentation, crop_shapes, to_sample, train_transform
 from cnd_depth_ros.training.self_supervised import reconstruction_mask, sample_horizontally
 from cnd_depth_ros.training.transforms import (
     ColorJitter,

@@ -46,8 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    from cnd_depth_ros.data.sources import DataSpec, open_frames
     from cnd_depth_ros.synthetic.bag_writer import write_frames_bag
-    from cnd_depth_ros.training.data import DataSpec, open_frames
 
     spec = DataSpec.parse(args.data)
     try:

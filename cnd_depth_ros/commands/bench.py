@@ -18,7 +18,7 @@ from cnd_depth_ros.commands.arguments import add_input_plan_arguments, positive_
 from cnd_depth_ros.errors import CndDepthError
 
 if TYPE_CHECKING:
-    from cnd_depth_ros.training.datasets.frame import Frame
+    from cnd_depth_ros.data.frame import Frame
 
 __all__ = ["add_arguments", "run"]
 
@@ -54,8 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import cv2
 
+    from cnd_depth_ros.data.registry import open_dataset
     from cnd_depth_ros.inference.benchmark import StereoInput, run_benchmark
-    from cnd_depth_ros.training.datasets.registry import open_dataset
 
     # Progress from this package only: the exporter's optimiser logs hundreds of INFO lines.
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             pair = pair.resized(*args.camera)
         calibration: Sequence[Frame] = [frame]
         if args.calib_data:
-            from cnd_depth_ros.training.data import DataSpec, open_frames
+            from cnd_depth_ros.data.sources import DataSpec, open_frames
 
             calibration = open_frames([DataSpec.parse(args.calib_data)], stereo=True)
         results = run_benchmark(

@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         frames = None
         if args.calib_data:
-            from cnd_depth_ros.training.data import DataSpec, open_frames
+            from cnd_depth_ros.data.sources import DataSpec, open_frames
 
             stereo = ModelSource.open(args.model).metadata.stereo
             frames = open_frames([DataSpec.parse(args.calib_data)], stereo=stereo)

@@ -23,14 +23,14 @@ from cnd_depth_ros.errors import CndDepthError
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from cnd_depth_ros.data.frame import Frame
     from cnd_depth_ros.evaluation.report import ReportCollector
-    from cnd_depth_ros.training.datasets.frame import Frame
 
 __all__ = ["add_arguments", "run"]
 
 
 def _data_option(text: str) -> tuple[str, Any]:
-    from cnd_depth_ros.training.data import parse_option
+    from cnd_depth_ros.data.sources import parse_option
 
     try:
         return parse_option(text)
@@ -77,9 +77,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    from cnd_depth_ros.data.registry import open_dataset
     from cnd_depth_ros.evaluation.dataset_eval import is_sgbm
     from cnd_depth_ros.evaluation.report import ReportCollector, panel_indices
-    from cnd_depth_ros.training.datasets.registry import open_dataset
 
     if args.baseline == args.model:
         raise CndDepthError(f"--baseline {args.baseline} is the model itself: nothing to compare")
@@ -127,7 +127,7 @@ def _backend_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.precision == "int8":
         if not args.calib_data:
             raise CndDepthError("--precision int8 needs --calib-data KIND:ROOT to calibrate on")
-        from cnd_depth_ros.training.data import DataSpec, open_frames
+        from cnd_depth_ros.data.sources import DataSpec, open_frames
 
         options["calibration"] = open_frames([DataSpec.parse(args.calib_data)], stereo=True)
     return options

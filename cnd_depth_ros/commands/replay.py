@@ -17,15 +17,16 @@ from typing import Any
 
 from cnd_depth_ros.commands.arguments import SGBM_BASELINES, non_negative_float, positive_float
 from cnd_depth_ros.errors import CndDepthError
+from cnd_depth_ros.messages.topics import DEFAULT_TOPICS
 
 __all__ = ["add_arguments", "run"]
 
 _DEFAULTS = {
-    "left": "/left/image_rect",
-    "left_info": "/left/camera_info",
-    "right": "/right/image_rect",
-    "right_info": "/right/camera_info",
-    "gt": "/ground_truth/depth",
+    "left": DEFAULT_TOPICS["left_topic"],
+    "left_info": DEFAULT_TOPICS["left_info_topic"],
+    "right": DEFAULT_TOPICS["right_topic"],
+    "right_info": DEFAULT_TOPICS["right_info_topic"],
+    "gt": DEFAULT_TOPICS["depth_topic"],
 }
 
 
@@ -100,7 +101,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _list(args: argparse.Namespace) -> dict[str, Any]:
-    from cnd_depth_ros.evaluation.bag_io import BagReader
+    from cnd_depth_ros.messages.bag import BagReader
 
     with BagReader(args.bag) as reader:
         topics = sorted(reader.topics.values(), key=lambda topic: topic.name)
@@ -113,7 +114,7 @@ def _list(args: argparse.Namespace) -> dict[str, Any]:
 
 def _truth(args: argparse.Namespace, reader: Any) -> Any:
     from cnd_depth_ros.evaluation.matching import DepthTopicTruth, PointCloudTruth
-    from cnd_depth_ros.evaluation.tf_static import transform_matrix
+    from cnd_depth_ros.messages.tf_static import transform_matrix
 
     if args.gt_points_topic is None:
         return DepthTopicTruth(reader, args.gt_topic, args.gt_slop)
@@ -142,9 +143,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
     if args.baseline and (args.mono or args.gt_points_topic):
         raise CndDepthError("--baseline sgbm needs stereo topics and a --gt-topic depth image")
-    from cnd_depth_ros.evaluation.bag_io import COMPRESSED_IMAGE, BagReader
     from cnd_depth_ros.evaluation.replay import ReplayTopics, score_depth_topic
     from cnd_depth_ros.evaluation.scoring import ReplayScorer
+    from cnd_depth_ros.messages.bag import COMPRESSED_IMAGE, BagReader
 
     with BagReader(args.bag) as reader:
         left = reader.topics.get(args.left_topic)
@@ -183,9 +184,9 @@ def _sgbm_baseline(
 ) -> tuple[str, Any, dict[str, float]]:
     """SGBM on the bag's stereo pairs, scored like the node on the same ground truth and depth
     range; frame i of the bag keeps index i, so the report's panels line up."""
+    from cnd_depth_ros.data.rosbag import RosbagDataset
     from cnd_depth_ros.evaluation.dataset_eval import evaluate_dataset, open_predictor, sgbm_label
     from cnd_depth_ros.evaluation.report import ReportCollector
-    from cnd_depth_ros.training.datasets.rosbag_dataset import RosbagDataset
 
     frames = RosbagDataset(
         args.bag, left_topic=args.left_topic, left_info_topic=args.left_info_topic,
@@ -204,8 +205,8 @@ def _sgbm_baseline(
 def _replay(
     args: argparse.Namespace, reader: Any, topics: Any, scorer: Any, details: dict[str, Any]
 ) -> dict[str, Any]:
-    from cnd_depth_ros.evaluation.bag_io import BagRecorder
     from cnd_depth_ros.evaluation.replay import NodeProcess, Pacing, replay_bag
+    from cnd_depth_ros.messages.bag import BagRecorder
     from cnd_depth_ros.models.artifact import SHIPPED_MODELS
 
     pacing = Pacing(

@@ -184,8 +184,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _write_dataset(args: argparse.Namespace, worlds: tuple[World, ...]) -> dict[str, Any]:
+    from cnd_depth_ros.data.synthetic_layout import read_camera
     from cnd_depth_ros.synthetic.dataset_writer import write_dataset
-    from cnd_depth_ros.synthetic.layout import read_camera
 
     summary = write_dataset(
         args.out,

@@ -27,7 +27,7 @@ __all__ = ["add_arguments", "add_run_arguments", "data_spec", "run", "run_config
 def data_spec(text: str) -> str:
     """argparse type of ``--data``-like options: ``KIND:ROOT[,NAME=VALUE...]``, checked here and
     kept as text (the run's config records it)."""
-    from cnd_depth_ros.training.data import DataSpec
+    from cnd_depth_ros.data.sources import DataSpec
 
     try:
         DataSpec.parse(text)

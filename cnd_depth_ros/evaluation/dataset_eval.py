@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from cnd_depth_ros.camera import PinholeCamera
+from cnd_depth_ros.data.frame import Frame
 from cnd_depth_ros.inference.depth_estimate import DepthEstimate
-from cnd_depth_ros.training.datasets.frame import Frame
 
 __all__ = [
     "FrameCallback",
@@ -120,7 +120,7 @@ def evaluate_dataset(
 ) -> dict[str, Any]:
     """``{"metrics": {...}, "frames": N}`` of ``predict`` over the first ``max_frames`` frames,
     scoring ground truth within ``[min_depth, max_depth]`` against predictions clipped to it
-    (:func:`~cnd_depth_ros.training.metrics.within_depth_range`).
+    (:func:`~cnd_depth_ros.evaluation.metrics.within_depth_range`).
 
     With ``confidence_threshold`` above 0, pixels the model is less confident of are not scored,
     as the node marks them invalid: ``"confidence"`` then says which share of the ground truth
@@ -135,7 +135,7 @@ def evaluate_dataset(
     """
     from tqdm import tqdm
 
-    from cnd_depth_ros.training.metrics import (
+    from cnd_depth_ros.evaluation.metrics import (
         MetricAccumulator,
         check_depth_range,
         within_depth_range,

@@ -7,7 +7,7 @@ fixed-width bins (cheap to update, exact to merge), and :meth:`ErrorByDistance.b
 into a handful of round ranges that fit the depths actually seen (0-1 m steps indoors, 10 m steps
 on a street).
 
-Unlike :func:`~cnd_depth_ros.training.metrics.depth_metrics`, which averages frames, the values
+Unlike :func:`~cnd_depth_ros.evaluation.metrics.depth_metrics`, which averages frames, the values
 here are pooled over pixels (a range has no frames of its own). A failed prediction (NaN, infinite
 or not positive) cannot have a finite error; it is counted in the range's ``invalid`` fraction and
 left out of its ``abs_rel`` and ``rmse``, so a plot can show both.

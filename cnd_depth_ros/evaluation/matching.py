@@ -16,9 +16,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from cnd_depth_ros.camera import PinholeCamera
-from cnd_depth_ros.cloud_fields import pointcloud2_to_xyz
-from cnd_depth_ros.errors import DatasetError
-from cnd_depth_ros.evaluation.bag_io import (
+from cnd_depth_ros.geometry import project_points
+from cnd_depth_ros.messages.bag import (
     CAMERA_INFO,
     IMAGE,
     POINT_CLOUD,
@@ -26,9 +25,10 @@ from cnd_depth_ros.evaluation.bag_io import (
     BagReader,
     stamp_ns,
 )
-from cnd_depth_ros.evaluation.tf_static import StaticTransforms
-from cnd_depth_ros.geometry import project_points
-from cnd_depth_ros.training.datasets.rosbag_dataset import decode_depth
+from cnd_depth_ros.messages.camera_info import camera_from_info
+from cnd_depth_ros.messages.image import ImageCodecError, depth_image_to_metres
+from cnd_depth_ros.messages.pointcloud import pointcloud2_to_xyz
+from cnd_depth_ros.messages.tf_static import StaticTransforms
 
 __all__ = [
     "DepthTopicTruth",
@@ -45,8 +45,8 @@ def decode_depth_message(message: Any, where: str) -> np.ndarray:
     :raises BagError: another encoding or a short buffer, naming ``where`` it came from.
     """
     try:
-        return decode_depth(message)
-    except DatasetError as error:
+        return depth_image_to_metres(message)
+    except ImageCodecError as error:
         raise BagError(f"{where}: {error}") from error
 
 
@@ -138,8 +138,6 @@ class PointCloudTruth:
 
     def _camera(self, stamp: int, shape: tuple[int, int]) -> tuple[PinholeCamera, str]:
         """The left camera at the prediction's size, and its optical frame."""
-        from cnd_depth_ros.ros.camera_info import camera_from_info
-
         log_time = self.info_index.find(stamp, slop_ns=2**62)
         assert log_time is not None  # the index is not empty: require() checked
         info = self.reader.at(self.info_topic, log_time)

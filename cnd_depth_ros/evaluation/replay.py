@@ -35,7 +35,9 @@ from typing import Any
 import numpy as np
 
 from cnd_depth_ros.errors import CndDepthError
-from cnd_depth_ros.evaluation.bag_io import (
+from cnd_depth_ros.evaluation.matching import decode_depth_message
+from cnd_depth_ros.evaluation.scoring import ReplayScorer
+from cnd_depth_ros.messages.bag import (
     CAMERA_INFO,
     COMPRESSED_IMAGE,
     IMAGE,
@@ -44,9 +46,8 @@ from cnd_depth_ros.evaluation.bag_io import (
     BagRecorder,
     stamp_ns,
 )
-from cnd_depth_ros.evaluation.matching import decode_depth_message
-from cnd_depth_ros.evaluation.scoring import ReplayScorer
-from cnd_depth_ros.training.datasets.rosbag_dataset import DEFAULT_TOPICS, decode_rgb
+from cnd_depth_ros.messages.image import camera_image_to_rgb
+from cnd_depth_ros.messages.topics import DEFAULT_TOPICS
 
 __all__ = [
     "NodeProcess",
@@ -361,8 +362,8 @@ class _Player:
             sent.index,
             stamp,
             decode_depth_message(message, "depth/image"),
-            left=decode_rgb(sent.left),
-            right=decode_rgb(sent.right) if sent.right is not None else None,
+            left=camera_image_to_rgb(sent.left),
+            right=camera_image_to_rgb(sent.right) if sent.right is not None else None,
             latency_s=None if sent.sent is None else output.received - sent.sent,
         )
         return stamp
@@ -591,7 +592,7 @@ def score_depth_topic(
         for view, stamps in views.items():
             log_time = stamps.find(stamp, round(slop_s * 1e9))
             if log_time is not None:
-                images[view] = decode_rgb(reader.at(stamps.topic, log_time))
+                images[view] = camera_image_to_rgb(reader.at(stamps.topic, log_time))
         if "left" not in images:
             scorer.unmatched += 1
             continue

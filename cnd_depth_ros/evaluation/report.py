@@ -45,11 +45,11 @@ from cnd_depth_ros.atomic_file import write_text_atomically
 from cnd_depth_ros.evaluation import figures
 from cnd_depth_ros.evaluation.error_by_distance import ErrorByDistance
 from cnd_depth_ros.evaluation.figures import Panel
-from cnd_depth_ros.training.metrics import METRIC_NAMES, depth_metrics
+from cnd_depth_ros.evaluation.metrics import METRIC_NAMES, depth_metrics
 
 if TYPE_CHECKING:
+    from cnd_depth_ros.data.frame import Frame
     from cnd_depth_ros.inference.depth_estimate import DepthEstimate
-    from cnd_depth_ros.training.datasets.frame import Frame
 
 __all__ = ["REPORT_NAME", "Baseline", "Panel", "ReportCollector", "panel_indices", "write_report"]
 
@@ -196,7 +196,7 @@ def write_report(
     """Write ``out_dir/report.html`` and its PNG figures; return the page's path. Figures an
     earlier report left in ``out_dir`` that this one does not have are removed.
 
-    :param metrics: the overall metrics (:data:`~cnd_depth_ros.training.metrics.METRIC_NAMES`
+    :param metrics: the overall metrics (:data:`~cnd_depth_ros.evaluation.metrics.METRIC_NAMES`
         keys; missing ones show as blank).
     :param panels: the frames to show as images (a handful: each is a figure).
     :param per_frame: per-frame metrics in frame order; their ``"rel"`` is plotted.

@@ -23,8 +23,8 @@ import numpy as np
 
 from cnd_depth_ros.atomic_file import write_text_atomically
 from cnd_depth_ros.evaluation.matching import GroundTruth
+from cnd_depth_ros.evaluation.metrics import METRIC_NAMES, check_depth_range, within_depth_range
 from cnd_depth_ros.evaluation.report import ReportCollector, panel_indices, write_report
-from cnd_depth_ros.training.metrics import METRIC_NAMES, check_depth_range, within_depth_range
 
 __all__ = ["METRICS_NAME", "ReplayScorer", "json_safe"]
 

@@ -3,7 +3,7 @@
 A backend only implements :meth:`DepthBackend.run` (network forward on network-sized float
 tensors); :meth:`DepthBackend.infer` does the rest identically for all of them: check and resize the
 camera images, run, turn the raw output into metric depth for the *live* camera (the artifact's
-output rule, DESIGN "Camera awareness"), and resize to the requested output size.
+output rule, :mod:`cnd_depth_ros.models.output`), and resize to the requested output size.
 """
 
 from __future__ import annotations

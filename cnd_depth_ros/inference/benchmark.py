@@ -25,7 +25,7 @@ from cnd_depth_ros.inference.registry import BACKENDS
 from cnd_depth_ros.inference.sgbm import SgbmMatcher
 
 if TYPE_CHECKING:
-    from cnd_depth_ros.training.datasets.frame import Frame
+    from cnd_depth_ros.data.frame import Frame
 
 __all__ = ["BenchmarkResult", "StereoInput", "max_abs_diff", "parse_backend_spec", "run_benchmark"]
 

@@ -33,7 +33,7 @@ from cnd_depth_ros.inference.backend import to_network_input
 from cnd_depth_ros.models.artifact import ModelMetadata
 
 if TYPE_CHECKING:
-    from cnd_depth_ros.training.datasets.frame import Frame
+    from cnd_depth_ros.data.frame import Frame
 
 __all__ = ["QDQ_FP16_OPSET", "CalibrationReader", "CalibrationSet", "output_layer_nodes",
            "quantize_qdq"]

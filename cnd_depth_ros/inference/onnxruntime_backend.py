@@ -39,7 +39,7 @@ from cnd_depth_ros.inference.export import (
 from cnd_depth_ros.models.artifact import ModelMetadata
 
 if TYPE_CHECKING:
-    from cnd_depth_ros.training.datasets.frame import Frame
+    from cnd_depth_ros.data.frame import Frame
 
 __all__ = ["OnnxRuntimeBackend", "quantize_int8"]
 

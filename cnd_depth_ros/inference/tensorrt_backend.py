@@ -45,7 +45,7 @@ from cnd_depth_ros.inference.tensorrt_builder import (
 )
 
 if TYPE_CHECKING:
-    from cnd_depth_ros.training.datasets.frame import Frame
+    from cnd_depth_ros.data.frame import Frame
 
 __all__ = ["TensorRTBackend"]
 

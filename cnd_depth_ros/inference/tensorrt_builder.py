@@ -37,7 +37,7 @@ from cnd_depth_ros.inference.engine_plan import (
 )
 
 if TYPE_CHECKING:
-    from cnd_depth_ros.training.datasets.frame import Frame
+    from cnd_depth_ros.data.frame import Frame
 
 if not hasattr(trt, "Builder"):
     raise ImportError("the 'tensorrt' package here has no runtime (only type stubs are installed)")

@@ -23,7 +23,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -35,7 +35,9 @@ from cnd_depth_ros import __version__
 from cnd_depth_ros.atomic_file import write_atomically
 from cnd_depth_ros.camera import PinholeCamera
 from cnd_depth_ros.errors import ArtifactError
+from cnd_depth_ros.models.backbone import IMAGENET_NORMALISATION
 from cnd_depth_ros.models.decoder import upgrade_legacy_decoder_state
+from cnd_depth_ros.models.output import OutputKind, metric_depth
 
 __all__ = [
     "ARTIFACT_FORMAT",
@@ -43,7 +45,6 @@ __all__ = [
     "ModelMetadata",
     "artifact_paths",
     "check_json_format",
-    "depth_from_output",
     "load_artifact",
     "read_metadata",
     "read_weights",
@@ -53,39 +54,12 @@ __all__ = [
 ]
 
 ARTIFACT_FORMAT = 1
-OutputKind = Literal["disparity", "depth"]
 WeightStorage = Literal["fp32", "fp16", "int8"]
 _SCALE_SUFFIX = ".__int8_scale"
 SHIPPED_MODELS = ("cnd_micro", "cnd_mono", "cnd_stereo")
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 # A sidecar cannot ask for more: every backend allocates buffers of the network input size.
 MAX_INPUT_SIDE = 4096
-IMAGENET_NORMALISATION = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
-
-ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
-
-
-def depth_from_output(
-    raw: ArrayT,
-    output: OutputKind,
-    *,
-    fx: ArrayT | float,
-    baseline: ArrayT | float | None,
-    reference_fx: float,
-) -> ArrayT:
-    """Metric depth from a network's raw output: the output rule of docs/decisions.md #1.
-
-    ``fx`` (and ``baseline``, metres) describe the camera at the resolution of ``raw``; they may be
-    numbers or arrays/tensors that broadcast against ``raw`` (the trainer passes one camera per
-    sample as N x 1 x 1 x 1). ``reference_fx`` is the training camera's focal length at network
-    resolution (used by ``"depth"`` outputs only). Works unchanged on numpy and torch, so the loss
-    and every backend apply the same rule; zero disparity gives ``inf``, not masked here.
-    """
-    if output == "disparity":
-        if baseline is None:
-            raise ValueError("a stereo (disparity) model needs a camera with a baseline")
-        return fx * baseline / raw
-    return raw * (fx / reference_fx)
 
 
 @dataclass(frozen=True)
@@ -128,17 +102,7 @@ class ModelMetadata:
     def metric_depth(self, raw: np.ndarray, camera: PinholeCamera) -> np.ndarray:
         """Metric depth (metres) from the network's raw output, for ``camera`` at the resolution
         of ``raw``. This is the one place the artifact's output parametrisation is applied."""
-        with np.errstate(divide="ignore", invalid="ignore"):
-            depth = depth_from_output(
-                raw,
-                self.output,
-                fx=camera.fx,
-                baseline=camera.baseline,
-                reference_fx=self.training_camera.fx,
-            )
-        depth = depth.astype(np.float32, copy=False)
-        depth[~(np.isfinite(depth) & (depth > 0))] = np.nan
-        return depth
+        return metric_depth(raw, self.output, camera, reference_fx=self.training_camera.fx)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

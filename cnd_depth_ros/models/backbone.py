@@ -11,10 +11,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from cnd_depth_ros.models.artifact import IMAGENET_NORMALISATION
-
 __all__ = [
     "IMAGENET_MEAN",
+    "IMAGENET_NORMALISATION",
     "IMAGENET_STD",
     "ConvBNReLU",
     "ImageNormalization",
@@ -26,6 +25,7 @@ __all__ = [
 ]
 
 # The values every artifact's sidecar records as its (in-graph) normalisation.
+IMAGENET_NORMALISATION = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 IMAGENET_MEAN: tuple[float, ...] = tuple(IMAGENET_NORMALISATION["mean"])
 IMAGENET_STD: tuple[float, ...] = tuple(IMAGENET_NORMALISATION["std"])
 

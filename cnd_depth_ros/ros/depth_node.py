@@ -33,7 +33,6 @@ from rcl_interfaces.msg import (
 from rclpy.event_handler import PublisherEventCallbacks
 from rclpy.exceptions import InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException
-from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.lifecycle import LifecycleNode, LifecyclePublisher, LifecycleState
 from rclpy.lifecycle import TransitionCallbackReturn as Result
 from rclpy.logging import LoggingSeverity
@@ -45,17 +44,22 @@ from std_msgs.msg import Header
 from stereo_msgs.msg import DisparityImage
 
 from cnd_depth_ros.camera import PinholeCamera
-from cnd_depth_ros.compressed_image import compressed_to_rgb
 from cnd_depth_ros.errors import CndDepthError
 from cnd_depth_ros.inference.depth_estimate import DepthEstimate
 from cnd_depth_ros.inference.planned_backend import PlannedBackend
+from cnd_depth_ros.messages.camera_info import camera_from_info, camera_info_for, check_image_size
+from cnd_depth_ros.messages.image import (
+    GreyInputNotice,
+    array_to_image,
+    compressed_to_rgb,
+    depth_to_millimetres,
+    image_to_rgb,
+)
+from cnd_depth_ros.messages.pointcloud import depth_to_pointcloud2
 from cnd_depth_ros.ros import qos
-from cnd_depth_ros.ros.camera_info import camera_from_info, camera_info_for, check_image_size
 from cnd_depth_ros.ros.diagnostics import PipelineDiagnostics, hardware_id, status_name
-from cnd_depth_ros.ros.image_codec import GreyInputNotice, array_to_image, image_to_rgb
 from cnd_depth_ros.ros.log_throttle import KindThrottle, raise_site
 from cnd_depth_ros.ros.malloc_tuning import keep_freed_buffers
-from cnd_depth_ros.ros.pointcloud import depth_to_pointcloud2
 from cnd_depth_ros.ros.synchronizer import IMPLEMENTATION, filters, make_synchronizer
 from cnd_depth_ros.ros.topics import camera_topics
 
@@ -274,13 +278,6 @@ def _camera_image(msg: Image | CompressedImage, camera: PinholeCamera) -> np.nda
     rgb = compressed_to_rgb(msg)
     check_image_size(camera, rgb.shape[1], rgb.shape[0], msg.header.frame_id)
     return rgb
-
-
-def _millimetres(depth: np.ndarray) -> np.ndarray:
-    """REP 118 16UC1: depth in millimetres, 0 where invalid or beyond 65.535 m."""
-    millimetres = np.rint(depth * 1000.0)
-    valid = np.isfinite(millimetres) & (millimetres >= 1) & (millimetres <= np.iinfo(np.uint16).max)
-    return np.where(valid, millimetres, 0).astype(np.uint16)
 
 
 # OpenCV's turbo colour map in RGB order, so the coloured depth needs no BGR -> RGB pass.
@@ -663,11 +660,9 @@ class DepthNode(LifecycleNode):
             self._lap("queue", synchronised)
             try:
                 self._process(*msgs)
-            except _rclpy.RCLError:
+            except Exception:  # a bug must cost one frame, not the worker thread
                 if not self.context.ok():
                     return  # Ctrl-C shut the context down while this frame was being published
-                self._internal_error()
-            except Exception:  # a bug must cost one frame, not the worker thread
                 self._internal_error()
 
     def _internal_error(self) -> None:
@@ -788,7 +783,7 @@ class DepthNode(LifecycleNode):
         depth[~((depth >= outputs.min_depth) & (depth <= outputs.max_depth))] = np.nan
         if confidence is not None and outputs.confidence_threshold > 0.0:
             depth[confidence < outputs.confidence_threshold] = np.nan
-        image = depth if outputs.output_encoding == "32FC1" else _millimetres(depth)
+        image = depth if outputs.output_encoding == "32FC1" else depth_to_millimetres(depth)
         publishers["depth"].publish(array_to_image(image, outputs.output_encoding, header))
         publishers["info"].publish(camera_info_for(camera, header))
         lap = self._lap("depth", lap)
@@ -880,7 +875,7 @@ def main(args: list[str] | None = None) -> int:
     interrupts = _InterruptUntilSpinning()
     try:
         rclpy.init(args=args)
-    except _rclpy.RCLError as error:  # malformed --ros-args; rcl has logged which
+    except Exception as error:  # rcl's error for malformed --ros-args; rcl has logged which
         rclpy.logging.get_logger("depth_node").fatal(f"cannot start: {error}")
         return 2
     node: DepthNode | None = None
@@ -893,10 +888,11 @@ def main(args: list[str] | None = None) -> int:
         return 1
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except _rclpy.RCLError:
+    except Exception:
         if rclpy.ok():
             raise
-        # A signal shut the context down while the executor was building its wait set on it.
+        # A signal shut the context down while the executor was building its wait set on it
+        # (rcl's error, which rclpy does not export publicly).
     finally:
         if node is not None:
             node.destroy_node()

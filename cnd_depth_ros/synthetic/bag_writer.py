@@ -33,12 +33,12 @@ from tqdm import tqdm
 
 from cnd_depth_ros.camera import PinholeCamera
 from cnd_depth_ros.errors import CndDepthError
+from cnd_depth_ros.messages.topics import DEFAULT_TOPICS
 from cnd_depth_ros.synthetic.sequence import SequenceFrame, render_sequence
 from cnd_depth_ros.synthetic.worlds import Style
-from cnd_depth_ros.training.datasets.rosbag_dataset import DEFAULT_TOPICS
 
 if TYPE_CHECKING:
-    from cnd_depth_ros.training.datasets.frame import Frame
+    from cnd_depth_ros.data.frame import Frame
 
 __all__ = [
     "DISTROS",
@@ -409,7 +409,7 @@ def write_frames_bag(
     distro: str = "jazzy",
     progress: bool = True,
 ) -> BagWriteSummary:
-    """Write dataset frames (any loader of :mod:`cnd_depth_ros.training.datasets`) into the
+    """Write dataset frames (any loader of :mod:`cnd_depth_ros.data`) into the
     rosbag2 ``path``, for ``cnd-depth replay``.
 
     The first ``max_frames`` frames (default all), each ``repeat`` times in a row, are written

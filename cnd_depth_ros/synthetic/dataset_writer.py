@@ -28,8 +28,7 @@ from tqdm import tqdm
 from cnd_depth_ros import __version__
 from cnd_depth_ros.atomic_file import write_atomically
 from cnd_depth_ros.camera import PinholeCamera
-from cnd_depth_ros.errors import DatasetError
-from cnd_depth_ros.synthetic.layout import (
+from cnd_depth_ros.data.synthetic_layout import (
     CAMERA_FILE,
     FRAME_CAMERA,
     FRAME_FILES,
@@ -39,6 +38,7 @@ from cnd_depth_ros.synthetic.layout import (
     read_camera,
     write_json,
 )
+from cnd_depth_ros.errors import DatasetError
 from cnd_depth_ros.synthetic.renderer import StereoRendering, render_stereo
 from cnd_depth_ros.synthetic.rig import Rig, RigRanges, kitti_like_camera
 from cnd_depth_ros.synthetic.scene import StreetStyle

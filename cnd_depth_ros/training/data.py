@@ -20,13 +20,11 @@ import itertools
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch.utils.data import (
-    ConcatDataset,
     DataLoader,
     Dataset,
     DistributedSampler,
@@ -34,15 +32,16 @@ from torch.utils.data import (
     Subset,
 )
 
+from cnd_depth_ros import geometry
 from cnd_depth_ros.camera import PinholeCamera
+from cnd_depth_ros.data.frame import Frame
+from cnd_depth_ros.data.sources import DataSpec, open_frames
 from cnd_depth_ros.training import transforms as T
-from cnd_depth_ros.training.datasets.frame import Frame, to_sample
-from cnd_depth_ros.training.datasets.registry import open_dataset
 
 __all__ = [
+    "CAMERA_FIELDS",
     "SIZE_MULTIPLE",
     "Augmentation",
-    "DataSpec",
     "EpochBatchSampler",
     "ResumableDistributedSampler",
     "SampleDataset",
@@ -52,88 +51,56 @@ __all__ = [
     "build_training_data",
     "crop_shapes",
     "eval_transform",
-    "open_frames",
-    "parse_option",
     "split_validation",
+    "to_sample",
     "train_loader",
     "train_transform",
     "val_loader",
 ]
 
 
-def parse_option(text: str) -> tuple[str, Any]:
-    """``"NAME=VALUE"`` -> ``(NAME, VALUE)``, the value an int or float where it reads as one,
-    ``None`` for ``none`` (e.g. ``right_topic=none``: a mono bag), else the string.
+#: Order of the per-sample camera vector in :func:`to_sample` (baseline 0 for a single camera).
+CAMERA_FIELDS = ("fx", "fy", "cx", "cy", "baseline")
 
-    :raises ValueError: ``text`` is not ``NAME=VALUE``.
+
+def _image_tensor(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0)
+
+
+def to_sample(frame: Frame) -> dict[str, torch.Tensor | str]:
+    """Tensors for the trainer: ``left``/``right`` 3xHxW in [0, 1], ``depth`` 1xHxW (0 where
+    invalid), ``valid`` 1xHxW bool, ``normals`` 3xHxW (0 where unknown, so the loss's normal term
+    ignores those pixels; with sparse LiDAR most are), ``camera`` the :data:`CAMERA_FIELDS`
+    vector, ``name``. Normals missing from the dataset come from depth.
     """
-    name, separator, value = (part.strip() for part in text.partition("="))
-    if not separator or not name:
-        raise ValueError(f"dataset option {text!r} must be NAME=VALUE, e.g. left_topic=/cam/left")
-    if value.lower() == "none":
-        return name, None
-    for number in (int, float):
-        try:
-            return name, number(value)
-        except ValueError:
-            pass
-    return name, value
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    """One data source: a dataset kind of the registry, its root folder (or bag) and the
-    loader's options (a bag's topic names, say)."""
-
-    kind: str
-    root: Path
-    options: tuple[tuple[str, Any], ...] = ()
-
-    @classmethod
-    def parse(cls, text: str) -> DataSpec:
-        """``"synthetic:data/synth"`` -> ``DataSpec("synthetic", Path("data/synth"))``; options
-        follow the root, comma-separated (:func:`parse_option`):
-        ``"rosbag:drive,left_topic=/zed/left/image_rect_color,right_topic=/zed/right/..."``.
-
-        :raises ValueError: ``text`` is not ``KIND:ROOT[,NAME=VALUE...]``.
-        """
-        kind, separator, rest = text.partition(":")
-        root, *options = rest.split(",")
-        if not separator or not kind.strip() or not root.strip():
-            raise ValueError(f"data source {text!r} must be KIND:ROOT, e.g. synthetic:data/synth")
-        return cls(kind.strip().lower(), Path(root.strip()),
-                   tuple(parse_option(option) for option in options))
-
-    def __str__(self) -> str:
-        options = "".join(f",{name}={value}" for name, value in self.options)
-        return f"{self.kind}:{self.root}{options}"
-
-
-def open_frames(
-    specs: Sequence[DataSpec], *, stereo: bool, labeled: bool = True
-) -> Sequence[Frame]:
-    """The frames of all ``specs`` in order, as one lazy sequence. ``labeled=False`` opens
-    recordings without ground truth too (a rosbag without a depth topic); frames keep whatever
-    ground truth a source has, for the caller to ignore.
-
-    :raises ValueError: no specs, an empty source, or a mono source where ``stereo`` is needed.
-    """
-    if not specs:
-        raise ValueError("no data source given")
-    sources = []
-    for spec in specs:
-        options = dict(spec.options)
-        if spec.kind == "rosbag" and not labeled:  # ground truth is neither needed nor read
-            options.update(depth_topic=None, points_topic=None)
-        frames = open_dataset(spec.kind, spec.root, **options)
-        if len(frames) == 0:
-            raise ValueError(f"data source {spec} has no frames")
-        if stereo and frames[0].right is None:
-            raise ValueError(f"data source {spec} has no right images; a stereo model needs them")
-        sources.append(frames)
-    if len(sources) == 1:
-        return sources[0]
-    return ConcatDataset(sources)  # type: ignore[arg-type,return-value]  # any Sequence works
+    height, width = frame.left.shape[:2]
+    depth = (
+        frame.depth.astype(np.float32)
+        if frame.depth is not None
+        else np.full((height, width), np.nan, np.float32)
+    )
+    normals = frame.normals
+    if normals is None:
+        normals = geometry.normals_from_depth(depth, frame.camera)
+    valid = frame.valid
+    normals_known = np.isfinite(normals).all(axis=2, keepdims=True)
+    camera = frame.camera
+    sample: dict[str, torch.Tensor | str] = {
+        "left": _image_tensor(frame.left),
+        "depth": torch.from_numpy(np.where(valid, depth, 0.0).astype(np.float32))[None],
+        "valid": torch.from_numpy(valid)[None],
+        "normals": torch.from_numpy(
+            np.where(normals_known, normals, 0.0).astype(np.float32).transpose(2, 0, 1).copy()
+        ),
+        "camera": torch.tensor(
+            [camera.fx, camera.fy, camera.cx, camera.cy, camera.baseline or 0.0],
+            dtype=torch.float32,
+        ),
+        "name": frame.name,
+    }
+    if frame.right is not None:
+        sample["right"] = _image_tensor(frame.right)
+    return sample
 
 
 def split_validation(

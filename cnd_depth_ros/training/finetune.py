@@ -31,16 +31,17 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from cnd_depth_ros.data.frame import Frame
+from cnd_depth_ros.data.sources import DataSpec, open_frames
 from cnd_depth_ros.models.artifact import (
     ModelMetadata,
-    OutputKind,
     load_artifact,
     resolve_artifact,
     weights_sha256,
 )
+from cnd_depth_ros.models.output import OutputKind
 from cnd_depth_ros.training import data as D
 from cnd_depth_ros.training import transforms as T
-from cnd_depth_ros.training.datasets.frame import Frame
 from cnd_depth_ros.training.self_supervised import SelfSupervisedLoss
 from cnd_depth_ros.training.trainer import (
     DistributedEnv,
@@ -89,7 +90,7 @@ class FinetuneConfig(RunConfig):
 
     def __post_init__(self) -> None:
         for spec in [*self.data, *self.mix_data, *self.val_data]:
-            D.DataSpec.parse(spec)
+            DataSpec.parse(spec)
         if not self.data:
             raise ValueError("fine-tuning needs at least one unlabeled stereo source (data)")
         super().__post_init__()
@@ -145,8 +146,8 @@ def build_finetune_data(
         objective needs them, mono models included), too few frames for one batch per process.
     """
     width, height = metadata.input_width, metadata.input_height
-    unlabeled = D.open_frames(
-        [D.DataSpec.parse(spec) for spec in config.data], stereo=True, labeled=False
+    unlabeled = open_frames(
+        [DataSpec.parse(spec) for spec in config.data], stereo=True, labeled=False
     )
     # Photometric jitter only: flips are part of the objective (the mirrored, swapped pair).
     transform = T.Compose([
@@ -156,8 +157,8 @@ def build_finetune_data(
     ])
     train: D.SampleDataset
     if config.mix_data:
-        labeled = D.open_frames(
-            [D.DataSpec.parse(spec) for spec in config.mix_data], stereo=metadata.stereo
+        labeled = open_frames(
+            [DataSpec.parse(spec) for spec in config.mix_data], stereo=metadata.stereo
         )
         mixed = D.SampleDataset(labeled, D.train_transform(width, height), seed=config.seed)
         train = MixedSampleDataset(unlabeled, transform, mixed, seed=config.seed)
@@ -170,8 +171,8 @@ def build_finetune_data(
     val = None
     held_out = 0
     if config.val_data:
-        frames = D.open_frames(
-            [D.DataSpec.parse(spec) for spec in config.val_data], stereo=metadata.stereo
+        frames = open_frames(
+            [DataSpec.parse(spec) for spec in config.val_data], stereo=metadata.stereo
         )
         held_out = len(frames)
         val = D.val_loader(

@@ -3,7 +3,7 @@
 Every loss here is called as ``loss(pred_depth, gt_depth, gt_normals, valid_mask, camera=None)``
 with N x 1 x H x W depths in metres, N x 3 x H x W unit ground-truth normals (0 where unknown),
 an N x 1 x H x W bool mask of pixels with ground truth, and optionally the N x 5 camera tensor
-``[fx, fy, cx, cy, baseline]`` of :func:`~cnd_depth_ros.training.datasets.frame.to_sample`.
+``[fx, fy, cx, cy, baseline]`` of :func:`~cnd_depth_ros.training.data.to_sample`.
 Pixels outside the mask never touch the value or the gradient, so sparse ground truth (LiDAR)
 and images without any valid pixel work: the latter simply contribute nothing.
 """

@@ -10,7 +10,7 @@ variables ``torchrun`` sets (NCCL on CUDA, Gloo on CPU)::
         --rdzv-endpoint HOST:29500 -m cnd_depth_ros.cli train ...           # several machines
 
 The loss is computed on metric depth obtained from the raw output by the artifact's own rule
-(:func:`~cnd_depth_ros.models.artifact.depth_from_output`) with each sample's camera, so what is
+(:func:`~cnd_depth_ros.models.output.depth_from_output`) with each sample's camera, so what is
 optimised is exactly what the deployed model reports. A run is resumable after a kill at any
 moment: checkpoints are atomic, the data order and augmentation are functions of (seed, epoch,
 index), and the random state of each step is a function of (seed, rank, step).
@@ -42,17 +42,17 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from cnd_depth_ros.data.sources import DataSpec
 from cnd_depth_ros.errors import CndDepthError
+from cnd_depth_ros.evaluation.metrics import EVALUATION_RANGE_M
 from cnd_depth_ros.models.artifact import (
     ModelMetadata,
-    OutputKind,
-    depth_from_output,
     read_weights,
     save_artifact,
 )
+from cnd_depth_ros.models.output import OutputKind, depth_from_output
 from cnd_depth_ros.training import data as D
 from cnd_depth_ros.training.checkpoint import load_checkpoint, save_checkpoint
-from cnd_depth_ros.training.metrics import EVALUATION_RANGE_M
 
 __all__ = [
     "DistributedEnv",
@@ -195,7 +195,7 @@ class TrainConfig(RunConfig):
 
     def __post_init__(self) -> None:
         for spec in [*self.data, *self.val_data]:
-            D.DataSpec.parse(spec)
+            DataSpec.parse(spec)
         super().__post_init__()
         for name in ("width", "height"):
             if getattr(self, name) <= 0:
@@ -426,8 +426,8 @@ def evaluate(
 ) -> dict[str, float]:
     """The paper's metrics (rel, log10, rmse, ...) of ``model`` over ``loader``, in eval mode,
     with the evaluation range of ``cnd-depth eval`` (ground truth up to 80 m, predictions clipped:
-    :func:`~cnd_depth_ros.training.metrics.within_depth_range`), so the numbers compare."""
-    from cnd_depth_ros.training.metrics import MetricAccumulator, within_depth_range
+    :func:`~cnd_depth_ros.evaluation.metrics.within_depth_range`), so the numbers compare."""
+    from cnd_depth_ros.evaluation.metrics import MetricAccumulator, within_depth_range
 
     was_training = model.training
     model.eval()

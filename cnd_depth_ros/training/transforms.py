@@ -27,7 +27,7 @@ import numpy as np
 
 from cnd_depth_ros import geometry
 from cnd_depth_ros.camera import PinholeCamera
-from cnd_depth_ros.training.datasets.frame import Frame
+from cnd_depth_ros.data.frame import Frame
 
 __all__ = [
     "ColorJitter",

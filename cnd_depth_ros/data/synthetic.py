@@ -13,17 +13,17 @@ from pathlib import Path
 import numpy as np
 
 from cnd_depth_ros.camera import PinholeCamera
-from cnd_depth_ros.errors import DatasetError
-from cnd_depth_ros.synthetic.layout import (
+from cnd_depth_ros.data.base import FrameDataset
+from cnd_depth_ros.data.frame import Frame
+from cnd_depth_ros.data.readers import read_rgb
+from cnd_depth_ros.data.synthetic_layout import (
     CAMERA_FILE,
     frame_path,
     frame_stems,
     read_camera,
     read_frame_camera,
 )
-from cnd_depth_ros.training.datasets.base import FrameDataset
-from cnd_depth_ros.training.datasets.frame import Frame
-from cnd_depth_ros.training.datasets.readers import read_rgb
+from cnd_depth_ros.errors import DatasetError
 
 __all__ = ["SyntheticDataset"]
 

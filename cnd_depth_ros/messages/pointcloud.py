@@ -1,32 +1,40 @@
-"""Organised sensor_msgs/PointCloud2 from a metric depth image, packed in one vectorised pass.
+"""sensor_msgs/PointCloud2 <-> numpy: an organised cloud from a metric depth image, packed in one
+vectorised pass, and a cloud's fields read back as arrays.
 
 Each point is a 16-byte record ``x, y, z`` (float32, metres, optical frame) followed by either
 padding or ``rgb``, the packed colour rviz2 reads (``0x00RRGGBB`` stored in a float32 field). The
 record array is a numpy view of the ``array.array`` the message keeps, so the coordinates are
 written straight into the message buffer: no per-point Python, no intermediate H x W x 3 array.
-The maths is :func:`cnd_depth_ros.geometry.backproject`'s, which the tests compare against; the
-readers for the other direction are in :mod:`cnd_depth_ros.cloud_fields`.
+The maths is :func:`cnd_depth_ros.geometry.backproject`'s, which the tests compare against.
+
+The readers (:func:`pointcloud2_to_xyz`, :func:`pointcloud2_to_rgb`) are zero-copy strided views
+over the message's bytes (any point layout, either byte order), copied once into native float32;
+rclpy messages and rosbags' decoded messages have the same fields, so the node's tests, replay's
+LiDAR ground truth and the rosbag dataset share them. Nothing here imports rclpy, and
+``sensor_msgs`` only when a cloud is built.
 """
 
 from __future__ import annotations
 
 import array
 import sys
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sensor_msgs.msg import PointCloud2, PointField
-from std_msgs.msg import Header
 
 from cnd_depth_ros.camera import PinholeCamera
 
-__all__ = ["POINT_STEP", "depth_to_pointcloud2"]
+if TYPE_CHECKING:
+    from sensor_msgs.msg import PointCloud2
+    from std_msgs.msg import Header
+
+__all__ = ["POINT_STEP", "depth_to_pointcloud2", "pointcloud2_to_rgb", "pointcloud2_to_xyz"]
 
 POINT_STEP = 16
-_XYZ = [
-    PointField(name=name, offset=4 * index, datatype=PointField.FLOAT32, count=1)
-    for index, name in enumerate("xyz")
-]
-_RGB = PointField(name="rgb", offset=12, datatype=PointField.FLOAT32, count=1)
+_FLOAT32 = 7  # sensor_msgs/PointField.FLOAT32
+# (name, offset) of each float32 field of the 16-byte record; rgb is present with colours only.
+_XYZ_FIELDS = (("x", 0), ("y", 4), ("z", 8))
+_RGB_FIELD = ("rgb", 12)
 _BIG_ENDIAN = sys.byteorder == "big"
 # Where R, G and B of a native uint32 0x00RRGGBB lie in the 16-byte record.
 _RGB_BYTES = [13, 14, 15] if _BIG_ENDIAN else [14, 13, 12]
@@ -61,13 +69,19 @@ def depth_to_pointcloud2(
     if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
         raise ValueError(f"point cloud stride must be a positive integer, got {stride!r}")
 
+    from sensor_msgs.msg import PointCloud2, PointField
+
     z = depth[::stride, ::stride]
     rows, cols = z.shape
+    layout = _XYZ_FIELDS if rgb is None else (*_XYZ_FIELDS, _RGB_FIELD)
     msg = PointCloud2(
         header=header,
         height=rows,
         width=cols,
-        fields=_XYZ if rgb is None else [*_XYZ, _RGB],
+        fields=[
+            PointField(name=name, offset=offset, datatype=PointField.FLOAT32, count=1)
+            for name, offset in layout
+        ],
         is_bigendian=_BIG_ENDIAN,
         point_step=POINT_STEP,
         row_step=cols * POINT_STEP,
@@ -91,3 +105,48 @@ def depth_to_pointcloud2(
         record_bytes[..., _RGB_BYTES] = rgb[::stride, ::stride]
     msg.is_dense = bool(valid.all())
     return msg
+
+
+def _field(msg: Any, name: str, dtype: np.dtype) -> np.ndarray:
+    """Field ``name`` of every point as an H x W x 1 array of ``dtype``, native byte order.
+
+    :raises ValueError: the field is missing, has another type, or the data is too short.
+    """
+    fields = {field.name: field for field in msg.fields}
+    if name not in fields:
+        raise ValueError(f"point cloud has no {name!r} field (fields: {sorted(fields)})")
+    field = fields[name]
+    if field.datatype != _FLOAT32 or field.count != 1:
+        raise ValueError(f"point cloud field {name!r} is not a single float32")
+    if len(msg.data) < msg.height * msg.row_step:
+        raise ValueError(
+            f"point cloud data has {len(msg.data)} bytes, expected height * row_step = "
+            f"{msg.height * msg.row_step}"
+        )
+    wire = dtype.newbyteorder(">" if msg.is_bigendian else "<")
+    view = np.ndarray(
+        shape=(msg.height, msg.width, 1),
+        dtype=wire,
+        buffer=msg.data,
+        offset=field.offset,
+        strides=(msg.row_step, msg.point_step, wire.itemsize),
+    )
+    return view.astype(dtype)
+
+
+def pointcloud2_to_xyz(msg: Any) -> np.ndarray:
+    """The points of a cloud with float32 ``x, y, z`` fields as H x W x 3 float32.
+
+    :raises ValueError: a field is missing or not float32, or the data is shorter than declared.
+    """
+    return np.concatenate([_field(msg, name, np.dtype(np.float32)) for name in "xyz"], axis=2)
+
+
+def pointcloud2_to_rgb(msg: Any) -> np.ndarray:
+    """The colours of a cloud with a packed float32 ``rgb`` field as H x W x 3 uint8.
+
+    :raises ValueError: the ``rgb`` field is missing or not float32, or the data is too short.
+    """
+    packed = _field(msg, "rgb", np.dtype(np.uint32))
+    shifts = np.array([16, 8, 0], dtype=np.uint32)
+    return ((packed >> shifts) & 0xFF).astype(np.uint8)

@@ -21,15 +21,15 @@ import cv2
 import numpy as np
 
 from cnd_depth_ros.camera import PinholeCamera
-from cnd_depth_ros.errors import DatasetError
-from cnd_depth_ros.training.datasets.base import FrameDataset
-from cnd_depth_ros.training.datasets.frame import Frame
-from cnd_depth_ros.training.datasets.readers import (
+from cnd_depth_ros.data.base import FrameDataset
+from cnd_depth_ros.data.frame import Frame
+from cnd_depth_ros.data.readers import (
     depth_from_disparity,
     read_pfm,
     read_rgb,
     read_scaled_png,
 )
+from cnd_depth_ros.errors import DatasetError
 
 __all__ = [
     "LEGACY_BASELINE",

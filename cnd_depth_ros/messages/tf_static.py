@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from cnd_depth_ros.evaluation.bag_io import TF_MESSAGE, BagError, BagReader
+from cnd_depth_ros.messages.bag import TF_MESSAGE, BagError, BagReader
 
 __all__ = ["StaticTransforms", "transform_matrix"]
 

@@ -6,7 +6,7 @@ from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Generic, TypeVar, overload
 
-from cnd_depth_ros.training.datasets.frame import Frame
+from cnd_depth_ros.data.frame import Frame
 
 __all__ = ["FrameDataset"]
 

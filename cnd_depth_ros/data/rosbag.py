@@ -2,14 +2,14 @@
 ground-truth depth image topic, matched by header stamp.
 
 Bags are read with ``rosbags`` (pure Python; sqlite3 and MCAP storage alike), so no ROS
-installation is needed to train on them. Depth follows REP 118: ``32FC1`` metres (NaN, inf or 0
-where unknown) or ``16UC1`` millimetres (0 where unknown).
+installation is needed to train on them. Images, camera_infos, depth images and point clouds are
+decoded by :mod:`cnd_depth_ros.messages`, as in the node and in replay: every command reads the
+same camera and the same pixels from the same bag.
 """
 
 from __future__ import annotations
 
 import bisect
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,83 +17,23 @@ from typing import Any
 import numpy as np
 
 from cnd_depth_ros.camera import PinholeCamera
-from cnd_depth_ros.cloud_fields import pointcloud2_to_xyz
-from cnd_depth_ros.compressed_image import CompressedImageError, compressed_to_rgb
+from cnd_depth_ros.data.base import FrameDataset
+from cnd_depth_ros.data.frame import Frame
 from cnd_depth_ros.errors import DatasetError
 from cnd_depth_ros.geometry import project_points
-from cnd_depth_ros.training.datasets.base import FrameDataset
-from cnd_depth_ros.training.datasets.frame import Frame
+from cnd_depth_ros.messages.bag import BagError, BagReader, cdr_header_stamp
+from cnd_depth_ros.messages.camera_info import CameraInfoError, camera_from_info
+from cnd_depth_ros.messages.image import (
+    CompressedImageError,
+    ImageCodecError,
+    camera_image_to_rgb,
+    depth_image_to_metres,
+)
+from cnd_depth_ros.messages.pointcloud import pointcloud2_to_xyz
+from cnd_depth_ros.messages.tf_static import StaticTransforms
+from cnd_depth_ros.messages.topics import DEFAULT_TOPICS, TF_STATIC
 
-__all__ = ["DEFAULT_TOPICS", "RosbagDataset", "decode_depth", "decode_rgb"]
-
-#: Topic defaults: the node's input names (stereo_image_proc's) plus a ground-truth depth topic.
-DEFAULT_TOPICS = {
-    "left_topic": "/left/image_rect",
-    "left_info_topic": "/left/camera_info",
-    "right_topic": "/right/image_rect",
-    "right_info_topic": "/right/camera_info",
-    "depth_topic": "/ground_truth/depth",
-}
-
-_CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
-
-
-def _pixels(msg: Any, dtype: np.dtype, channels: int) -> np.ndarray:
-    """The H x W x C array of an Image message, honouring row padding and byte order."""
-    dtype = dtype.newbyteorder(">" if msg.is_bigendian else "<")
-    row = msg.width * channels * dtype.itemsize
-    if msg.step < row or len(msg.data) < msg.step * msg.height:
-        raise DatasetError(
-            f"image message {msg.width}x{msg.height} {msg.encoding} has step {msg.step} and "
-            f"{len(msg.data)} bytes: too few"
-        )
-    rows = np.frombuffer(msg.data, np.uint8, msg.step * msg.height).reshape(msg.height, msg.step)
-    values = rows[:, :row].copy().view(dtype)
-    return values.reshape(msg.height, msg.width, channels).astype(dtype.newbyteorder("="))
-
-
-def decode_rgb(msg: Any) -> np.ndarray:
-    """H x W x 3 uint8 RGB of a ``sensor_msgs/Image`` in rgb8, bgr8, rgba8, bgra8 or mono8, or
-    of a ``sensor_msgs/CompressedImage`` (JPEG, PNG: a camera recorded through image_transport)."""
-    if hasattr(msg, "format"):  # only CompressedImage has one
-        try:
-            return compressed_to_rgb(msg)
-        except CompressedImageError as error:
-            raise DatasetError(str(error)) from error
-    channels = _CHANNELS.get(msg.encoding)
-    if channels is None:
-        raise DatasetError(
-            f"unsupported image encoding {msg.encoding!r}; expected one of {sorted(_CHANNELS)}"
-        )
-    pixels = _pixels(msg, np.dtype(np.uint8), channels)
-    if channels == 1:
-        return np.ascontiguousarray(np.repeat(pixels, 3, axis=2))
-    if msg.encoding.startswith("bgr"):
-        pixels = pixels[..., 2::-1]
-    return np.ascontiguousarray(pixels[..., :3])
-
-
-def decode_depth(msg: Any) -> np.ndarray:
-    """H x W float32 metres of a 32FC1 (metres) or 16UC1 (millimetres) depth image, NaN where
-    there is no depth."""
-    if msg.encoding == "32FC1":
-        depth = _pixels(msg, np.dtype(np.float32), 1)[..., 0]
-    elif msg.encoding == "16UC1":
-        depth = _pixels(msg, np.dtype(np.uint16), 1)[..., 0].astype(np.float32) / 1000.0
-    else:
-        raise DatasetError(f"unsupported depth encoding {msg.encoding!r}; use 32FC1 or 16UC1")
-    depth = depth.astype(np.float32, copy=False)
-    depth[~(np.isfinite(depth) & (depth > 0))] = np.nan
-    return depth
-
-
-def _header_stamp(raw: bytes | memoryview) -> int:
-    """Header stamp in ns of a CDR-serialised message that starts with ``std_msgs/Header``
-    (Image, CameraInfo), read without decoding the rest: a 4-byte encapsulation header whose
-    second byte is 1 for little-endian, then ``int32 sec``, ``uint32 nanosec``."""
-    order = "<" if raw[1] == 1 else ">"
-    sec, nanosec = struct.unpack_from(f"{order}iI", raw, 4)
-    return sec * 1_000_000_000 + nanosec
+__all__ = ["RosbagDataset"]
 
 
 @dataclass(frozen=True)
@@ -117,9 +57,10 @@ class RosbagDataset(FrameDataset[_Item]):
     """Frames of the rosbag2 at ``path`` (a bag folder with ``metadata.yaml``).
 
     Each left image becomes a frame when the depth image (and, for stereo, the right image) has
-    a stamp within ``slop`` seconds (0: exact match). Camera intrinsics come from the left
-    camera_info nearest in time, scaled to the image size; the baseline from the right one
-    (``P[0, 3] = -fx * B``). ``right_topic=None`` reads a mono bag; ``depth_topic=None`` an
+    a stamp within ``slop`` seconds (0: exact match). The camera comes from the camera_infos
+    nearest in time, read as the node reads them (the rectified ``P``, binning, the baseline from
+    the right one's ``P[0, 3] = -fx * B``; a partial ROI or an unrectified pair is an error),
+    scaled to the image size. ``right_topic=None`` reads a mono bag; ``depth_topic=None`` an
     unlabeled one (frames without depth, for self-supervised fine-tuning). ``points_topic`` takes
     the ground truth from a LiDAR ``PointCloud2`` topic instead of a depth image: each cloud is
     moved into the left camera's optical frame through the bag's static transforms
@@ -137,12 +78,9 @@ class RosbagDataset(FrameDataset[_Item]):
         right_info_topic: str | None = DEFAULT_TOPICS["right_info_topic"],
         depth_topic: str | None = DEFAULT_TOPICS["depth_topic"],
         points_topic: str | None = None,
-        tf_topic: str = "/tf_static",
+        tf_topic: str = TF_STATIC,
         slop: float = 0.0,
     ) -> None:
-        from rosbags.rosbag2 import Reader, ReaderError
-        from rosbags.typesys import Stores, get_typestore
-
         if not slop >= 0:
             raise ValueError(f"slop must be >= 0 seconds, got {slop}")
         self.path = Path(path)
@@ -152,30 +90,28 @@ class RosbagDataset(FrameDataset[_Item]):
         self.lidar = points_topic is not None
         self.tf_topic = tf_topic
         self._cloud_to_camera: dict[str, np.ndarray] = {}
+        self._cameras: dict[tuple[int, int], PinholeCamera] = {}
         if right_topic is not None:
             self.topics["right"] = right_topic
             self.topics["right_info"] = right_info_topic or DEFAULT_TOPICS["right_info_topic"]
-        typestore = get_typestore(Stores.LATEST)
         messages: dict[str, list[_Message]] = {role: [] for role in self.topics}
         infos: dict[str, list[tuple[int, Any]]] = {"left_info": [], "right_info": []}
         role_of = {topic: role for role, topic in self.topics.items()}
         try:
-            with Reader(self.path) as reader:
-                present = {connection.topic for connection in reader.connections}
+            with BagReader(self.path) as reader:
+                present = set(reader.topics)
                 missing = sorted(set(self.topics.values()) - present)
                 if missing:
                     raise DatasetError(
                         f"rosbag {self.path} lacks topics {missing}; it has {sorted(present)}"
                     )
-                wanted = [c for c in reader.connections if c.topic in role_of]
-                for connection, log_time, raw in reader.messages(connections=wanted):
-                    role = role_of[connection.topic]
+                for topic, log_time, raw in reader.messages(role_of):
+                    role = role_of[topic]
                     if role in infos:
-                        info = typestore.deserialize_cdr(raw, connection.msgtype)
-                        infos[role].append((_header_stamp(raw), info))
+                        infos[role].append((cdr_header_stamp(raw), reader.deserialize(topic, raw)))
                     else:
-                        messages[role].append(_Message(_header_stamp(raw), log_time))
-        except (ReaderError, OSError) as error:
+                        messages[role].append(_Message(cdr_header_stamp(raw), log_time))
+        except BagError as error:
             raise DatasetError(f"cannot read rosbag {self.path}: {error}") from error
         self._camera_frame = infos["left_info"][0][1].header.frame_id if infos["left_info"] else ""
         items = self._match(messages, infos, round(slop * 1e9))
@@ -221,49 +157,37 @@ class RosbagDataset(FrameDataset[_Item]):
         return items
 
     def _camera(self, infos: dict[str, list[tuple[int, Any]]], stamp: int) -> PinholeCamera:
+        """The camera of the camera_infos nearest in time to ``stamp``, read as the node reads
+        it (:func:`~cnd_depth_ros.messages.camera_info.camera_from_info`)."""
         def nearest(role: str) -> Any:
             if not infos[role]:
                 raise DatasetError(f"rosbag {self.path}: no message on {self.topics[role]}")
             return min(infos[role], key=lambda entry: abs(entry[0] - stamp))[1]
 
         left = nearest("left_info")
-        fx, fy, cx, cy = (float(left.p[i]) for i in (0, 5, 2, 6))
-        if fx <= 0:  # an unrectified camera_info: fall back on K
-            fx, fy, cx, cy = (float(left.k[i]) for i in (0, 4, 2, 5))
-        baseline = None
-        if "right_info" in self.topics:
-            right = nearest("right_info")
-            if not right.p[0] > 0 or not -right.p[3] > 0:
-                raise DatasetError(
-                    f"rosbag {self.path}: {self.topics['right_info']} has no stereo baseline "
-                    f"(P[0,3] = {right.p[3]}, want -fx * baseline < 0)"
-                )
-            baseline = -float(right.p[3]) / float(right.p[0])
-        return PinholeCamera(int(left.width), int(left.height), fx, fy, cx, cy, baseline)
+        right = nearest("right_info") if "right_info" in self.topics else None
+        key = (id(left), id(right))
+        if key not in self._cameras:
+            try:
+                self._cameras[key] = camera_from_info(left, right)
+            except CameraInfoError as error:
+                raise DatasetError(f"rosbag {self.path}: {error}") from error
+        return self._cameras[key]
 
     def load(self, item: _Item) -> Frame:
-        from rosbags.rosbag2 import Reader
-        from rosbags.typesys import Stores, get_typestore
-
-        typestore = get_typestore(Stores.LATEST)
         wanted = {"left": item.left}
         if item.right is not None:
             wanted["right"] = item.right
         if item.depth is not None:
             wanted["depth"] = item.depth
-        decoded: dict[str, Any] = {}
-        with Reader(self.path) as reader:
-            for role, message in wanted.items():
-                connections = [c for c in reader.connections if c.topic == self.topics[role]]
-                for connection, _, raw in reader.messages(
-                    connections, start=message.log_time, stop=message.log_time + 1
-                ):
-                    if _header_stamp(raw) == message.stamp:
-                        decoded[role] = typestore.deserialize_cdr(raw, connection.msgtype)
-                        break
-                else:
-                    raise DatasetError(f"rosbag {self.path} changed: {role} message gone")
-        left = decode_rgb(decoded["left"])
+        try:
+            with BagReader(self.path) as reader:
+                decoded = {role: self._message(reader, role, message)
+                           for role, message in wanted.items()}
+            left = camera_image_to_rgb(decoded["left"])
+            right = camera_image_to_rgb(decoded["right"]) if "right" in decoded else None
+        except (BagError, ImageCodecError, CompressedImageError) as error:
+            raise DatasetError(f"rosbag {self.path}: {error}") from error
         height, width = left.shape[:2]
         camera = item.camera
         if (camera.width, camera.height) != (width, height):
@@ -271,14 +195,28 @@ class RosbagDataset(FrameDataset[_Item]):
         depth = None
         if "depth" in decoded:
             truth = decoded["depth"]
-            depth = self._lidar_depth(truth, camera) if self.lidar else decode_depth(truth)
+            depth = self._lidar_depth(truth, camera) if self.lidar else self._depth(truth)
         return Frame(
             left=left,
-            right=decode_rgb(decoded["right"]) if "right" in decoded else None,
+            right=right,
             camera=camera,
             depth=depth,
             name=f"{self.path.name}/{item.stamp}",
         )
+
+    def _message(self, reader: BagReader, role: str, message: _Message) -> Any:
+        """The message of ``role`` that the index located."""
+        topic = self.topics[role]
+        for _, _, raw in reader.messages([topic], message.log_time, message.log_time + 1):
+            if cdr_header_stamp(raw) == message.stamp:
+                return reader.deserialize(topic, raw)
+        raise DatasetError(f"rosbag {self.path} changed: {role} message gone")
+
+    def _depth(self, image: Any) -> np.ndarray:
+        try:
+            return depth_image_to_metres(image)
+        except ImageCodecError as error:
+            raise DatasetError(f"rosbag {self.path}, {self.topics['depth']}: {error}") from error
 
     def _lidar_depth(self, cloud: Any, camera: PinholeCamera) -> np.ndarray:
         """Sparse depth of a LiDAR cloud seen by ``camera`` (see the class docstring)."""
@@ -292,10 +230,6 @@ class RosbagDataset(FrameDataset[_Item]):
         """The 4 x 4 transform from ``cloud_frame`` to the left optical frame, from the bag's
         static transforms (read once per frame name)."""
         if cloud_frame not in self._cloud_to_camera:
-            # Imported here: evaluation's bag reading imports this module.
-            from cnd_depth_ros.evaluation.bag_io import BagError, BagReader
-            from cnd_depth_ros.evaluation.tf_static import StaticTransforms
-
             try:
                 with BagReader(self.path) as reader:
                     transforms = StaticTransforms(reader, self.tf_topic)

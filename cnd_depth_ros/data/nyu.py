@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from cnd_depth_ros.camera import PinholeCamera
+from cnd_depth_ros.data.base import FrameDataset
+from cnd_depth_ros.data.frame import Frame
 from cnd_depth_ros.errors import DatasetError
-from cnd_depth_ros.training.datasets.base import FrameDataset
-from cnd_depth_ros.training.datasets.frame import Frame
 
 __all__ = ["NYU_CAMERA", "NyuV2Dataset"]
 

@@ -1,19 +1,14 @@
-"""The one sample structure every loader yields, and its conversion to training tensors."""
+"""The one sample structure every loader yields (numpy only: no torch, no ROS)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-from cnd_depth_ros import geometry
 from cnd_depth_ros.camera import PinholeCamera
 
-__all__ = ["CAMERA_FIELDS", "Frame", "to_sample"]
-
-#: Order of the per-sample camera vector in :func:`to_sample` (baseline 0 for a single camera).
-CAMERA_FIELDS = ("fx", "fy", "cx", "cy", "baseline")
+__all__ = ["Frame"]
 
 
 @dataclass
@@ -72,43 +67,3 @@ class Frame:
         if self.depth is None:
             return np.zeros(self.left.shape[:2], dtype=bool)
         return np.isfinite(self.depth) & (self.depth > 0)
-
-
-def _image_tensor(image: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0)
-
-
-def to_sample(frame: Frame) -> dict[str, torch.Tensor | str]:
-    """Tensors for the trainer: ``left``/``right`` 3xHxW in [0, 1], ``depth`` 1xHxW (0 where
-    invalid), ``valid`` 1xHxW bool, ``normals`` 3xHxW (0 where unknown, so the loss's normal term
-    ignores those pixels; with sparse LiDAR most are), ``camera`` the :data:`CAMERA_FIELDS`
-    vector, ``name``. Normals missing from the dataset come from depth.
-    """
-    height, width = frame.left.shape[:2]
-    depth = (
-        frame.depth.astype(np.float32)
-        if frame.depth is not None
-        else np.full((height, width), np.nan, np.float32)
-    )
-    normals = frame.normals
-    if normals is None:
-        normals = geometry.normals_from_depth(depth, frame.camera)
-    valid = frame.valid
-    normals_known = np.isfinite(normals).all(axis=2, keepdims=True)
-    camera = frame.camera
-    sample: dict[str, torch.Tensor | str] = {
-        "left": _image_tensor(frame.left),
-        "depth": torch.from_numpy(np.where(valid, depth, 0.0).astype(np.float32))[None],
-        "valid": torch.from_numpy(valid)[None],
-        "normals": torch.from_numpy(
-            np.where(normals_known, normals, 0.0).astype(np.float32).transpose(2, 0, 1).copy()
-        ),
-        "camera": torch.tensor(
-            [camera.fx, camera.fy, camera.cx, camera.cy, camera.baseline or 0.0],
-            dtype=torch.float32,
-        ),
-        "name": frame.name,
-    }
-    if frame.right is not None:
-        sample["right"] = _image_tensor(frame.right)
-    return sample

@@ -13,11 +13,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cnd_depth_ros.training.datasets.frame import Frame
+from cnd_depth_ros.data.frame import Frame
 
 __all__ = ["DATASET_KINDS", "open_dataset"]
 
-#: kind -> (module under ``cnd_depth_ros.training.datasets``, class, takes a root path).
+#: kind -> (module under ``cnd_depth_ros.data``, class, takes a root path).
 DATASET_KINDS: dict[str, tuple[str, str, bool]] = {
     "synthetic": ("synthetic", "SyntheticDataset", True),
     "kitti": ("kitti", "KittiStereoDataset", True),
@@ -26,7 +26,7 @@ DATASET_KINDS: dict[str, tuple[str, str, bool]] = {
     "motorcycle": ("middlebury", "MotorcycleDataset", False),
     "nyu": ("nyu", "NyuV2Dataset", True),
     "apolloscape": ("apolloscape", "ApolloScapeDataset", True),
-    "rosbag": ("rosbag_dataset", "RosbagDataset", True),
+    "rosbag": ("rosbag", "RosbagDataset", True),
 }
 
 
@@ -43,7 +43,7 @@ def open_dataset(kind: str, root: str | Path | None = None, **options: Any) -> S
     if kind not in DATASET_KINDS:
         raise ValueError(f"unknown dataset kind {kind!r}; valid kinds: {sorted(DATASET_KINDS)}")
     module_name, class_name, needs_root = DATASET_KINDS[kind]
-    module = importlib.import_module(f"cnd_depth_ros.training.datasets.{module_name}")
+    module = importlib.import_module(f"cnd_depth_ros.data.{module_name}")
     factory = getattr(module, class_name)
     if needs_root and root is None:
         raise ValueError(f"dataset kind {kind!r} needs a root folder or file")

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cnd_depth_ros.camera import PinholeCamera
+from cnd_depth_ros.data.base import FrameDataset
+from cnd_depth_ros.data.frame import Frame
+from cnd_depth_ros.data.readers import read_rgb, read_scaled_png
 from cnd_depth_ros.errors import DatasetError
-from cnd_depth_ros.training.datasets.base import FrameDataset
-from cnd_depth_ros.training.datasets.frame import Frame
-from cnd_depth_ros.training.datasets.readers import read_rgb, read_scaled_png
 
 __all__ = ["APOLLO_CAMERAS", "APOLLO_DEPTH_SCALE", "ApolloScapeDataset"]
 

@@ -4,18 +4,26 @@ The node works on rectified images, so the intrinsics come from the projection m
 ``K``), and the stereo baseline from the right camera's ``P[0, 3] = -fx * B`` (REP 104 and the
 image_pipeline convention). Camera infos that cannot give metric depth raise
 :class:`CameraInfoError` naming the camera and the value, so the node can log and skip the pair.
+
+This is the one reading of a camera_info: the node, replay, the rosbag dataset (training,
+fine-tuning, evaluation) and the bag writers all use it, so every command sees the same camera
+in the same bag. Nothing here imports rclpy (rosbags' decoded messages have the same fields), and
+``sensor_msgs`` only when a message is built.
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
-from sensor_msgs.msg import CameraInfo
-from std_msgs.msg import Header
 
 from cnd_depth_ros.camera import PinholeCamera
 from cnd_depth_ros.errors import CndDepthError
+
+if TYPE_CHECKING:
+    from sensor_msgs.msg import CameraInfo
+    from std_msgs.msg import Header
 
 __all__ = ["CameraInfoError", "camera_from_info", "camera_info_for", "check_image_size"]
 
@@ -147,6 +155,8 @@ def camera_info_for(
         camera = camera.resized(*size)
     if right and camera.baseline is None:
         raise ValueError("a right camera_info needs a stereo camera, this one has no baseline")
+    from sensor_msgs.msg import CameraInfo
+
     tx = -camera.fx * camera.baseline if right and camera.baseline is not None else 0.0
     return CameraInfo(
         header=header,

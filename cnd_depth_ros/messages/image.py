@@ -1,4 +1,4 @@
-"""sensor_msgs/Image <-> numpy without per-pixel Python work.
+"""sensor_msgs/Image and CompressedImage <-> numpy without per-pixel Python work.
 
 Decoding is a zero-copy strided view over ``msg.data`` (row padding and byte order handled through
 numpy strides and dtypes); encoding copies the array once into an ``array.array``, the type the
@@ -6,25 +6,43 @@ message's ``data`` setter accepts without inspecting every byte (vision_opencv#2
 common_interfaces#177). Malformed messages raise :class:`ImageCodecError`, never a numpy or
 buffer error, so a node can log and skip them. Used even where cv_bridge is installed: see
 docs/decisions.md, "Image conversion without cv_bridge".
+
+Nothing here imports rclpy, and ``sensor_msgs`` only when a message is built: rclpy messages and
+rosbags' decoded messages have the same fields, so the node, replay, the rosbag dataset and the
+bag writers share one decoder for each encoding. Depth images follow REP 118: ``32FC1`` metres
+(NaN, inf or 0 where unknown) or ``16UC1`` millimetres (0 where unknown).
+
+image_transport's ``compressed`` plugin publishes ``<image topic>/compressed`` with JPEG or PNG
+bytes and a ``format`` such as ``"rgb8; jpeg compressed bgr8"`` (the original encoding, then
+what the bytes hold; older drivers write only ``"jpeg"``). Whatever the original encoding, the
+bytes decode (OpenCV) to BGR or grey, so the network's RGB follows from one conversion.
 """
 
 from __future__ import annotations
 
 import array
 import sys
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
-from sensor_msgs.msg import Image
-from std_msgs.msg import Header
 
 from cnd_depth_ros.errors import CndDepthError
 
+if TYPE_CHECKING:
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import Header
+
 __all__ = [
     "SUPPORTED_ENCODINGS",
+    "CompressedImageError",
     "GreyInputNotice",
     "ImageCodecError",
     "array_to_image",
+    "camera_image_to_rgb",
+    "compressed_to_rgb",
+    "depth_image_to_metres",
+    "depth_to_millimetres",
     "image_to_array",
     "image_to_rgb",
 ]
@@ -46,6 +64,7 @@ _LAYOUTS: dict[str, tuple[np.dtype, int]] = {
     "16UC1": (np.dtype(np.uint16), 1),
 }
 SUPPORTED_ENCODINGS: tuple[str, ...] = tuple(_LAYOUTS)
+_DEPTH_ENCODINGS = ("32FC1", "16UC1")
 
 # Colour conversions to RGB for the network; grey images are replicated into three channels.
 _TO_RGB: dict[str, int | None] = {
@@ -174,6 +193,8 @@ def array_to_image(image: np.ndarray, encoding: str, header: Header) -> Image:
     :raises ImageCodecError: unsupported encoding, or an array whose dtype or channel count does
         not match the encoding, or an empty array.
     """
+    from sensor_msgs.msg import Image
+
     dtype, channels = _layout(encoding)
     if image.ndim == 2:
         image = image[:, :, np.newaxis]
@@ -196,3 +217,69 @@ def array_to_image(image: np.ndarray, encoding: str, header: Header) -> Image:
     )
     msg.data = _byte_array(native)  # an array.array: the setter takes it without a per-byte check
     return msg
+
+
+class CompressedImageError(CndDepthError, ValueError):
+    """A CompressedImage that is not a decodable camera image; the message says why."""
+
+
+def compressed_to_rgb(msg: Any) -> np.ndarray:
+    """The camera image of a ``sensor_msgs/CompressedImage`` (JPEG or PNG) as contiguous
+    ``H x W x 3`` uint8 RGB; 16-bit PNGs are scaled to 8 bit.
+
+    :raises CompressedImageError: a ``compressedDepth`` message (a depth map, not a camera
+        image), empty data, or bytes OpenCV cannot decode.
+    """
+    fmt = str(msg.format)
+    if "compresseddepth" in fmt.lower():
+        raise CompressedImageError(
+            f"compressed image format {fmt!r} is image_transport's compressedDepth, a depth map, "
+            "not a camera image"
+        )
+    data = np.frombuffer(msg.data, dtype=np.uint8)
+    if data.size == 0:
+        raise CompressedImageError(f"compressed image ({fmt!r}) has no data")
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise CompressedImageError(
+            f"compressed image ({fmt!r}, {data.size} bytes) is not a JPEG or PNG OpenCV can decode"
+        )
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def camera_image_to_rgb(msg: Any) -> np.ndarray:
+    """H x W x 3 uint8 RGB of a camera image, raw (``sensor_msgs/Image``, :func:`image_to_rgb`)
+    or compressed (``sensor_msgs/CompressedImage``, :func:`compressed_to_rgb`).
+
+    :raises ImageCodecError: as :func:`image_to_rgb`.
+    :raises CompressedImageError: as :func:`compressed_to_rgb`.
+    """
+    if hasattr(msg, "format"):  # only CompressedImage has one
+        return compressed_to_rgb(msg)
+    return image_to_rgb(msg)
+
+
+def depth_image_to_metres(msg: Any) -> np.ndarray:
+    """H x W float32 metres of a REP 118 depth image (32FC1 metres or 16UC1 millimetres), NaN
+    where there is no depth (NaN, inf, 0 or negative).
+
+    :raises ImageCodecError: another encoding, or a malformed message (:func:`image_to_array`).
+    """
+    if msg.encoding not in _DEPTH_ENCODINGS:
+        raise ImageCodecError(
+            f"unsupported depth encoding {msg.encoding!r}; use {' or '.join(_DEPTH_ENCODINGS)}"
+        )
+    values = image_to_array(msg)
+    depth = (
+        values.astype(np.float32) / 1000.0 if msg.encoding == "16UC1" else values.astype(np.float32)
+    )
+    depth[~(np.isfinite(depth) & (depth > 0))] = np.nan
+    return depth
+
+
+def depth_to_millimetres(depth: np.ndarray) -> np.ndarray:
+    """REP 118 16UC1 of a depth image in metres: millimetres, 0 where invalid or beyond
+    65.535 m."""
+    millimetres = np.rint(depth * 1000.0)
+    valid = np.isfinite(millimetres) & (millimetres >= 1) & (millimetres <= np.iinfo(np.uint16).max)
+    return np.where(valid, millimetres, 0).astype(np.uint16)

@@ -1,4 +1,4 @@
-"""rosbag2 files for replay evaluation: reading with checks, and recording the node's outputs.
+"""rosbag2 files: reading with checks, and writing (recording the node's outputs, writing frames).
 
 Both sides use ``rosbags`` (pure Python; sqlite3 and MCAP storage; bags of any ROS 2 distro, whose
 sensor_msgs are the same on the wire), so a bag can be scored on a machine without ROS. Messages
@@ -13,6 +13,7 @@ import contextlib
 import logging
 import shutil
 import sqlite3
+import struct
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ __all__ = [
     "BagRecorder",
     "BagTopic",
     "RecordError",
+    "cdr_header_stamp",
     "stamp_ns",
 ]
 
@@ -66,6 +68,15 @@ def stamp_ns(message: Any) -> int:
     """The header stamp of a deserialised message, in nanoseconds."""
     stamp = message.header.stamp
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def cdr_header_stamp(raw: bytes | memoryview) -> int:
+    """Header stamp in ns of a CDR-serialised message that starts with ``std_msgs/Header``
+    (Image, CameraInfo, PointCloud2), read without decoding the rest: a 4-byte encapsulation
+    header whose second byte is 1 for little-endian, then ``int32 sec``, ``uint32 nanosec``."""
+    order = "<" if raw[1] == 1 else ">"
+    sec, nanosec = struct.unpack_from(f"{order}iI", raw, 4)
+    return sec * 1_000_000_000 + nanosec
 
 
 def _read_errors() -> tuple[type[BaseException], ...]:

@@ -1,1 +1,0 @@
-"""Dataset loaders: every one yields :class:`~.frame.Frame` objects."""
