@@ -8,7 +8,10 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +28,7 @@ from cnd_depth_ros.data.rosbag import RosbagDataset
 from cnd_depth_ros.data.sources import DataSpec, open_frames
 from cnd_depth_ros.evaluation import replay as replay_module
 from cnd_depth_ros.evaluation.metrics import METRIC_NAMES
-from cnd_depth_ros.messages.bag import BagRecorder, RecordError
+from cnd_depth_ros.messages.bag import IMAGE, BagRecorder, RecordError
 from cnd_depth_ros.messages.image import camera_image_to_rgb
 from cnd_depth_ros.messages.tf_static import transform_matrix
 from cnd_depth_ros.synthetic.bag_writer import write_sequence_bag
@@ -321,6 +324,18 @@ def test_replay_an_mcap_bag_at_twice_the_recorded_rate(
     assert frames["scored"] == frames["out"] and frames["unmatched"] == 0
 
 
+#: How long a simulated hung deletion blocks at most (today's teardown would wait that long).
+HANG_S = 20.0
+
+
+def _wait_until_left(timeout_s: float = 30.0) -> None:
+    """Wait until no participant deletion of this process is running past its deadline."""
+    deadline = time.monotonic() + timeout_s
+    while replay_module.hung_teardown() is not None:
+        assert time.monotonic() < deadline, f"still deleting: {replay_module.hung_teardown()}"
+        time.sleep(0.05)
+
+
 @pytest.mark.timeout(300)
 def test_a_replay_that_joins_dds_again_still_scores_every_frame(
     drive: Path, artifact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -336,6 +351,145 @@ def test_a_replay_that_joins_dds_again_still_scores_every_frame(
     assert "replay joins DDS again as a new participant" in caplog.text
     assert metrics_of(out)["frames"] == {"in": FRAMES, "out": FRAMES, "dropped": 0,
                                          "unmatched": 0, "scored": FRAMES}
+
+
+#: How long a simulated hung deletion blocks at most (the wait today's teardown would have).
+HANG_S = 20.0
+ROLES = {"left/image_rect": IMAGE}
+
+
+@pytest.fixture(name="hanging_deletion")
+def hanging_deletion_fixture(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
+    """Fast DDS was seen to hang for good deleting a participant (closing a TCP connection,
+    eProsima/Fast-DDS#6066), which cannot be produced on demand; so replay's node
+    ``destroy_node`` blocks until the Event yielded is set (at most ``HANG_S``), and leaving DDS
+    may take 1 s. Afterwards the deletion is let finish."""
+    from rclpy.node import Node
+
+    destroy_node = Node.destroy_node
+    release = threading.Event()
+
+    def hanging_destroy_node(node: Node) -> None:
+        if node.get_name() == "cnd_replay":
+            release.wait(HANG_S)
+        destroy_node(node)
+
+    monkeypatch.setattr(Node, "destroy_node", hanging_destroy_node)
+    monkeypatch.setattr(replay_module, "_LEAVE_TIMEOUT_S", 1.0, raising=False)
+    try:
+        yield release
+    finally:
+        release.set()
+        deadline = time.monotonic() + 30.0
+        while replay_module.hung_teardown() is not None:
+            assert time.monotonic() < deadline, f"still deleting {replay_module.hung_teardown()}"
+            time.sleep(0.05)
+
+
+@pytest.mark.timeout(120)
+def test_a_participant_whose_deletion_hangs_is_left_behind(
+    hanging_deletion: threading.Event, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Closing waits for a hung deletion 1 s, then leaves the participant behind with a warning
+    naming it. Until the deletion ends, joining DDS is refused at once (Fast DDS would create
+    the new participant under the lock the hung deletion holds); then replay joins again."""
+    bridge = replay_module._Bridge("hang_test", ROLES, record=False)
+    start = time.monotonic()
+    bridge.close()
+    assert time.monotonic() - start < 5.0  # the 1 s deadline, on a loaded machine
+    assert bridge.node is None and bridge.publishers == {}  # never used again
+    bridge.close()  # does nothing
+    what = "the DDS participant of /hang_test/cnd_replay"
+    assert f"leaving DDS: {what} is still being deleted after 1 s" in caplog.text
+    assert replay_module.hung_teardown() == what
+    start = time.monotonic()
+    with pytest.raises(replay_module.ReplayError, match=f"cannot join DDS: deleting {what} has"):
+        replay_module._Bridge("hang_test", ROLES, record=False)
+    assert time.monotonic() - start < 1.0
+
+    hanging_deletion.set()
+    deadline = time.monotonic() + 30.0
+    while replay_module.hung_teardown() is not None:
+        assert time.monotonic() < deadline, "the deletion did not finish once let go"
+        time.sleep(0.05)
+    bridge = replay_module._Bridge("hang_test", ROLES, record=False)
+    assert not bridge.node_seen()
+    bridge.close()
+    assert replay_module.hung_teardown() is None
+
+
+@pytest.mark.timeout(300)
+def test_a_rejoin_whose_deletion_hangs_restarts_the_node_and_scores_every_frame(
+    drive: Path, artifact: Path, tmp_path: Path, hanging_deletion: threading.Event,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The replay joins DDS again (after 0.5 s) and deleting its first participant hangs until
+    the node process exits, as a real hung deletion was seen to (simulated: stopping the node
+    lets the blocked ``destroy_node`` go on). Replay restarts the node it started, joins DDS
+    anew once the deletion has ended, and scores every frame."""
+    monkeypatch.setattr(replay_module, "_REJOIN_AFTER_S", 0.5)
+    stop = replay_module.NodeProcess.stop
+
+    def stop_and_end_the_hang(node: replay_module.NodeProcess, timeout_s: float = 10.0) -> Any:
+        code = stop(node, timeout_s)
+        hanging_deletion.set()
+        return code
+
+    monkeypatch.setattr(replay_module.NodeProcess, "stop", stop_and_end_the_hang)
+    out = tmp_path / "out"
+    assert replay(str(drive), *_node_arguments(artifact, out), "--max-rate") == 0
+    assert ("the DDS participant of /cnd_replay is still being deleted after 1 s"
+            in caplog.text)
+    assert "replay restarts depth_node" in caplog.text
+    log = (out / "depth_node.log").read_text()
+    assert "--- replay: leaving DDS hung; restarting the node ---" in log
+    assert metrics_of(out)["frames"] == {"in": FRAMES, "out": FRAMES, "dropped": 0,
+                                         "unmatched": 0, "scored": FRAMES}
+
+
+@pytest.mark.timeout(120)
+def test_a_rejoin_whose_deletion_hangs_ends_the_replay_at_once(
+    drive: Path, tmp_path: Path, hanging_deletion: threading.Event,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A replay of a node it did not start (none runs here) joins DDS again after 0.5 s, and
+    deleting its old participant hangs: replay cannot create the new participant in this
+    process, nor restart the node, so it stops 1 s later with an error that says so, instead of
+    waiting for ever."""
+    monkeypatch.setattr(replay_module, "_REJOIN_AFTER_S", 0.5)
+    start = time.monotonic()
+    code = replay(str(drive), "--no-start", "--namespace", "/hang_rejoin", "--out",
+                  str(tmp_path / "out"), "--startup-timeout", "60")
+    assert time.monotonic() - start < 15.0  # 0.5 s, the 1 s deadline, a loaded machine
+    assert code == 2
+    err = capsys.readouterr().err
+    assert ("replay could not leave DDS to join it again: deleting the DDS participant of "
+            "/hang_rejoin/cnd_replay has hung") in err
+
+
+@pytest.mark.timeout(120)
+def test_a_process_whose_participant_deletion_hangs_still_exits() -> None:
+    """A process that left a participant behind (its ``destroy_node`` never returns here) ends
+    as any other, with its own exit code, having said what it left; an alarm would end it should
+    exiting wait for the deletion."""
+    script = textwrap.dedent("""
+        import threading
+        from rclpy.node import Node
+        from cnd_depth_ros.evaluation import replay
+
+        replay._LEAVE_TIMEOUT_S = 0.5
+        Node.destroy_node = lambda node: threading.Event().wait()
+        replay._Bridge("exit_test", {"left/image_rect": "sensor_msgs/msg/Image"}, False).close()
+        print("closed", flush=True)
+    """)
+    start = time.monotonic()
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=60)
+    assert time.monotonic() - start < 30.0
+    assert result.returncode == 0 and result.stdout == "closed\n"
+    what = "the DDS participant of /exit_test/cnd_replay"
+    assert f"{what} is still being deleted after 0.5 s" in result.stderr
+    assert f"deleting {what} has not finished; should the exit wait for it" in result.stderr
 
 
 def test_list_shows_topics_types_and_counts(

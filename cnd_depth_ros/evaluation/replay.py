@@ -13,12 +13,15 @@ Latency is measured from publishing a left image to receiving its depth, both in
 
 Threads: the main thread publishes, scores and records; one executor thread runs the output
 callbacks, which only time-stamp the raw messages into a queue (the recorder's sqlite3 connection
-belongs to the thread that opened it).
+belongs to the thread that opened it). Leaving DDS runs on daemon threads the main thread waits
+for with a deadline (:func:`leave_dds`, decision 33).
 """
 
 from __future__ import annotations
 
 import atexit
+import ctypes
+import functools
 import logging
 import os
 import queue
@@ -27,7 +30,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +57,8 @@ __all__ = [
     "Pacing",
     "ReplayError",
     "ReplayTopics",
+    "hung_teardown",
+    "leave_dds",
     "replay_bag",
     "score_depth_topic",
 ]
@@ -69,6 +74,9 @@ _LINGER_S = 0.5
 #: (:meth:`_Bridge.rejoin`), doubled for each next time; a node still loading its model is
 #: not disturbed by it.
 _REJOIN_AFTER_S = 20.0
+#: Seconds leaving DDS may take before the participants still being deleted are left behind
+#: (:func:`leave_dds`); a deletion normally takes milliseconds.
+_LEAVE_TIMEOUT_S = 10.0
 #: Unanswered frames kept for scoring; older ones count as dropped (bounds memory if the node
 #: stops answering).
 _MAX_PENDING = 32
@@ -225,12 +233,21 @@ _shared_context: Any = None
 
 
 def _replay_context(renew: bool = False) -> Any:
-    """The rclpy context (one DDS participant) every replay of this process shares, shut down
-    at exit; a new one if ``renew`` (or if Ctrl-C shut it down). A process that re-creates its
-    participant again and again, as a test session replaying one bag after another did, gains
-    nothing from it, and Fast DDS reports discovery failures for TCP participants re-created in
-    one application (eProsima/Fast-DDS#3845)."""
+    """The rclpy context every replay of this process uses, shut down at exit; a new one if
+    ``renew`` (its participant left already, decision 17) or if Ctrl-C shut it down. A
+    context's DDS participant lives while the context has a node: each replay's bridge node
+    brings one and takes it away (:meth:`_Bridge.close`).
+
+    :raises ReplayError: a participant deletion of this process has hung (:func:`hung_teardown`):
+        creating a participant would wait for it.
+    """
     global _shared_context
+    hung = hung_teardown()
+    if hung is not None:
+        raise ReplayError(
+            f"cannot join DDS: deleting {hung} has hung inside Fast DDS, which creates "
+            "participants under the same lock; run the replay in a new process"
+        )
     if renew and _shared_context is not None:
         _shared_context.try_shutdown()
     if _shared_context is None or not _shared_context.ok():
@@ -238,10 +255,140 @@ def _replay_context(renew: bool = False) -> Any:
         from rclpy.context import Context
 
         os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+        if _shared_context is None:
+            atexit.register(_leave_at_exit)
         _shared_context = Context()
         rclpy.init(context=_shared_context)
-        atexit.register(_shared_context.try_shutdown)
     return _shared_context
+
+
+# ---- leaving DDS ------------------------------------------------------------------------------
+# Fast DDS 3.2 deletes a participant with its context's last node, and was seen to hang there for
+# good, closing a TCP connection whose read never completes (eProsima/Fast-DDS#6066; reproduced
+# here with several participants of one process deleted in turn). rclpy holds the GIL through
+# that native call, so no Python deadline could end the wait, and Fast DDS creates participants
+# under the lock a hung deletion holds. So nodes are destroyed on a daemon thread, one teardown
+# at a time, and the participant is deleted by finalising a keeper node (made to be the context's
+# last) through rcl's C API, which ctypes calls without the GIL; what is still running at the
+# deadline is left behind (decision 33).
+
+#: Node created to be its context's last while the others are destroyed (hidden by the "_").
+_KEEPER_NAME = "_cnd_leaving_dds"
+#: One teardown at a time: Fast DDS deadlocked deleting two participants of a process at once.
+_LEAVING_LOCK = threading.Lock()
+#: Teardowns past their deadline; :func:`hung_teardown` drops the ones that finished since.
+_hung: list[_Leaving] = []
+
+
+@functools.cache
+def _rcl_node_fini() -> Any:
+    """rcl's ``rcl_node_fini`` through ctypes (the GIL released while it runs); the library is
+    the one rclpy loaded, found by its soname."""
+    function = ctypes.CDLL("librcl.so").rcl_node_fini
+    function.argtypes = [ctypes.c_void_p]
+    function.restype = ctypes.c_int
+    return function
+
+
+def _destroy(nodes: Sequence[Any], context: Any) -> None:
+    """On a :class:`_Leaving` thread: destroy ``nodes``, then the keeper node, and with it the
+    participant if no other node of ``context`` is left."""
+    import rclpy
+
+    keeper = None
+    if context.ok():
+        keeper = rclpy.create_node(_KEEPER_NAME, context=context, enable_rosout=False,
+                                   start_parameter_services=False)
+    for node in nodes:
+        node.destroy_node()
+    if keeper is None:
+        return
+    handle = keeper.handle
+    pointer = handle.pointer
+    with handle:  # in use: destroy_node only destroys the keeper's entities, rcl_node_fini the rest
+        keeper.destroy_node()
+        ret = _rcl_node_fini()(pointer)
+    if ret != 0:
+        _LOGGER.warning("rcl_node_fini failed (%d) while leaving DDS", ret)
+
+
+class _Leaving:
+    """Nodes of one rclpy context being destroyed on a daemon thread (:func:`_destroy`)."""
+
+    def __init__(self, nodes: Sequence[Any], what: str) -> None:
+        self.what = what
+        self.context = nodes[0].context
+        self.thread = threading.Thread(target=self._run, args=(list(nodes),),
+                                       name=f"leaving DDS: {what}", daemon=True)
+        self.thread.start()
+
+    def _run(self, nodes: list[Any]) -> None:
+        try:
+            with _LEAVING_LOCK:
+                _destroy(nodes, self.context)
+        except Exception as error:  # a daemon thread: said, not raised into nowhere
+            _LOGGER.warning("leaving DDS (%s) failed: %s", self.what, error)
+
+    def finished(self) -> bool:
+        return not self.thread.is_alive()
+
+    def wait(self, deadline: float, timeout_s: float) -> bool:
+        """Wait until the monotonic ``deadline``; ``False`` (a warning, the teardown left behind
+        in :func:`hung_teardown`) if it has not finished."""
+        self.thread.join(max(0.0, deadline - time.monotonic()))
+        if self.finished():
+            return True
+        if self not in _hung:
+            _hung.append(self)
+        _LOGGER.warning(
+            "leaving DDS: %s is still being deleted after %g s (Fast DDS hangs now and then "
+            "deleting a participant); it is left behind, and this process cannot join DDS again "
+            "until it is gone", self.what, timeout_s)
+        return False
+
+
+def _leave_all(leavings: Sequence[_Leaving], timeout_s: float | None) -> bool:
+    """Wait for ``leavings`` until one common deadline; ``True`` if all finished."""
+    timeout_s = _LEAVE_TIMEOUT_S if timeout_s is None else timeout_s
+    deadline = time.monotonic() + timeout_s
+    return all([leaving.wait(deadline, timeout_s) for leaving in leavings])
+
+
+def leave_dds(nodes: Sequence[Any], what: str, timeout_s: float | None = None) -> bool:
+    """Destroy the rclpy ``nodes`` and the DDS participant of each context they leave without
+    nodes, waiting at most ``timeout_s`` (default ``_LEAVE_TIMEOUT_S``, 10 s) for all of it.
+    ``False`` if some of it did not finish: a warning names ``what``, the rest is left behind
+    (its nodes are never to be used again) and :func:`hung_teardown` says what hung until it
+    finishes, if ever."""
+    groups: dict[int, list[Any]] = {}
+    for node in nodes:
+        groups.setdefault(id(node.context), []).append(node)
+    return _leave_all([_Leaving(group, what) for group in groups.values()], timeout_s)
+
+
+def hung_teardown() -> str | None:
+    """What of this process is still being deleted past its deadline (:func:`leave_dds`), or
+    ``None``. While something is, creating a DDS participant in this process would wait for it."""
+    _hung[:] = [leaving for leaving in _hung if not leaving.finished()]
+    return "; ".join(leaving.what for leaving in _hung) or None
+
+
+def _leave_at_exit() -> None:
+    """Shut the replay context down. With a participant deletion still hung, leave it alone
+    instead and set an alarm: should exiting wait for that deletion, SIGALRM ends the process
+    after ``_LEAVE_TIMEOUT_S`` (ending it at once would drop its exit code, and a process with a
+    hung deletion was seen to exit normally)."""
+    hung = hung_teardown()
+    if hung is None:
+        if _shared_context is not None:
+            _shared_context.try_shutdown()
+        return
+    seconds = max(1, round(_LEAVE_TIMEOUT_S))
+    _LOGGER.warning("deleting %s has not finished; should the exit wait for it, the process "
+                    "is ended in %d s (SIGALRM)", hung, seconds)
+    if hasattr(signal, "alarm") and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        signal.alarm(seconds)
 
 
 class _Bridge:
@@ -298,18 +445,42 @@ class _Bridge:
         """Whether a publisher of ``depth/image`` (the node's first output) is discovered."""
         return self.node.count_publishers(self.depth_topic) > 0
 
-    def rejoin(self) -> None:
+    def rejoin(self) -> bool:
         """Leave DDS and join again as a new participant: under load, discovery between two
         live participants was seen to stall for good (a TCP connection up, no endpoint ever
-        matched; decision 17), while a new participant is normally discovered within a second."""
+        matched; decision 17), while a new participant is normally discovered within a second.
+
+        The old participant is deleted first, within ``_LEAVE_TIMEOUT_S`` (decision 33): two
+        participants of one process made Fast DDS hang more often deleting one. ``False`` if
+        that deletion hung: Fast DDS creates no participant in this process until it ends, so
+        the bridge stays out of DDS until :meth:`join_again`.
+        """
         self.close()
+        if hung_teardown() is not None:
+            return False
+        self.join_again()
+        return True
+
+    def join_again(self) -> None:
+        """Join DDS as a new participant after :meth:`close`."""
         self.rejoins += 1
         self._join(_replay_context(renew=True))
 
+    def _participant(self) -> str:
+        join = f" (join {self.rejoins + 1})" if self.rejoins else ""
+        return f"the DDS participant of {self.node.get_fully_qualified_name()}{join}"
+
     def close(self) -> None:
+        """Stop the executor and leave DDS: the participant is deleted within
+        ``_LEAVE_TIMEOUT_S``, or left behind with a warning (:func:`leave_dds`). The node is
+        not used after this; closing again does nothing."""
+        if self.node is None:
+            return
         self.executor.shutdown(timeout_sec=5.0)
         self._thread.join(timeout=5.0)
-        self.node.destroy_node()  # the context stays for the next replay (_replay_context)
+        leaving = _Leaving([self.node], self._participant())
+        self.node, self.publishers = None, {}
+        _leave_all([leaving], None)
 
 
 class _Player:
@@ -423,10 +594,40 @@ class _Player:
                     _LOGGER.warning(
                         "no depth_node discovered after %.0f s; replay joins DDS again as a "
                         "new participant, in case discovery stalled", now - start)
-                    self.bridge.rejoin()
+                    if not self.bridge.rejoin():
+                        self._restart_for_hung_leave()
                 rejoin_after *= 2
                 rejoin_at = now + rejoin_after
             time.sleep(0.05)
+
+    def _restart_for_hung_leave(self) -> None:
+        """Leaving DDS to join again hung (decision 33). A hung deletion was seen to end once
+        the node process had exited (its end of the TCP connection closing), so a node replay
+        started is stopped, the deletion awaited, the node started again and DDS joined anew.
+
+        :raises ReplayError: the node is not replay's own, or the deletion still hangs.
+        """
+        hung = hung_teardown()
+        if not isinstance(self.node, NodeProcess):
+            raise ReplayError(
+                f"replay could not leave DDS to join it again: deleting {hung} has hung inside "
+                "Fast DDS, which creates participants under the same lock; run the replay again"
+            )
+        _LOGGER.warning("deleting %s hangs; replay restarts depth_node, whose exit was seen to "
+                        "end such a hang, and then joins DDS again", hung)
+        self.node.stop()
+        deadline = time.monotonic() + _LEAVE_TIMEOUT_S
+        while (hung := hung_teardown()) is not None:
+            if time.monotonic() > deadline:
+                raise ReplayError(
+                    f"replay could not leave DDS to join it again: deleting {hung} has hung "
+                    "inside Fast DDS, even with depth_node stopped; run the replay again"
+                )
+            time.sleep(0.05)
+        with self.node.log.open("a") as stream:
+            stream.write("--- replay: leaving DDS hung; restarting the node ---\n")
+        self.node.start(append=True)
+        self.bridge.join_again()
 
     def _prime(self, first: list[tuple[str, bytes]], stamp: int) -> None:
         """Re-send the first frame until the node answers it."""
