@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import logging
 import os
 import signal
 import subprocess
@@ -92,14 +93,20 @@ def test_launch_arguments_and_environment() -> None:
 
 
 def _launch_module() -> ModuleType:
-    pytest.importorskip(
-        "launch_ros", reason="launch_ros is not on PyPI: make venv installs it from "
-                             "../shared/wheels where that folder exists"
-    )
-    spec = importlib.util.spec_from_file_location("cnd_depth_launch", LAUNCH_FILE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    # Importing launch makes every logger created afterwards one of launch's, which does not
+    # propagate to the root logger: later tests would no longer see the package's log records.
+    logger_class = logging.getLoggerClass()
+    try:
+        pytest.importorskip(
+            "launch_ros", reason="launch_ros is not on PyPI: make venv installs it from "
+                                 "../shared/wheels where that folder exists"
+        )
+        spec = importlib.util.spec_from_file_location("cnd_depth_launch", LAUNCH_FILE)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        logging.setLoggerClass(logger_class)
     return module
 
 
