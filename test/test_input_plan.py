@@ -123,6 +123,7 @@ def test_the_backend_follows_the_camera(micro: Path, backend: str) -> None:
 def test_a_fixed_input_size_is_used_for_every_camera(micro: Path) -> None:
     runner = PlannedBackend("torch", micro, input_size=(64, 32), camera=_camera(640, 480))
     assert runner.backend.input_size == (64, 32)
+    assert runner.plan is not None and runner.plan.limited_by == "size asked for"
     runner.infer(*_pair(_camera(96, 96)), camera=_camera(96, 96))
     assert runner.backend.input_size == (64, 32)
 

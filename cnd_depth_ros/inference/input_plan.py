@@ -41,7 +41,9 @@ DEFAULT_PIXEL_BUDGET = {"cpu": 320 * 240, "cuda": 640 * 480}
 _ASPECT_TOLERANCE = 0.08
 _SMALLEST_SIDE = 2 * INPUT_MULTIPLE
 
-Limit = Literal["pixel budget", "disparity range", "camera size", "fixed by the model file"]
+Limit = Literal[
+    "pixel budget", "disparity range", "camera size", "size asked for", "fixed by the model file"
+]
 
 
 @dataclass(frozen=True)

@@ -104,7 +104,7 @@ class PlannedBackend:
         if self.input_size is not None:
             width, height = self.input_size
             return InputPlan(camera.width, camera.height, width, height, self.pixel_budget,
-                             "fixed by the model file" if self.static_shapes else "pixel budget")
+                             "fixed by the model file" if self.static_shapes else "size asked for")
         return plan_input(
             camera,
             pixel_budget=self.pixel_budget,
