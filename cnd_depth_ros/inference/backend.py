@@ -3,7 +3,8 @@
 A backend only implements :meth:`DepthBackend.run` (network forward on network-sized float
 tensors); :meth:`DepthBackend.infer` does the rest identically for all of them: check and resize the
 camera images, run, turn the raw output into metric depth for the *live* camera (the artifact's
-output rule, :mod:`cnd_depth_ros.models.output`), and resize to the requested output size.
+output rule, :mod:`cnd_depth_ros.models.output`), refine a stereo net's disparity against the
+camera images when asked (:mod:`disparity_refinement`), and resize to the requested output size.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import cv2
 import numpy as np
 
 from cnd_depth_ros.camera import PinholeCamera
+from cnd_depth_ros.geometry import depth_to_disparity, disparity_to_depth
 from cnd_depth_ros.inference.camera_images import check_camera_images
 from cnd_depth_ros.inference.depth_estimate import DepthEstimate
+from cnd_depth_ros.inference.disparity_refinement import DisparityRefinement
 from cnd_depth_ros.inference.export import CONFIDENCE_NAME, OUTPUT_NAME
 from cnd_depth_ros.models.artifact import ModelMetadata
 
@@ -37,6 +40,13 @@ def to_network_input(image: np.ndarray, width: int, height: int) -> np.ndarray:
             image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
         )
     return np.ascontiguousarray(image.transpose(2, 0, 1)[None], dtype=np.float32) / np.float32(255)
+
+
+def _resized(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """``image`` at ``width`` x ``height`` (bilinear), itself when it already is."""
+    if image.shape[:2] == (height, width):
+        return image
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
 class DepthBackend(abc.ABC):
@@ -65,11 +75,13 @@ class DepthBackend(abc.ABC):
         *,
         camera: PinholeCamera,
         output_size: tuple[int, int] | None = None,
+        refinement: DisparityRefinement | None = None,
     ) -> DepthEstimate:
         """Metric depth for ``camera``, with the matcher's confidence where the model has one.
 
         ``left``/``right`` are H x W x 3 uint8 RGB images of the size ``camera`` describes.
-        ``output_size`` is (width, height), default the camera's size.
+        ``output_size`` is (width, height), default the camera's size. ``refinement`` refines a
+        stereo net's disparity against the images at the camera's size (mono nets ignore it).
 
         :raises ValueError: wrong image shapes or dtype, a missing right image for a stereo model,
             or a stereo model without a baseline in ``camera``.
@@ -85,12 +97,16 @@ class DepthBackend(abc.ABC):
         network_camera = camera.resized(width, height)
         depth = self.metadata.metric_depth(outputs[OUTPUT_NAME][0, 0], network_camera)
         confidence = outputs[CONFIDENCE_NAME][0, 0] if CONFIDENCE_NAME in outputs else None
+        if refinement is not None and right is not None and self.metadata.stereo:
+            assert camera.baseline is not None  # checked with the images
+            disparity = depth_to_disparity(_resized(depth, camera.width, camera.height),
+                                           camera.fx, camera.baseline)
+            disparity = refinement.refine(left, right, disparity, downscale=camera.width / width)
+            depth = disparity_to_depth(disparity, camera.fx, camera.baseline)
         out_width, out_height = output_size or (camera.width, camera.height)
-        if (out_width, out_height) != (width, height):
-            depth = cv2.resize(depth, (out_width, out_height), interpolation=cv2.INTER_LINEAR)
-            if confidence is not None:
-                confidence = cv2.resize(confidence, (out_width, out_height),
-                                        interpolation=cv2.INTER_LINEAR)
+        depth = _resized(depth, out_width, out_height)
+        if confidence is not None:
+            confidence = _resized(confidence, out_width, out_height)
         return DepthEstimate(depth, confidence)
 
     def infer(

@@ -19,6 +19,7 @@ import numpy as np
 from cnd_depth_ros.camera import PinholeCamera
 from cnd_depth_ros.inference.backend import DepthBackend
 from cnd_depth_ros.inference.depth_estimate import DepthEstimate
+from cnd_depth_ros.inference.disparity_refinement import DisparityRefinement
 from cnd_depth_ros.inference.input_plan import (
     InputPlan,
     default_pixel_budget,
@@ -47,6 +48,8 @@ class PlannedBackend:
     :param input_size: (width, height) to use for every camera instead of planning.
     :param camera: plan for this camera at once, so the first frame does not re-create the
         backend; ``None``: load at the model's own size until a camera arrives.
+    :param refinement: how a stereo net's disparity is refined against the camera images
+        (:mod:`disparity_refinement`); ``None``: the net's output upsampled as it is.
     :param options: the backend's own options (device, precision, threads, ...).
     :raises ValueError: an unknown backend, a bad option or a budget below the smallest input.
     :raises ArtifactError: a missing or unreadable model.
@@ -62,9 +65,11 @@ class PlannedBackend:
         min_depth: float = 0.0,
         input_size: tuple[int, int] | None = None,
         camera: PinholeCamera | None = None,
+        refinement: DisparityRefinement | None = DisparityRefinement(),  # noqa: B008 - frozen
         **options: Any,
     ) -> None:
         self.name, self._options = resolve_backend(name, model, options)
+        self.refinement = refinement
         self.model = model
         self.static_shapes = has_static_shapes(model)
         device = self._options.get("device") or ("cuda" if self.name == "tensorrt" else "cpu")
@@ -146,7 +151,8 @@ class PlannedBackend:
     ) -> DepthEstimate:
         """:meth:`DepthBackend.estimate` at the input planned for ``camera``."""
         self.prepare(camera)
-        return self._backend.estimate(left, right, camera=camera, output_size=output_size)
+        return self._backend.estimate(left, right, camera=camera, output_size=output_size,
+                                      refinement=self.refinement)
 
     def infer(
         self,
@@ -165,6 +171,8 @@ class PlannedBackend:
     def info(self) -> dict[str, Any]:
         info = self._backend.info()
         info["pixel_budget"] = self.pixel_budget
+        if self.metadata.stereo:
+            info["refinement"] = "off" if self.refinement is None else "on"
         if self.plan is not None:
             info["input plan"] = self.plan.describe()
         if self.wanted is not None:

@@ -1,0 +1,101 @@
+"""The stereo net's disparity refined against the camera images (inference/disparity_refinement.py):
+exact on a textured pair with a known disparity, a no-op where there is nothing to match, and,
+with the shipped net on the real KITTI pairs, better than the net alone."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from fixtures.shared import SHARED
+
+from cnd_depth_ros.data.registry import open_dataset
+from cnd_depth_ros.evaluation.dataset_eval import evaluate_dataset, open_predictor
+from cnd_depth_ros.inference.disparity_refinement import DisparityRefinement
+
+KITTI = SHARED / "data" / "kitti2012_stereo"
+
+
+def _textured_pair(disparity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A left image of smooth random texture and the right image that sees it with
+    ``disparity`` (left pixel x matches right pixel x - disparity)."""
+    height, width = disparity.shape
+    rng = np.random.default_rng(3)
+    texture = cv2.GaussianBlur(rng.uniform(0, 255, (height, width + 64)).astype(np.float32),
+                               (0, 0), 1.2)
+    columns = np.arange(width, dtype=np.float32)[None, :] + 32
+    rows = np.repeat(np.arange(height, dtype=np.float32)[:, None], width, axis=1)
+    left = texture[:, 32:32 + width]
+    # The right pixel u shows what the left pixel u + d shows (d taken at the right pixel: the
+    # disparity varies along rows only, so it is the same).
+    right = cv2.remap(texture, columns + disparity, rows, cv2.INTER_CUBIC)
+    return tuple(  # type: ignore[return-value]
+        np.repeat(np.clip(image, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+        for image in (left, right)
+    )
+
+
+def _ground_plane(height: int = 120, width: int = 160) -> np.ndarray:
+    """Disparity growing down the image, 8 to 20 px, at no whole number in particular."""
+    return np.repeat(np.linspace(8.0, 20.0, height, dtype=np.float32)[:, None], width, axis=1)
+
+
+def test_an_error_within_the_search_is_removed_to_a_fraction_of_a_pixel() -> None:
+    truth = _ground_plane()
+    left, right = _textured_pair(truth)
+    net = truth + 1.3  # a net off by 1.3 px: within the 3 px searched at downscale 1
+    refined = DisparityRefinement().refine(left, right, net, downscale=1.0)
+    inside = np.s_[8:-8, 30:-8]  # away from the borders the window and the right camera miss
+    assert np.median(np.abs(refined - truth)[inside]) < 0.1
+    assert np.mean(np.abs(refined - truth)[inside] < 0.5) > 0.95
+
+
+def test_the_search_grows_with_the_downscale() -> None:
+    refinement = DisparityRefinement(network_radius=3.0)
+    assert [refinement.radius(scale) for scale in (0.5, 1.0, 2.0, 4.45)] == [3, 3, 6, 14]
+    truth = _ground_plane()
+    left, right = _textured_pair(truth)
+    net = truth - 4.0  # out of reach at downscale 1 (3 px), within it at 2 (6 px)
+    near = refinement.refine(left, right, net, downscale=1.0)
+    far = refinement.refine(left, right, net, downscale=2.0)
+    inside = np.s_[8:-8, 30:-8]
+    assert np.median(np.abs(near - truth)[inside]) > 1.0
+    assert np.median(np.abs(far - truth)[inside]) < 0.1
+
+
+def test_nothing_to_match_keeps_the_nets_disparity_and_unknown_stays_unknown() -> None:
+    grey = np.full((60, 80, 3), 128, np.uint8)
+    net = np.repeat(np.linspace(5.0, 9.0, 80, dtype=np.float32)[None, :], 60, axis=0)
+    net[10:20, 10:20] = np.nan
+    refined = DisparityRefinement().refine(grey, grey, net, downscale=2.0)
+    assert np.isnan(refined[10:20, 10:20]).all()
+    known = np.isfinite(net)
+    known[5:25, 5:25] = False  # the 5x5 median next to the unknown block
+    np.testing.assert_allclose(refined[known], net[known], atol=1e-5)
+
+
+def test_a_refined_disparity_is_never_zero_or_negative() -> None:
+    truth = np.full((60, 120), 0.4, np.float32)  # far away: under a pixel
+    left, right = _textured_pair(truth)
+    refined = DisparityRefinement().refine(left, right, truth, downscale=1.0)
+    assert (refined > 0).all()
+
+
+@pytest.mark.parametrize("window", [1, 4])
+def test_a_bad_window_is_refused(window: int) -> None:
+    with pytest.raises(ValueError, match="window"):
+        DisparityRefinement(window=window)
+
+
+@pytest.mark.skipif(not KITTI.is_dir(), reason=f"shared KITTI sample not at {KITTI}")
+def test_the_shipped_net_is_better_refined_on_the_real_kitti_pairs() -> None:
+    frames = open_dataset("kitti", KITTI)
+    scores = {}
+    for refine in (False, True):
+        options = {} if refine else {"refinement": None}
+        with open_predictor("cnd_stereo", backend="onnxruntime", camera=frames[0].camera,
+                            threads=1, **options) as (predict, info):
+            scores[refine] = evaluate_dataset(predict, frames)["metrics"]
+        assert info["refinement"] == ("on" if refine else "off")
+    assert scores[True]["rel"] < 0.9 * scores[False]["rel"]
+    assert scores[True]["delta1"] > scores[False]["delta1"]
