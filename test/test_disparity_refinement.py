@@ -63,6 +63,42 @@ def test_the_search_grows_with_the_downscale() -> None:
     assert np.median(np.abs(far - truth)[inside]) < 0.1
 
 
+def _foreground_over_background() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A textured board at 24 px in front of a textured wall at 10 px: left, right, disparity."""
+    height, width, board = 100, 200, np.s_[30:70, 90:140]
+    rng = np.random.default_rng(5)
+    wall, front = (
+        cv2.GaussianBlur(rng.uniform(0, 255, (height, width + 64)).astype(np.float32), (0, 0), 1.0)
+        for _ in range(2)
+    )
+    truth = np.full((height, width), 10.0, np.float32)
+    truth[board] = 24.0
+    left = wall[:, 10:10 + width].copy()
+    left[board] = front[board]
+    right = wall[:, 20:20 + width].copy()  # the wall 10 px to the left in the right view
+    rows, columns = board
+    right[rows, columns.start - 24:columns.stop - 24] = front[board]
+    images = (np.repeat(image.astype(np.uint8)[..., None], 3, axis=2) for image in (left, right))
+    return *images, truth  # type: ignore[return-value]
+
+
+def test_a_foreground_smeared_over_the_background_is_taken_back() -> None:
+    left, right, truth = _foreground_over_background()
+    net = cv2.GaussianBlur(truth, (0, 0), 6.0)  # the board bleeds 10-15 px into the wall
+    visible = np.zeros_like(truth, bool)
+    visible[8:-8, 40:-8] = True
+    visible[30:70, 90 - 14:90] = False  # the wall the board hides from the right camera
+    wrong = np.abs(net - truth)[visible] > 1.0
+    refined = DisparityRefinement(propagation_steps=(8.0, 4.0, 2.0)).refine(
+        left, right, net, downscale=2.0)
+    still_wrong = np.abs(refined - truth)[visible] > 1.0
+    assert wrong.mean() > 0.15
+    assert still_wrong.mean() < 0.25 * wrong.mean()  # what is left: the board's top and bottom
+    searched_only = DisparityRefinement(propagation_steps=()).refine(left, right, net,
+                                                                    downscale=2.0)
+    assert (np.abs(searched_only - truth)[visible] > 1.0).mean() > 1.5 * still_wrong.mean()
+
+
 def test_nothing_to_match_keeps_the_nets_disparity_and_unknown_stays_unknown() -> None:
     grey = np.full((60, 80, 3), 128, np.uint8)
     net = np.repeat(np.linspace(5.0, 9.0, 80, dtype=np.float32)[None, :], 60, axis=0)
@@ -81,10 +117,12 @@ def test_a_refined_disparity_is_never_zero_or_negative() -> None:
     assert (refined > 0).all()
 
 
-@pytest.mark.parametrize("window", [1, 4])
-def test_a_bad_window_is_refused(window: int) -> None:
-    with pytest.raises(ValueError, match="window"):
-        DisparityRefinement(window=window)
+@pytest.mark.parametrize(
+    "options", [{"window": 1}, {"window": 4}, {"network_radius": 0}, {"propagation_steps": (4, 0)}]
+)
+def test_bad_settings_are_refused(options: dict) -> None:
+    with pytest.raises(ValueError, match=next(iter(options))):
+        DisparityRefinement(**options)
 
 
 @pytest.mark.skipif(not KITTI.is_dir(), reason=f"shared KITTI sample not at {KITTI}")
