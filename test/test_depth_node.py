@@ -41,7 +41,8 @@ from cnd_depth_ros.messages.camera_info import camera_info_for
 from cnd_depth_ros.messages.image import array_to_image, image_to_array
 from cnd_depth_ros.messages.pointcloud import POINT_STEP, pointcloud2_to_rgb, pointcloud2_to_xyz
 from cnd_depth_ros.models import ModelMetadata, build_model, save_artifact
-from cnd_depth_ros.ros.depth_node import DepthNode, _colorize
+from cnd_depth_ros.ros.depth_node import DepthNode
+from cnd_depth_ros.ros.outputs import colorize
 
 pytestmark = pytest.mark.ros
 
@@ -334,7 +335,7 @@ def test_colored_depth_runs_near_to_far_through_turbo() -> None:
     """Nearest pixel: turbo's last colour (dark red), farthest: its first (dark blue), in RGB
     order; invalid pixels black."""
     depth = np.array([[1.0, 2.0, np.nan], [4.0, 0.0, 8.0]], np.float32)
-    rgb = _colorize(depth).astype(int)
+    rgb = colorize(depth).astype(int)
     assert rgb.shape == (2, 3, 3)
     red, _, blue = rgb[0, 0]
     assert red > 100 > 10 > blue  # near
@@ -342,7 +343,7 @@ def test_colored_depth_runs_near_to_far_through_turbo() -> None:
     assert blue > red + 5  # far
     np.testing.assert_array_equal(rgb[0, 2], 0)
     np.testing.assert_array_equal(rgb[1, 1], 0)
-    np.testing.assert_array_equal(_colorize(np.full((2, 2), np.nan, np.float32)), 0)
+    np.testing.assert_array_equal(colorize(np.full((2, 2), np.nan, np.float32)), 0)
 
 
 @pytest.mark.parametrize("scale", ["baseline", "focal_length"])

@@ -28,7 +28,8 @@ from fixtures.stereo_publisher import StereoFixturePublisher
 from rclpy.parameter_client import AsyncParameterClient
 from test_depth_node import CAMERA, FRAME, WAIT_S, Harness, save_tiny_artifact
 
-from cnd_depth_ros.ros.depth_node import _CHOICES, PARAMETERS, DepthNode
+from cnd_depth_ros.ros.depth_node import DepthNode
+from cnd_depth_ros.ros.parameters import CHOICES, PARAMETERS
 
 pytestmark = pytest.mark.ros
 
@@ -73,7 +74,7 @@ def test_launch_arguments_and_environment() -> None:
         "right_namespace", "params_file", "use_sim_time", "log_level", "respawn",
         "respawn_delay", "use_rviz", "rviz_fixed_frame", "fastdds_transports",
     }
-    assert set(arguments["image_transport"][2]) == {"", *_CHOICES["image_transport"]}
+    assert set(arguments["image_transport"][2]) == {"", *CHOICES["image_transport"]}
     for name, (default, description, choices) in arguments.items():
         assert description.strip(), f"launch argument {name} has no description"
         assert choices is None or default in choices
