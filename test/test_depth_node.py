@@ -8,7 +8,6 @@ depend on what the weights predict. Every wait has a deadline.
 
 from __future__ import annotations
 
-import itertools
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -20,28 +19,25 @@ import cv2
 import numpy as np
 import pytest
 import rclpy
-from builtin_interfaces.msg import Time
-from diagnostic_msgs.msg import DiagnosticArray
 from fixtures.node_process import DepthNodeProcess
-from fixtures.ros import Inbox, spin_until
-from fixtures.stereo_publisher import StereoFixturePublisher, pattern
+from fixtures.node_rig import NodeRig, depth_node, drops, next_stamp
+from fixtures.stereo_publisher import pattern
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import QoSProfile
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
-from stereo_msgs.msg import DisparityImage
 
 from cnd_depth_ros.camera import PinholeCamera
 from cnd_depth_ros.messages.camera_info import camera_info_for
 from cnd_depth_ros.messages.image import array_to_image, image_to_array
 from cnd_depth_ros.messages.pointcloud import POINT_STEP, pointcloud2_to_rgb, pointcloud2_to_xyz
 from cnd_depth_ros.models import ModelMetadata, build_model, save_artifact
-from cnd_depth_ros.ros.depth_node import DepthNode, _colorize
+from cnd_depth_ros.ros.depth_node import DepthNode
+from cnd_depth_ros.ros.outputs import colorize
 
 pytestmark = pytest.mark.ros
 
@@ -51,11 +47,6 @@ PIXEL_BUDGET = 64 * 48
 CAMERA = PinholeCamera(width=128, height=96, fx=100.0, fy=100.0, cx=63.5, cy=47.5, baseline=0.12)
 FRAME = "left_camera_optical_frame"
 WAIT_S = 15.0
-_stamps = itertools.count(1000)
-
-
-def _next_stamp() -> Time:
-    return Time(sec=next(_stamps), nanosec=500)
 
 
 def save_tiny_artifact(name: str, path: Path) -> str:
@@ -113,64 +104,11 @@ class Spinning:
 
 
 def _depth_node(artifact: str, **overrides: Any) -> DepthNode:
-    parameters = {"model_path": artifact, "backend": "torch", "threads": 1,
-                  "pixel_budget": PIXEL_BUDGET, **overrides}
-    namespace = parameters.pop("namespace", "")
-    return DepthNode(
-        namespace=namespace,
-        parameter_overrides=[Parameter(name, value=value) for name, value in parameters.items()],
-    )
+    return depth_node(artifact, **{"pixel_budget": PIXEL_BUDGET, **overrides})
 
 
-class Harness:
-    """The test side: a fixture camera driver and inboxes for every output, spun in the test."""
-
-    def __init__(
-        self, namespace: str = "", *, mono: bool = False, compression: str | None = None
-    ) -> None:
-        self.executor = SingleThreadedExecutor()
-        self.camera_node = StereoFixturePublisher(
-            CAMERA, frame_id=FRAME, mono=mono, namespace=namespace,
-            node_name=f"camera{namespace.replace('/', '_')}", compression=compression,
-        )
-        self.node = Node(f"listener{namespace.replace('/', '_')}", namespace=namespace)
-        qos = QoSProfile(depth=50)  # rclpy's default: reliable, what rviz2 uses
-        self.depth = Inbox(self.node, Image, "depth/image", qos)
-        self.info = Inbox(self.node, CameraInfo, "depth/camera_info", qos)
-        self.points = Inbox(self.node, PointCloud2, "points", qos)
-        self.colored = Inbox(self.node, Image, "depth/colored", qos)
-        self.disparity = Inbox(self.node, DisparityImage, "disparity", qos)
-        self.confidence = Inbox(self.node, Image, "depth/confidence", qos)
-        self.diagnostics = Inbox(self.node, DiagnosticArray, "/diagnostics", qos)
-        self.executor.add_node(self.camera_node)
-        self.executor.add_node(self.node)
-
-    def wait_connected(self) -> None:
-        """Until the depth node, subscribed lazily, listens on every camera topic."""
-        if not spin_until(self.executor, self.camera_node.subscribers_ready, WAIT_S):
-            pytest.fail("depth_node did not subscribe to the camera topics")
-
-    def send(self, **pair: Any) -> Time:
-        stamp = _next_stamp()
-        self.camera_node.publish_pair(stamp, **pair)
-        return stamp
-
-    def wait_for(self, inbox: Inbox[Any], stamp: Time, timeout_s: float = WAIT_S) -> Any:
-        """The message of ``inbox`` stamped ``stamp``; fails the test after ``timeout_s``."""
-
-        def stamped() -> Any:
-            return next((m for m in inbox.messages if m.header.stamp == stamp), None)
-
-        if not spin_until(self.executor, lambda: stamped() is not None, timeout_s):
-            topic = inbox.subscription.topic_name
-            pytest.fail(f"{topic}: nothing stamped {stamp} within {timeout_s} s")
-        return stamped()
-
-    def close(self) -> None:
-        for node in (self.camera_node, self.node):
-            self.executor.remove_node(node)
-            node.destroy_node()
-        self.executor.shutdown(timeout_sec=1.0)
+def _rig(namespace: str = "", **driver: Any) -> NodeRig:
+    return NodeRig(CAMERA, namespace, wait_s=WAIT_S, frame_id=FRAME, **driver)
 
 
 @pytest.fixture(scope="module")
@@ -183,13 +121,13 @@ def stereo(artifacts: dict[str, str]) -> Iterator[DepthNode]:
 
 
 @pytest.fixture(scope="module")
-def harness(stereo: DepthNode) -> Iterator[Harness]:
-    harness = Harness()
-    harness.wait_connected()
+def rig(stereo: DepthNode) -> Iterator[NodeRig]:
+    rig = _rig()
+    rig.wait_connected()
     try:
-        yield harness
+        yield rig
     finally:
-        harness.close()
+        rig.close()
 
 
 @pytest.fixture
@@ -211,17 +149,12 @@ def _depth(msg: Image) -> np.ndarray:
     return np.array(image_to_array(msg), dtype=np.float32)
 
 
-def _drops(node: DepthNode, reason: str) -> int:
-    values = {kv.key: kv.value for kv in node.diagnostics.status().values}
-    return int(values.get(f"drops: {reason}", 0))
-
-
-def test_outputs_carry_the_left_stamp_frame_and_size(stereo: DepthNode, harness: Harness) -> None:
-    stamp = harness.send()
-    depth = harness.wait_for(harness.depth, stamp)
-    info = harness.wait_for(harness.info, stamp)
-    points = harness.wait_for(harness.points, stamp)
-    colored = harness.wait_for(harness.colored, stamp)
+def test_outputs_carry_the_left_stamp_frame_and_size(stereo: DepthNode, rig: NodeRig) -> None:
+    stamp = rig.send()
+    depth = rig.wait_for("depth", stamp)
+    info = rig.wait_for("info", stamp)
+    points = rig.wait_for("points", stamp)
+    colored = rig.wait_for("colored", stamp)
 
     for msg in (depth, info, points, colored):
         assert msg.header.frame_id == FRAME
@@ -246,13 +179,13 @@ def test_outputs_carry_the_left_stamp_frame_and_size(stereo: DepthNode, harness:
     np.testing.assert_array_equal(pointcloud2_to_rgb(points), pattern(CAMERA))
 
 
-def test_diagnostics_time_every_stage(stereo: DepthNode, harness: Harness) -> None:
+def test_diagnostics_time_every_stage(stereo: DepthNode, rig: NodeRig) -> None:
     """The per-frame breakdown that benchmarks/node_latency.py reports (docs/benchmarks.md)."""
-    harness.wait_for(harness.points, harness.send())
+    rig.wait_for("points", rig.send())
     stages = ("input", "queue", "decode", "inference", "depth", "points", "colored")
 
     def timed() -> dict[str, float] | None:
-        for msg in reversed(harness.diagnostics.messages):
+        for msg in reversed(rig.messages("diagnostics")):
             for status in msg.status:
                 values = {kv.key: kv.value for kv in status.values}
                 if status.name == stereo.diagnostics.name and all(
@@ -261,7 +194,7 @@ def test_diagnostics_time_every_stage(stereo: DepthNode, harness: Harness) -> No
                     return {stage: float(values[f"{stage} p50 (ms)"]) for stage in stages}
         return None
 
-    if not spin_until(harness.executor, lambda: timed() is not None, WAIT_S):
+    if not rig.spin(lambda: timed() is not None):
         pytest.fail("/diagnostics did not report every stage")
     p50_ms = timed()
     assert p50_ms is not None and p50_ms["inference"] > 0
@@ -269,46 +202,42 @@ def test_diagnostics_time_every_stage(stereo: DepthNode, harness: Harness) -> No
     assert all(0 <= p50_ms[stage] < 1e3 * WAIT_S for stage in stages[1:]), p50_ms
 
 
-def test_a_new_camera_size_is_planned_again(stereo: DepthNode, harness: Harness) -> None:
+def test_a_new_camera_size_is_planned_again(stereo: DepthNode, rig: NodeRig) -> None:
     """Images and camera_info of another size mid-stream: the node plans the network input for
     that camera (its 1:1 aspect kept within the budget), reports the plan in /diagnostics,
     publishes at the new size, and plans the first camera again when it returns."""
     square = PinholeCamera(width=96, height=96, fx=90.0, fy=90.0, cx=47.5, cy=47.5,
                            baseline=0.12)
-    stamp = harness.send(
+    stamp = rig.send(
         left=array_to_image(pattern(square), "rgb8", Header()),
         right=array_to_image(pattern(square, 4), "rgb8", Header()),
         left_info=camera_info_for(square, Header()),
         right_info=camera_info_for(square, Header(), right=True),
     )
-    depth = harness.wait_for(harness.depth, stamp)
+    depth = rig.wait_for("depth", stamp)
     assert (depth.width, depth.height) == (96, 96)
     assert stereo.backend is not None and stereo.backend.backend.input_size == (48, 48)
     plan = "camera 96x96 -> network input 48x48"
 
     def reported() -> bool:
-        return any(
-            status.name == stereo.diagnostics.name
-            and any(value.key == "input plan" and value.value.startswith(plan)
-                    for value in status.values)
-            for msg in harness.diagnostics.messages for status in msg.status
-        )
+        return rig.reported(stereo.diagnostics.name,
+                            lambda values: values.get("input plan", "").startswith(plan))
 
-    if not spin_until(harness.executor, reported, WAIT_S):
+    if not rig.spin(reported):
         pytest.fail(f"/diagnostics did not report the plan {plan!r}")
-    depth = harness.wait_for(harness.depth, harness.send())
+    depth = rig.wait_for("depth", rig.send())
     assert (depth.width, depth.height) == (CAMERA.width, CAMERA.height)
     assert stereo.backend.backend.input_size == NETWORK
 
 
 def test_confidence_is_published_and_its_threshold_masks_every_output(
-    stereo: DepthNode, harness: Harness, parameters: Callable[..., None]
+    stereo: DepthNode, rig: NodeRig, parameters: Callable[..., None]
 ) -> None:
     """depth/confidence: the matcher's confidence (32FC1 in [0, 1], the depth's header and
     size); confidence_threshold marks the less confident pixels invalid in depth and points."""
-    stamp = harness.send()
-    confidence_msg = harness.wait_for(harness.confidence, stamp)
-    depth_msg = harness.wait_for(harness.depth, stamp)
+    stamp = rig.send()
+    confidence_msg = rig.wait_for("confidence", stamp)
+    depth_msg = rig.wait_for("depth", stamp)
     assert confidence_msg.header == depth_msg.header
     assert (confidence_msg.encoding, confidence_msg.width, confidence_msg.height) == (
         "32FC1", CAMERA.width, CAMERA.height)
@@ -321,9 +250,9 @@ def test_confidence_is_published_and_its_threshold_masks_every_output(
 
     threshold = float(np.median(confidence))
     parameters(confidence_threshold=threshold, max_depth=10000.0)
-    stamp = harness.send()
-    masked = _depth(harness.wait_for(harness.depth, stamp))
-    z = pointcloud2_to_xyz(harness.wait_for(harness.points, stamp))[..., 2]
+    stamp = rig.send()
+    masked = rig.depth_for(stamp)
+    z = pointcloud2_to_xyz(rig.wait_for("points", stamp))[..., 2]
     unsure = confidence < threshold
     assert unsure.any() and not unsure.all()
     assert np.isnan(masked[unsure]).all() and np.isnan(z[unsure]).all()
@@ -334,7 +263,7 @@ def test_colored_depth_runs_near_to_far_through_turbo() -> None:
     """Nearest pixel: turbo's last colour (dark red), farthest: its first (dark blue), in RGB
     order; invalid pixels black."""
     depth = np.array([[1.0, 2.0, np.nan], [4.0, 0.0, 8.0]], np.float32)
-    rgb = _colorize(depth).astype(int)
+    rgb = colorize(depth).astype(int)
     assert rgb.shape == (2, 3, 3)
     red, _, blue = rgb[0, 0]
     assert red > 100 > 10 > blue  # near
@@ -342,40 +271,40 @@ def test_colored_depth_runs_near_to_far_through_turbo() -> None:
     assert blue > red + 5  # far
     np.testing.assert_array_equal(rgb[0, 2], 0)
     np.testing.assert_array_equal(rgb[1, 1], 0)
-    np.testing.assert_array_equal(_colorize(np.full((2, 2), np.nan, np.float32)), 0)
+    np.testing.assert_array_equal(colorize(np.full((2, 2), np.nan, np.float32)), 0)
 
 
 @pytest.mark.parametrize("scale", ["baseline", "focal_length"])
 def test_depth_scales_with_the_live_camera_info(
-    harness: Harness, parameters: Callable[..., None], scale: str
+    rig: NodeRig, parameters: Callable[..., None], scale: str
 ) -> None:
     """A disparity model's depth is fx * B / d: doubling either in camera_info doubles depth
     (no depth limit in the way of the doubled depth)."""
     parameters(max_depth=10000.0)
-    reference = harness.wait_for(harness.depth, harness.send())
+    reference = rig.wait_for("depth", rig.send())
     if scale == "baseline":
         changed = replace(CAMERA, baseline=2 * CAMERA.baseline)
     else:
         changed = replace(CAMERA, fx=2 * CAMERA.fx, fy=2 * CAMERA.fy)
     header = reference.header
-    stamp = harness.send(
+    stamp = rig.send(
         left_info=camera_info_for(changed, header),
         right_info=camera_info_for(changed, header, right=True),
     )
-    doubled = harness.wait_for(harness.depth, stamp)
+    doubled = rig.wait_for("depth", stamp)
     np.testing.assert_allclose(_depth(doubled), 2 * _depth(reference), rtol=1e-6)
 
 
 def test_millimetres_network_resolution_and_depth_limits(
-    harness: Harness, parameters: Callable[..., None]
+    rig: NodeRig, parameters: Callable[..., None]
 ) -> None:
-    metres = _depth(harness.wait_for(harness.depth, harness.send()))
+    metres = rig.depth_for(rig.send())
     limit = float(np.nanmedian(metres))
     parameters(output_encoding="16UC1", output_resolution="network", max_depth=limit)
-    stamp = harness.send()
-    depth = harness.wait_for(harness.depth, stamp)
-    info = harness.wait_for(harness.info, stamp)
-    points = harness.wait_for(harness.points, stamp)
+    stamp = rig.send()
+    depth = rig.wait_for("depth", stamp)
+    info = rig.wait_for("info", stamp)
+    points = rig.wait_for("points", stamp)
 
     width, height = NETWORK
     assert (depth.encoding, depth.width, depth.height) == ("16UC1", width, height)
@@ -389,11 +318,11 @@ def test_millimetres_network_resolution_and_depth_limits(
     np.testing.assert_allclose(millimetres[~np.isnan(z)], 1000 * z[~np.isnan(z)], atol=0.5)
 
 
-def test_disparity_image(harness: Harness, parameters: Callable[..., None]) -> None:
+def test_disparity_image(rig: NodeRig, parameters: Callable[..., None]) -> None:
     parameters(publish_disparity=True, min_depth=0.5)
-    stamp = harness.send()
-    disparity = harness.wait_for(harness.disparity, stamp)
-    metres = _depth(harness.wait_for(harness.depth, stamp))
+    stamp = rig.send()
+    disparity = rig.wait_for("disparity", stamp)
+    metres = rig.depth_for(stamp)
 
     assert disparity.image.encoding == "32FC1"
     assert disparity.image.header.frame_id == FRAME
@@ -454,26 +383,26 @@ def _bad_pairs() -> dict[str, dict[str, Any]]:
 
 @pytest.mark.parametrize("case", list(_bad_pairs()))
 def test_bad_messages_are_skipped_and_counted(
-    stereo: DepthNode, harness: Harness, case: str
+    stereo: DepthNode, rig: NodeRig, case: str
 ) -> None:
-    drops = _drops(stereo, "bad input")
-    bad = harness.send(**_bad_pairs()[case])
-    counted = spin_until(harness.executor, lambda: _drops(stereo, "bad input") > drops, WAIT_S)
+    before = drops(stereo, "bad input")
+    bad = rig.send(**_bad_pairs()[case])
+    counted = rig.spin(lambda: drops(stereo, "bad input") > before)
     assert counted, f"the {case} pair was not counted as a bad input"
-    good = harness.send()
-    depth = harness.wait_for(harness.depth, good)
+    good = rig.send()
+    depth = rig.wait_for("depth", good)
     assert np.isfinite(_depth(depth)).any()
-    assert all(msg.header.stamp != bad for msg in harness.depth.messages)
-    assert _drops(stereo, "bad input") == drops + 1
+    assert all(msg.header.stamp != bad for msg in rig.messages("depth"))
+    assert drops(stereo, "bad input") == before + 1
 
 
-def test_newest_pair_wins_when_inference_is_slower(stereo: DepthNode, harness: Harness) -> None:
+def test_newest_pair_wins_when_inference_is_slower(stereo: DepthNode, rig: NodeRig) -> None:
     """A burst of pre-built pairs, far faster than inference: the node drops the pairs it had
     no time for, counts them in /diagnostics, and still answers the newest."""
     burst = 30
     messages = []
     for _ in range(burst):
-        stamp = _next_stamp()
+        stamp = next_stamp()
         header = Header(stamp=stamp, frame_id=FRAME)
         images = {
             side: array_to_image(pattern(CAMERA, 4 * (side == "right")), "rgb8", header)
@@ -484,41 +413,37 @@ def test_newest_pair_wins_when_inference_is_slower(stereo: DepthNode, harness: H
             for side in ("left", "right")
         }
         messages.append((stamp, images, infos))
-    busy = _drops(stereo, "busy")
-    publisher = harness.camera_node
+    busy = drops(stereo, "busy")
+    publisher = rig.driver
     for _, images, infos in messages:
         for side in ("left", "right"):
             publisher.image_publishers[side].publish(images[side])
             publisher.info_publishers[side].publish(infos[side])
     last = messages[-1][0]
-    harness.wait_for(harness.depth, last)
-    stamps = {msg.header.stamp.sec for msg in harness.depth.messages}
+    rig.wait_for("depth", last)
+    stamps = {msg.header.stamp.sec for msg in rig.messages("depth")}
     answered = sum(stamp.sec in stamps for stamp, _, _ in messages)
     assert answered < burst
-    assert _drops(stereo, "busy") > busy
+    assert drops(stereo, "busy") > busy
 
     def reported() -> bool:
-        return any(
-            status.name == stereo.diagnostics.name
-            and any(kv.key == "drops: busy" and int(kv.value) > busy for kv in status.values)
-            for msg in harness.diagnostics.messages
-            for status in msg.status
-        )
+        return rig.reported(stereo.diagnostics.name,
+                            lambda values: int(values.get("drops: busy", 0)) > busy)
 
-    assert spin_until(harness.executor, reported, WAIT_S), "/diagnostics did not report the drops"
+    assert rig.spin(reported), "/diagnostics did not report the drops"
 
 
-def _change_state(harness: Harness, client: Any, transition: int) -> bool:
-    if not spin_until(harness.executor, client.service_is_ready, WAIT_S):
+def _change_state(rig: NodeRig, client: Any, transition: int) -> bool:
+    if not rig.spin(client.service_is_ready):
         pytest.fail(f"{client.srv_name} is not available")
     future = client.call_async(ChangeState.Request(transition=Transition(id=transition)))
-    if not spin_until(harness.executor, future.done, WAIT_S):
+    if not rig.spin(future.done):
         pytest.fail(f"{client.srv_name} did not answer transition {transition}")
     return bool(future.result().success)
 
 
-def _camera_subscriptions(harness: Harness) -> int:
-    return harness.camera_node.image_publishers["left"].get_subscription_count()
+def _camera_subscriptions(rig: NodeRig) -> int:
+    return rig.driver.image_publishers["left"].get_subscription_count()
 
 
 def test_lifecycle_transitions_and_lazy_subscription(artifacts: dict[str, str]) -> None:
@@ -526,34 +451,31 @@ def test_lifecycle_transitions_and_lazy_subscription(artifacts: dict[str, str]) 
     an output is listened to), deactivate unsubscribes, cleanup releases the model."""
     node = _depth_node(artifacts["cnd_stereo"], autostart=False, namespace="lifecycle")
     spinning = Spinning(node)
-    harness = Harness("lifecycle")
-    change = harness.node.create_client(ChangeState, "depth_node/change_state")
+    rig = _rig("lifecycle")
+    change = rig.listener.create_client(ChangeState, "depth_node/change_state")
     try:
         assert node.backend is None
-        assert _change_state(harness, change, Transition.TRANSITION_CONFIGURE)
+        assert _change_state(rig, change, Transition.TRANSITION_CONFIGURE)
         assert node.backend is not None
-        assert not spin_until(harness.executor, lambda: _camera_subscriptions(harness) > 0, 0.5)
+        assert not rig.spin(lambda: _camera_subscriptions(rig) > 0, 0.5)
 
-        assert _change_state(harness, change, Transition.TRANSITION_ACTIVATE)
-        harness.wait_connected()
-        harness.wait_for(harness.depth, harness.send())
+        assert _change_state(rig, change, Transition.TRANSITION_ACTIVATE)
+        rig.wait_connected()
+        rig.wait_for("depth", rig.send())
 
-        outputs = [harness.depth, harness.info, harness.points, harness.colored, harness.disparity,
-                   harness.confidence]
-        for inbox in outputs:
-            harness.node.destroy_subscription(inbox.subscription)
-        assert spin_until(harness.executor, lambda: _camera_subscriptions(harness) == 0, WAIT_S)
-        harness.points = Inbox(harness.node, PointCloud2, "points", QoSProfile(depth=10))
-        harness.wait_connected()
-        harness.wait_for(harness.points, harness.send())
+        rig.unsubscribe("depth", "info", "points", "colored", "disparity", "confidence")
+        assert rig.spin(lambda: _camera_subscriptions(rig) == 0)
+        rig.subscribe("points")
+        rig.wait_connected()
+        rig.wait_for("points", rig.send())
 
-        assert _change_state(harness, change, Transition.TRANSITION_DEACTIVATE)
-        assert spin_until(harness.executor, lambda: _camera_subscriptions(harness) == 0, WAIT_S)
-        assert _change_state(harness, change, Transition.TRANSITION_CLEANUP)
+        assert _change_state(rig, change, Transition.TRANSITION_DEACTIVATE)
+        assert rig.spin(lambda: _camera_subscriptions(rig) == 0)
+        assert _change_state(rig, change, Transition.TRANSITION_CLEANUP)
         assert node.backend is None
-        assert _change_state(harness, change, Transition.TRANSITION_UNCONFIGURED_SHUTDOWN)
+        assert _change_state(rig, change, Transition.TRANSITION_UNCONFIGURED_SHUTDOWN)
     finally:
-        harness.close()
+        rig.close()
         spinning.close()
 
 
@@ -567,12 +489,12 @@ def test_a_lost_matched_event_only_delays_the_camera_subscriptions(
     assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
     assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     spinning = Spinning(node)
-    harness = Harness("lost_event")
+    rig = _rig("lost_event")
     try:
-        harness.wait_connected()
-        harness.wait_for(harness.depth, harness.send())
+        rig.wait_connected()
+        rig.wait_for("depth", rig.send())
     finally:
-        harness.close()
+        rig.close()
         spinning.close()
 
 
@@ -598,28 +520,26 @@ def test_configure_fails_on_an_unusable_model(
 
 def test_mono_mode(artifacts: dict[str, str]) -> None:
     spinning = Spinning(_depth_node(artifacts["cnd_mono"], mode="mono", namespace="mono"))
-    harness = Harness("mono", mono=True)
+    rig = _rig("mono", mono=True)
     try:
-        harness.wait_connected()
-        assert harness.node.count_subscribers("right/image_rect") == 0
-        stamp = harness.send()
-        depth = harness.wait_for(harness.depth, stamp)
-        points = harness.wait_for(harness.points, stamp)
+        rig.wait_connected()
+        assert rig.listener.count_subscribers("right/image_rect") == 0
+        stamp = rig.send()
+        depth = rig.wait_for("depth", stamp)
+        points = rig.wait_for("points", stamp)
         assert (depth.header.frame_id, depth.width, depth.height) == (FRAME, CAMERA.width,
                                                                       CAMERA.height)
         np.testing.assert_array_equal(pointcloud2_to_xyz(points)[..., 2], _depth(depth))
 
         # Mono depth is focal-normalised: twice the focal length, twice the depth.
         longer = replace(CAMERA, fx=2 * CAMERA.fx, fy=2 * CAMERA.fy)
-        doubled = harness.wait_for(
-            harness.depth, harness.send(left_info=camera_info_for(longer, depth.header))
-        )
+        doubled = rig.wait_for("depth", rig.send(left_info=camera_info_for(longer, depth.header)))
         np.testing.assert_allclose(_depth(doubled), 2 * _depth(depth), rtol=1e-6)
 
         result = spinning.node.set_parameters([Parameter("publish_disparity", value=True)])[0]
         assert not result.successful and "baseline" in result.reason
     finally:
-        harness.close()
+        rig.close()
         spinning.close()
 
 
@@ -630,17 +550,17 @@ def test_compressed_camera_images(artifacts: dict[str, str]) -> None:
     skipped and counted while the next pair is answered."""
     spinning = Spinning(_depth_node(artifacts["cnd_stereo"], namespace="compressed",
                                     image_transport="compressed", max_depth=10000.0))
-    png, jpeg = Harness("compressed", compression="png"), Harness("compressed", compression="jpeg")
+    png, jpeg = _rig("compressed", compression="png"), _rig("compressed", compression="jpeg")
     node = spinning.node
     try:
         png.wait_connected()
-        assert png.node.count_subscribers("left/image_rect") == 0
-        depth = _depth(png.wait_for(png.depth, png.send()))
+        assert png.listener.count_subscribers("left/image_rect") == 0
+        depth = png.depth_for(png.send())
         assert node.backend is not None
         expected = node.backend.infer(pattern(CAMERA), pattern(CAMERA, 4), camera=CAMERA)
         np.testing.assert_array_equal(depth, expected)
 
-        depth = jpeg.wait_for(jpeg.depth, jpeg.send())
+        depth = jpeg.wait_for("depth", jpeg.send())
         assert (depth.width, depth.height, depth.header.frame_id) == (CAMERA.width,
                                                                       CAMERA.height, FRAME)
         small = cv2.imencode(".png", np.zeros((10, 10, 3), np.uint8))[1].tobytes()
@@ -650,14 +570,13 @@ def test_compressed_camera_images(artifacts: dict[str, str]) -> None:
             "wrong size": CompressedImage(data=small, format="rgb8; png compressed bgr8"),
         }
         for case, message in broken.items():
-            drops = _drops(node, "bad input")
+            before = drops(node, "bad input")
             bad = png.send(left=message)
-            counted = spin_until(png.executor, lambda d=drops: _drops(node, "bad input") > d,
-                                 WAIT_S)
+            counted = png.spin(lambda d=before: drops(node, "bad input") > d)
             assert counted, f"the {case} message was not counted as a bad input"
             good = png.send()
-            png.wait_for(png.depth, good)
-            assert all(msg.header.stamp != bad for msg in png.depth.messages)
+            png.wait_for("depth", good)
+            assert all(msg.header.stamp != bad for msg in png.messages("depth"))
     finally:
         png.close()
         jpeg.close()
@@ -674,14 +593,9 @@ def test_node_process_logs_bad_input_and_stops_on_sigint(
 ) -> None:
     log = tmp_path / "depth_node.log"
     node = _node_process(artifacts["cnd_stereo"], log)
-    harness = Harness("process")
+    rig = _rig("process")
     try:
-        if not node.start_discovered(
-            lambda seconds: spin_until(harness.executor, harness.camera_node.subscribers_ready,
-                                       seconds),
-            120.0,
-        ):
-            pytest.fail(f"depth_node did not subscribe:\n{log.read_text()}")
+        rig.start(node)
 
         def logged() -> bool:
             return "'yuv422'" in log.read_text()
@@ -690,23 +604,23 @@ def test_node_process_logs_bad_input_and_stops_on_sigint(
         # pair is sent again each second until the node reports it.
         bad = []
         for _ in range(int(WAIT_S)):
-            bad.append(harness.send(**_bad_pairs()["unsupported encoding"]))
-            if spin_until(harness.executor, logged, 1.0):
+            bad.append(rig.send(**_bad_pairs()["unsupported encoding"]))
+            if rig.spin(logged, 1.0):
                 break
         assert logged(), "the unsupported encoding was not logged"
         assert "skipping input" in log.read_text()
-        harness.wait_for(harness.depth, harness.send())
-        assert all(msg.header.stamp not in bad for msg in harness.depth.messages)
+        rig.wait_for("depth", rig.send())
+        assert all(msg.header.stamp not in bad for msg in rig.messages("depth"))
 
         # SIGUSR1 writes every thread's stack into the log, and the node goes on.
         assert node.process is not None
         node.process.send_signal(signal.SIGUSR1)
-        assert spin_until(harness.executor, lambda: "_work" in log.read_text(), WAIT_S)
+        assert rig.spin(lambda: "_work" in log.read_text())
         assert "most recent call first" in log.read_text()
-        harness.wait_for(harness.depth, harness.send())
+        rig.wait_for("depth", rig.send())
         assert node.stop(WAIT_S) == 0
     finally:
-        harness.close()
+        rig.close()
         node.stop(WAIT_S)
 
 

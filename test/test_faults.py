@@ -23,21 +23,15 @@ import pytest
 from builtin_interfaces.msg import Time
 from fixtures.artifacts import SMALL, make_artifact
 from fixtures.node_process import DepthNodeProcess
-from fixtures.ros import Inbox, rclpy_init_fixture, spin_until  # noqa: F401
-from fixtures.stereo_publisher import StereoFixturePublisher, pattern
-from rclpy.executors import SingleThreadedExecutor
+from fixtures.node_rig import NodeRig, depth_node, drops, status_values
+from fixtures.ros import rclpy_init_fixture  # noqa: F401
+from fixtures.stereo_publisher import pattern
 from rclpy.lifecycle import TransitionCallbackReturn as Result
-from rclpy.node import Node
-from rclpy.parameter import Parameter
-from rclpy.qos import QoSProfile
-from sensor_msgs.msg import Image
 
 from cnd_depth_ros.camera import PinholeCamera
 from cnd_depth_ros.errors import BackendError
 from cnd_depth_ros.inference.export import export_onnx
-from cnd_depth_ros.messages.image import image_to_array
 from cnd_depth_ros.models.artifact import artifact_paths
-from cnd_depth_ros.ros.depth_node import DepthNode
 
 pytestmark = pytest.mark.ros
 
@@ -45,63 +39,33 @@ CAMERA = PinholeCamera(width=96, height=64, fx=80.0, fy=80.0, cx=47.5, cy=31.5, 
 WAIT_S = 20.0
 
 
-class Rig:
+class Rig(NodeRig):
     """depth_node, a camera driver and a depth listener in one executor spun by the test, so
     lifecycle transitions can be triggered between spins without racing the executor."""
 
     def __init__(self, artifact: Path, namespace: str, **parameters: Any) -> None:
-        overrides = {"model_path": str(artifact), "backend": "torch", "threads": 1,
-                     "diagnostic_updater.period": 0.2, **parameters}
-        self.executor = SingleThreadedExecutor()
-        self.node = DepthNode(
-            namespace=namespace,
-            parameter_overrides=[Parameter(name, value=value) for name, value in
-                                 overrides.items()],
-        )
-        self.namespace = namespace
-        self.camera = self._camera()
-        self.listener = Node("listener", namespace=namespace)
-        self.depth = Inbox(self.listener, Image, "depth/image", QoSProfile(depth=20))
-        for node in (self.node, self.camera, self.listener):
-            self.executor.add_node(node)
-        self._stamps = iter(range(1, 10**6))
+        super().__init__(CAMERA, namespace, outputs=("depth",), wait_s=WAIT_S)
+        self.node = depth_node(str(artifact), namespace,
+                               **{"diagnostic_updater.period": 0.2, **parameters})
+        self.add(self.node)
 
-    def _camera(self) -> StereoFixturePublisher:
-        return StereoFixturePublisher(CAMERA, namespace=self.namespace, node_name="camera")
-
-    def restart_camera(self) -> None:
-        """The camera driver process dies and a new one starts on the same topics."""
-        self.executor.remove_node(self.camera)
-        self.camera.destroy_node()
-        self.camera = self._camera()
-        self.executor.add_node(self.camera)
-
-    def send(self) -> Time:
-        if not spin_until(self.executor, self.camera.subscribers_ready, WAIT_S):
-            pytest.fail("depth_node did not subscribe to the camera")
-        return self.camera.publish_pair(Time(sec=next(self._stamps)))
-
-    def answer(self, stamp: Time) -> Image | None:
-        return next((m for m in self.depth.messages if m.header.stamp == stamp), None)
+    def send(self, stamp: Time | None = None, **pair: Any) -> Time:
+        """A pair, once the node listens to the camera."""
+        self.wait_connected()
+        return super().send(stamp, **pair)
 
     def depth_for_next_pair(self) -> np.ndarray:
         """Send a pair and return its depth; fails the test when none comes in time."""
-        stamp = self.send()
-        if not spin_until(self.executor, lambda: self.answer(stamp) is not None, WAIT_S):
-            pytest.fail(f"no depth for the pair stamped {stamp}")
-        msg = self.answer(stamp)
-        assert msg is not None
-        return np.array(image_to_array(msg))
+        return self.depth_for(self.send())
 
     def failing_pair(self) -> None:
         """Send a pair, wait until the node counts its inference error; it has no depth."""
-        errors = self.drops("inference error")
+        errors = drops(self.node, "inference error")
         stamp = self.send()
-        counted = spin_until(self.executor, lambda: self.drops("inference error") > errors,
-                             WAIT_S)
+        counted = self.spin(lambda: drops(self.node, "inference error") > errors)
         assert counted, "the failed inference was not counted"
-        spin_until(self.executor, lambda: False, 0.2)  # a depth image would have arrived by now
-        assert self.answer(stamp) is None
+        self.spin(lambda: False, 0.2)  # a depth image would have arrived by now
+        assert self.answer("depth", stamp) is None
 
     def transition(self, *names: str) -> Result:
         """Trigger lifecycle transitions in order; the last one's result."""
@@ -109,16 +73,6 @@ class Rig:
         for name in names:
             result = getattr(self.node, f"trigger_{name}")()
         return result
-
-    def drops(self, reason: str) -> int:
-        values = {kv.key: kv.value for kv in self.node.diagnostics.status().values}
-        return int(values.get(f"drops: {reason}", 0))
-
-    def close(self) -> None:
-        for node in (self.node, self.camera, self.listener):
-            self.executor.remove_node(node)
-            node.destroy_node()
-        self.executor.shutdown(timeout_sec=1.0)
 
 
 @pytest.fixture(scope="module")
@@ -201,12 +155,12 @@ def test_failing_backend_falls_back(rig: Rig, capfd: pytest.CaptureFixture[str])
     _fail_like_a_gpu(rig)
 
     rig.failing_pair()
-    assert rig.drops("inference error") == 1
+    assert drops(rig.node, "inference error") == 1
     err = capfd.readouterr().err
     assert "switched to the fallback backend 'torch'" in err, err
     recovered = rig.depth_for_next_pair()
     np.testing.assert_array_equal(recovered, reference)
-    info = {kv.key: kv.value for kv in rig.node.diagnostics.status().values}
+    info = status_values(rig.node.diagnostics.status())
     assert info["backend"] == "torch" and rig.node.fallback is None
     assert "illegal memory access" in info["fell back from"]
 
@@ -216,7 +170,7 @@ def test_failing_backend_without_fallback_keeps_the_node_up(rig: Rig) -> None:
     _fail_like_a_gpu(rig)
     for _ in range(3):
         rig.failing_pair()
-    assert rig.drops("inference error") == 3
+    assert drops(rig.node, "inference error") == 3
     assert rig.node.backend is not None and rig.node.backend.name == "torch"
 
 
@@ -226,12 +180,8 @@ def test_fallback_that_cannot_load_fails_configure(
     """A fallback is loaded at configure: one that cannot run the model (the torch backend and an
     ONNX file) is reported at start-up, not when the GPU fails."""
     onnx = export_onnx(models, tmp_path / "model.onnx")
-    node = DepthNode(
-        namespace="faults_bad_fallback",
-        parameter_overrides=[Parameter("model_path", value=str(onnx)),
-                             Parameter("backend", value="onnxruntime"),
-                             Parameter("fallback_backend", value="torch")],
-    )
+    node = depth_node(str(onnx), "faults_bad_fallback", backend="onnxruntime",
+                      fallback_backend="torch")
     try:
         assert node._state_machine.current_state[1] == "unconfigured"
         assert node.backend is None and node.fallback is None
@@ -250,34 +200,26 @@ def test_shutdown_during_inference(
     artifact = make_artifact(tmp_path, "cnd_stereo", width=320, height=240, **SMALL)
     log = tmp_path / "depth_node.log"
     namespace = f"shutdown_{signum.name.lower()}"
-    depth_node = DepthNodeProcess(
+    node = DepthNodeProcess(
         log, namespace, {"model_path": str(artifact), "backend": "torch", "threads": "1"}
     )
-    executor = SingleThreadedExecutor()
-    camera = StereoFixturePublisher(CAMERA, namespace=namespace, node_name="camera")
-    listener = Node("listener", namespace=namespace)
-    depth = Inbox(listener, Image, "depth/image", QoSProfile(depth=20))
-    for node in (camera, listener):
-        executor.add_node(node)
+    rig = NodeRig(CAMERA, namespace, outputs=("depth",), wait_s=WAIT_S)
     stop = threading.Event()
     try:
-        if not depth_node.start_discovered(
-            lambda seconds: spin_until(executor, camera.subscribers_ready, seconds), 120.0
-        ):
-            pytest.fail(f"depth_node did not subscribe:\n{log.read_text()}")
-        process = depth_node.process
+        rig.start(node)
+        process = node.process
         assert process is not None
 
         left, right = pattern(CAMERA), pattern(CAMERA, 4)
 
         def stream() -> None:
             while not stop.is_set():
-                camera.publish_pair(left=left, right=right)
+                rig.driver.publish_pair(left=left, right=right)
                 time.sleep(0.01)
 
         streamer = threading.Thread(target=stream, daemon=True)
         streamer.start()
-        depth.wait_for(executor, 2, WAIT_S)  # inference is running
+        rig.inboxes["depth"].wait_for(rig.executor, 2, WAIT_S)  # inference is running
         process.send_signal(signum)
         try:
             code = process.wait(timeout=WAIT_S)
@@ -291,10 +233,7 @@ def test_shutdown_during_inference(
         assert "Traceback" not in log.read_text(), log.read_text()
     finally:
         stop.set()
-        for node in (camera, listener):
-            executor.remove_node(node)
-            node.destroy_node()
-        executor.shutdown(timeout_sec=1.0)
-        if depth_node.process is not None and depth_node.process.poll() is None:
-            depth_node.process.kill()
-            depth_node.process.wait(timeout=WAIT_S)
+        rig.close()
+        if node.process is not None and node.process.poll() is None:
+            node.process.kill()
+            node.process.wait(timeout=WAIT_S)

@@ -32,14 +32,11 @@ import cv2
 import numpy as np
 import pytest
 from builtin_interfaces.msg import Time
-from diagnostic_msgs.msg import DiagnosticArray
 from fixtures.artifacts import SMALL, make_artifact
 from fixtures.node_process import DepthNodeProcess
-from fixtures.ros import Inbox, rclpy_init_fixture, spin_until  # noqa: F401
-from fixtures.stereo_publisher import StereoFixturePublisher, pattern
-from rclpy.executors import SingleThreadedExecutor
-from rclpy.node import Node
-from rclpy.qos import QoSProfile
+from fixtures.node_rig import NodeRig, status_values
+from fixtures.ros import rclpy_init_fixture  # noqa: F401
+from fixtures.stereo_publisher import pattern
 from sensor_msgs.msg import CameraInfo, Image, RegionOfInterest
 from std_msgs.msg import Header
 
@@ -208,40 +205,6 @@ def _padded(image: Image, extra: int) -> Image:
     return msg
 
 
-class _Camera:
-    """The fuzzing driver and the listener, spun by the test thread."""
-
-    def __init__(self) -> None:
-        self.executor = SingleThreadedExecutor()
-        self.publisher = StereoFixturePublisher(CAMERA, frame_id=FRAME, namespace=NAMESPACE,
-                                                node_name="fuzzer")
-        self.node = Node("fuzz_listener", namespace=NAMESPACE)
-        self.depth = Inbox(self.node, Image, "depth/image", QoSProfile(depth=50))
-        self.diagnostics = Inbox(self.node, DiagnosticArray, "/diagnostics", QoSProfile(depth=50))
-        for node in (self.publisher, self.node):
-            self.executor.add_node(node)
-
-    def spin(self, condition: Callable[[], bool], timeout_s: float = WAIT_S) -> bool:
-        return spin_until(self.executor, condition, timeout_s)
-
-    def depth_count(self, stamp: Time) -> int:
-        return sum(msg.header.stamp == stamp for msg in self.depth.messages)
-
-    def status(self) -> dict[str, str]:
-        """The node's latest /diagnostics values."""
-        for msg in reversed(self.diagnostics.messages):
-            for status in msg.status:
-                if status.name.endswith("depth_node: depth"):
-                    return {kv.key: kv.value for kv in status.values}
-        return {}
-
-    def close(self) -> None:
-        for node in (self.publisher, self.node):
-            self.executor.remove_node(node)
-            node.destroy_node()
-        self.executor.shutdown(timeout_sec=1.0)
-
-
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_artifact(tmp_path_factory.mktemp("fuzz"), "cnd_stereo", **SMALL)
@@ -271,12 +234,18 @@ def test_fuzzed_inputs_never_stop_the_node(depth_node: DepthNodeProcess, artifac
     log = depth_node.log
     reference = PlannedBackend("torch", artifact, threads=1, camera=CAMERA)  # as the node plans
     rng = random.Random(SEED)
-    camera = _Camera()
+    rig = NodeRig(CAMERA, NAMESPACE, outputs=("depth", "diagnostics"), wait_s=WAIT_S,
+                  frame_id=FRAME, node_name="fuzzer")
+
+    def depth_count(stamp: Time) -> int:
+        return sum(msg.header.stamp == stamp for msg in rig.messages("depth"))
+
+    def node_status() -> dict[str, str]:
+        """The node's latest /diagnostics values."""
+        return status_values(rig.status(f"{NAMESPACE}/depth_node: depth"))
+
     try:
-        if not depth_node.start_discovered(
-            lambda seconds: camera.spin(camera.publisher.subscribers_ready, seconds), START_S
-        ):
-            pytest.fail(f"depth_node did not subscribe:\n{log.read_text()}")
+        rig.start(depth_node, START_S)
         process = depth_node.process
         assert process is not None
         started = time.monotonic()
@@ -290,13 +259,13 @@ def test_fuzzed_inputs_never_stop_the_node(depth_node: DepthNodeProcess, artifac
 
         def check_pair(round_: int, pair_stamp: Time, pair: dict[str, Image]) -> None:
             """Send a valid pair, wait for its depth, compare with the reference."""
-            answered = camera.depth_count(pair_stamp)
-            camera.publisher.publish_pair(pair_stamp, **pair)
-            if not camera.spin(lambda: camera.depth_count(pair_stamp) > answered):
+            answered = depth_count(pair_stamp)
+            rig.driver.publish_pair(pair_stamp, **pair)
+            if not rig.spin(lambda: depth_count(pair_stamp) > answered):
                 pytest.fail(f"round {round_}: no depth for the valid pair {pair_stamp}; node "
                             f"{'running' if process.poll() is None else 'exited'}:\n"
                             f"{log.read_text()[-3000:]}")
-            depth = [m for m in camera.depth.messages if m.header.stamp == pair_stamp][-1]
+            depth = [m for m in rig.messages("depth") if m.header.stamp == pair_stamp][-1]
             got = np.frombuffer(bytes(depth.data), np.float32).reshape(depth.height, depth.width)
             expected = reference.infer(image_to_rgb(pair["left"]), image_to_rgb(pair["right"]),
                                        camera=CAMERA)
@@ -306,15 +275,15 @@ def test_fuzzed_inputs_never_stop_the_node(depth_node: DepthNodeProcess, artifac
         for round_ in range(ROUNDS):
             for _ in range(rng.randrange(4, 9)):
                 if rng.random() < 0.15:  # unpaired: one message the synchroniser can never match
-                    topic = rng.choice(list(camera.publisher.image_publishers))
+                    topic = rng.choice(list(rig.driver.image_publishers))
                     msg = _image(pattern(CAMERA))
                     msg.header = Header(stamp=stamp(), frame_id=FRAME)
-                    camera.publisher.image_publishers[topic].publish(msg)
+                    rig.driver.image_publishers[topic].publish(msg)
                     continue
                 broken = rng.choice(BROKEN)(rng)
                 sent_broken[broken.logged] += 1
-                camera.publisher.publish_pair(stamp(), **broken.pair)
-                camera.spin(lambda: False, 0.005)  # a camera's pace, not a flood
+                rig.driver.publish_pair(stamp(), **broken.pair)
+                rig.spin(lambda: False, 0.005)  # a camera's pace, not a flood
 
             kind = rng.choice(["valid"] * 5 + ["future", "backwards", "repeated"])
             pair_stamp = stamp()
@@ -335,16 +304,16 @@ def test_fuzzed_inputs_never_stop_the_node(depth_node: DepthNodeProcess, artifac
         total_broken = sum(sent_broken.values())
 
         def all_counted() -> bool:
-            status = camera.status()
+            status = node_status()
             return int(status.get("drops (total)", -1)) >= total_broken
 
-        assert camera.spin(all_counted), f"diagnostics {camera.status()}, sent {total_broken}"
+        assert rig.spin(all_counted), f"diagnostics {node_status()}, sent {total_broken}"
         assert process.poll() is None, "depth_node exited"
     finally:
-        camera.close()
+        rig.close()
         reference.close()
 
-    status = camera.status()
+    status = node_status()
     assert int(status["drops (total)"]) == total_broken, status
     assert int(status.get("drops: bad input", 0)) + int(status.get("drops: busy", 0)) \
         == total_broken, status

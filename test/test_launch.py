@@ -23,12 +23,13 @@ from typing import Any
 
 import pytest
 import yaml
-from fixtures.ros import rclpy_init_fixture, spin_until  # noqa: F401
-from fixtures.stereo_publisher import StereoFixturePublisher
+from fixtures.node_rig import NodeRig
+from fixtures.ros import rclpy_init_fixture  # noqa: F401
 from rclpy.parameter_client import AsyncParameterClient
-from test_depth_node import CAMERA, FRAME, WAIT_S, Harness, save_tiny_artifact
+from test_depth_node import CAMERA, FRAME, WAIT_S, save_tiny_artifact
 
-from cnd_depth_ros.ros.depth_node import _CHOICES, PARAMETERS, DepthNode
+from cnd_depth_ros.ros.depth_node import DepthNode
+from cnd_depth_ros.ros.parameters import CHOICES, PARAMETERS
 
 pytestmark = pytest.mark.ros
 
@@ -73,7 +74,7 @@ def test_launch_arguments_and_environment() -> None:
         "right_namespace", "params_file", "use_sim_time", "log_level", "respawn",
         "respawn_delay", "use_rviz", "rviz_fixed_frame", "fastdds_transports",
     }
-    assert set(arguments["image_transport"][2]) == {"", *_CHOICES["image_transport"]}
+    assert set(arguments["image_transport"][2]) == {"", *CHOICES["image_transport"]}
     for name, (default, description, choices) in arguments.items():
         assert description.strip(), f"launch argument {name} has no description"
         assert choices is None or default in choices
@@ -257,33 +258,27 @@ def test_ros2_launch_through_dds(tmp_path: Path) -> None:
     env = {**os.environ, "RCUTILS_LOGGING_BUFFERED_STREAM": "0"}
     with log.open("wb") as stream:
         launch = subprocess.Popen(command, stdout=stream, stderr=subprocess.STDOUT, env=env)
-    harness = Harness("launched")
-    # The fixture camera publishes left/... in its namespace: move the left camera to where the
-    # launch arguments say it is.
-    harness.executor.remove_node(harness.camera_node)
-    harness.camera_node.destroy_node()
-    harness.camera_node = StereoFixturePublisher(
-        CAMERA, frame_id=FRAME, namespace="launched", node_name="remapped_camera",
-        prefixes={"left": "/launched/cameras/left"},
-    )
-    harness.executor.add_node(harness.camera_node)
+    # The left camera publishes where the launch arguments say it is, not left/... in the
+    # namespace.
+    rig = NodeRig(CAMERA, "launched", wait_s=WAIT_S, frame_id=FRAME,
+                  node_name="remapped_camera", prefixes={"left": "/launched/cameras/left"})
     second = None
     try:
-        subscribed = spin_until(harness.executor, harness.camera_node.subscribers_ready, 90.0)
+        subscribed = rig.connected(90.0)
         if not subscribed and b"]: active" in log.read_bytes():  # active but not discovered
             os.kill(_depth_node_pid(launch, WAIT_S), signal.SIGKILL)  # decision 17: respawned
-            subscribed = spin_until(harness.executor, harness.camera_node.subscribers_ready, 90.0)
+            subscribed = rig.connected(90.0)
         assert subscribed, (
             f"depth_node did not subscribe to the remapped cameras:\n{log.read_text()}"
         )
-        depth = harness.wait_for(harness.depth, harness.send(), timeout_s=60.0)
+        depth = rig.wait_for("depth", rig.send(), timeout_s=60.0)
         assert (depth.encoding, depth.header.frame_id) == ("32FC1", FRAME)
-        assert spin_until(harness.executor, lambda: b"took (ms)" in log.read_bytes(), WAIT_S), (
+        assert rig.spin(lambda: b"took (ms)" in log.read_bytes()), (
             "log_level:=debug did not reach the node"
         )
-        client = AsyncParameterClient(harness.node, "/launched/depth_node")
+        client = AsyncParameterClient(rig.listener, "/launched/depth_node")
         future = client.get_parameters(["use_sim_time", "backend"])
-        assert spin_until(harness.executor, future.done, WAIT_S)
+        assert rig.spin(future.done)
         values = [value for value in future.result().values]
         assert (values[0].bool_value, values[1].string_value) == (True, "torch")
 
@@ -294,12 +289,12 @@ def test_ros2_launch_through_dds(tmp_path: Path) -> None:
             killed = second
             os.kill(killed, signal.SIGKILL)
             second = _depth_node_pid(launch, 60.0, exclude=killed)
-            if spin_until(harness.executor, lambda: _published_after_respawn(harness), 40.0):
+            if rig.spin(lambda: _published_after_respawn(rig), 40.0):
                 break
         else:
             pytest.fail(f"no depth after {1 + STALL_KILLS} respawns:\n{log.read_text()}")
     finally:
-        harness.close()
+        rig.close()
         launch.send_signal(signal.SIGINT)
         try:
             code = launch.wait(timeout=30.0)
@@ -311,11 +306,7 @@ def test_ros2_launch_through_dds(tmp_path: Path) -> None:
     assert second is None or not Path(f"/proc/{second}").exists(), "depth_node outlived launch"
 
 
-def _published_after_respawn(harness: Harness) -> bool:
+def _published_after_respawn(rig: NodeRig) -> bool:
     """Send a pair; whether depth for it came back (spins briefly)."""
-    stamp = harness.send()
-    return spin_until(
-        harness.executor,
-        lambda: any(msg.header.stamp == stamp for msg in harness.depth.messages),
-        2.0,
-    )
+    stamp = rig.send()
+    return rig.spin(lambda: rig.answer("depth", stamp) is not None, 2.0)

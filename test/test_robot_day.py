@@ -20,10 +20,10 @@ import rclpy
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticStatus
 from fixtures.node_process import DepthNodeProcess
-from fixtures.ros import spin_until
+from fixtures.node_rig import NodeRig, status_values
 from rclpy.qos import QoSProfile
 from rosgraph_msgs.msg import Clock
-from test_depth_node import CAMERA, WAIT_S, Harness, save_tiny_artifact
+from test_depth_node import CAMERA, WAIT_S, save_tiny_artifact
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -43,7 +43,7 @@ def _seconds(stamp: Time) -> float:
 
 @dataclass
 class Robot:
-    harness: Harness
+    rig: NodeRig
     node: DepthNodeProcess
     clock: Any
 
@@ -52,29 +52,24 @@ class Robot:
         camera a little late)."""
         self.clock.publish(Clock(clock=_time(seconds)))
         stamp = _time(seconds)
-        self.harness.camera_node.publish_pair(stamp, right_stamp=_time(seconds + RIGHT_LAG_S),
-                                              **pair)
-        spin_until(self.harness.executor, lambda: False, 0.05)  # about 20 Hz
+        self.rig.send(stamp, right_stamp=_time(seconds + RIGHT_LAG_S), **pair)
+        self.rig.spin(lambda: False, 0.05)  # about 20 Hz
         return stamp
 
     def depth_after(self, count: int, condition: Any, timeout_s: float = WAIT_S) -> Any:
         """The first depth image past the first ``count`` that satisfies ``condition``."""
 
         def found() -> Any:
-            return next((m for m in self.harness.depth.messages[count:] if condition(m)), None)
+            return next((m for m in self.rig.messages("depth")[count:] if condition(m)), None)
 
-        if not spin_until(self.harness.executor, lambda: found() is not None, timeout_s):
+        if not self.rig.spin(lambda: found() is not None, timeout_s):
             pytest.fail(f"no such depth image within {timeout_s} s; node log:\n"
                         f"{self.node.log.read_text()[-3000:]}")
         return found()
 
     def status(self) -> DiagnosticStatus | None:
         """The node's latest pipeline status."""
-        for msg in reversed(self.harness.diagnostics.messages):
-            for status in msg.status:
-                if status.name == STATUS:
-                    return status
-        return None
+        return self.rig.status(STATUS)
 
 
 @pytest.fixture(scope="module")
@@ -82,23 +77,17 @@ def robot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Robot]:
     folder = tmp_path_factory.mktemp("robot")
     artifact = save_tiny_artifact("cnd_stereo", folder)
     rclpy.init()
-    harness = Harness(NAMESPACE)
+    rig = NodeRig(CAMERA, NAMESPACE, wait_s=WAIT_S)
     node = DepthNodeProcess(folder / "depth_node.log", NAMESPACE, {
         "model_path": artifact, "backend": "torch", "threads": "1", "use_sim_time": "true",
         "approximate_sync": "true", "diagnostic_updater.period": "0.5",
     })
     try:
-        clock = harness.node.create_publisher(Clock, "/clock", QoSProfile(depth=10))
-        ready = node.start_discovered(
-            lambda seconds: spin_until(harness.executor, harness.camera_node.subscribers_ready,
-                                       seconds),
-            120.0,
-        )
-        if not ready:
-            pytest.fail(f"depth_node did not subscribe:\n{node.log.read_text()}")
-        yield Robot(harness, node, clock)
+        clock = rig.listener.create_publisher(Clock, "/clock", QoSProfile(depth=10))
+        rig.start(node)
+        yield Robot(rig, node, clock)
     finally:
-        harness.close()
+        rig.close()
         node.stop(WAIT_S)
         rclpy.try_shutdown()
 
@@ -109,14 +98,14 @@ def test_a_looped_bag_sends_time_back_and_depth_goes_on(robot: Robot) -> None:
     for k in range(20):
         robot.send(100 + 0.1 * k)
     robot.depth_after(0, lambda m: _seconds(m.header.stamp) > 101.4)
-    before = len(robot.harness.depth.messages)
+    before = len(robot.rig.messages("depth"))
     for k in range(20):
         robot.send(100 + 0.1 * k)  # the loop starts again
     robot.depth_after(before, lambda m: 100.5 < _seconds(m.header.stamp) < 101.0)
     robot.depth_after(before, lambda m: _seconds(m.header.stamp) > 101.4)
     log = robot.node.log.read_text()
     assert "input time jumped back by 1.9" in log and "synchroniser reset" in log
-    assert spin_until(robot.harness.executor, lambda: _values(robot.status()).get(
+    assert robot.rig.spin(lambda: status_values(robot.status()).get(
         "warnings: time jumped back", "0") != "0", WAIT_S)
 
 
@@ -139,7 +128,7 @@ def test_one_camera_silent_for_ten_seconds(robot: Robot) -> None:
     assert "the other inputs arrive" in status.message
     silent_s = float(status.message.split("image_rect (", 1)[1].split(" s)", 1)[0])
     assert silent_s > 8.0
-    before = len(robot.harness.depth.messages)
+    before = len(robot.rig.messages("depth"))
     back = start + 0.1 * k
     for j in range(10):
         robot.send(back + 0.1 * j)
@@ -159,19 +148,19 @@ def test_one_camera_silent_for_ten_seconds(robot: Robot) -> None:
 def test_camera_info_resolution_changes_mid_stream(robot: Robot) -> None:
     """The camera switches to a larger mode (image and camera_info together): the node keeps
     running and either adapts (depth at the new size) or says clearly what it refuses."""
-    camera = robot.harness.camera_node
+    camera = robot.rig.driver
     larger = CAMERA.resized(CAMERA.width * 2, CAMERA.height * 2)
-    before = len(robot.harness.depth.messages)
+    before = len(robot.rig.messages("depth"))
     camera.camera = larger
     try:
         start = 300.0
         for k in range(10):
             robot.send(start + 0.1 * k)
-        adapted = spin_until(robot.harness.executor, lambda: any(
-            _seconds(m.header.stamp) >= start for m in robot.harness.depth.messages[before:]
+        adapted = robot.rig.spin(lambda: any(
+            _seconds(m.header.stamp) >= start for m in robot.rig.messages("depth")[before:]
         ), WAIT_S)
         if adapted:
-            depth = next(m for m in robot.harness.depth.messages[before:]
+            depth = next(m for m in robot.rig.messages("depth")[before:]
                          if _seconds(m.header.stamp) >= start)
             assert (depth.width, depth.height) == (larger.width, larger.height)
         else:
@@ -179,15 +168,11 @@ def test_camera_info_resolution_changes_mid_stream(robot: Robot) -> None:
     finally:
         camera.camera = CAMERA
     assert robot.node.process is not None and robot.node.process.poll() is None
-    before = len(robot.harness.depth.messages)
+    before = len(robot.rig.messages("depth"))
     for k in range(10):
         robot.send(400 + 0.1 * k)
     depth = robot.depth_after(before, lambda m: _seconds(m.header.stamp) >= 400)
     assert (depth.width, depth.height) == (CAMERA.width, CAMERA.height)
-
-
-def _values(status: DiagnosticStatus | None) -> dict[str, str]:
-    return {} if status is None else {kv.key: kv.value for kv in status.values}
 
 
 def test_the_log_has_no_traceback(robot: Robot) -> None:

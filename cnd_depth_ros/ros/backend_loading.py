@@ -1,0 +1,58 @@
+"""Loading depth_node's model on a backend at configure: every reason it cannot run is found and
+logged then, so a node that activates can infer.
+
+The backend and the optional CPU fallback load the same way (the fallback from the very file
+the backend loaded), with the same checks: the model loads on that backend, suits the node's
+mode (a stereo model needs ``mode stereo``), and survives a warm-up run.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rclpy.node import Node
+
+from cnd_depth_ros.errors import CndDepthError
+from cnd_depth_ros.inference.planned_backend import PlannedBackend
+from cnd_depth_ros.ros.parameters import model_path
+
+__all__ = ["load_backend"]
+
+
+def load_backend(
+    node: Node, name: str, values: dict[str, Any], options: dict[str, Any], role: str = ""
+) -> PlannedBackend | None:
+    """Backend ``name`` with the model of the parameter ``values`` loaded at its own input size
+    (planned again for the first camera) and warmed up; ``None`` after logging, on ``node``'s
+    logger, why not. ``role`` names the backend in those lines (``"fallback "``)."""
+    logger = node.get_logger()
+    mode = values["mode"]
+    model = model_path(values)
+    started = time.monotonic()
+    try:
+        backend = PlannedBackend(name, model, pixel_budget=values["pixel_budget"] or None,
+                                 min_depth=values["min_depth"], **options)
+    except (CndDepthError, ValueError) as error:
+        logger.error(f"{role}backend {name!r} cannot load model {model!r}: {error}")
+        return None
+    if backend.metadata.stereo != (mode == "stereo"):
+        kind = "stereo" if backend.metadata.stereo else "mono"
+        logger.error(
+            f"model {model!r} is a {kind} model ({backend.metadata.variant}) but mode is {mode!r}"
+        )
+        backend.close()
+        return None
+    try:
+        backend.warmup()
+    except (CndDepthError, RuntimeError) as error:
+        logger.error(f"model {model!r} failed its warm-up run on {role}backend "
+                     f"{backend.name!r}: {error}")
+        backend.close()
+        return None
+    info = backend.info()
+    logger.info(
+        f"loaded {info['model']} ({info['variant']}, {info['input']}) on {role}backend "
+        f"{info['backend']} in {time.monotonic() - started:.1f} s"
+    )
+    return backend
