@@ -11,11 +11,12 @@ the net tells it where to look:
    zero-mean normalised cross-correlation (ZNCC) of a ``window`` around it, and interpolates a
    sub-pixel peak. The hypotheses follow the net's disparity, fractions included, so the windows
    of a slanted surface (the ground ahead) are compared along the slant.
-2. **Propagation.** The net blurs a foreground object's disparity over the background beside it,
+2. **Propagation.** The net blurs a foreground object's disparity over the background around it,
    further than the search reaches. So each pixel also tries the disparity of the pixels
-   ``propagation_steps`` (network pixels, times the downscale) to its left and right, coarse to
-   fine, and keeps whichever correlates best: the background's own disparity wins back the
-   pixels the foreground was smeared over (the propagation step of PatchMatch stereo).
+   ``propagation_steps`` (network pixels, times the downscale) to its left and right, above and
+   below, coarse to fine, and keeps whichever correlates best: the background's own disparity
+   wins back the pixels the foreground was smeared over (the propagation step of PatchMatch
+   stereo). A neighbour's disparity outside what the net has near the pixel is not tried.
 3. A 5x5 median removes the isolated wrong matches local matching makes.
 
 Pixels without texture, or whose best match is weak or at the edge of the search, keep the net's
@@ -74,15 +75,16 @@ class DisparityRefinement:
 
     :param network_radius: search half-width in pixels at the network's input size; scaled by the
         downscale from the camera to the network.
-    :param propagation_steps: horizontal distances, in pixels at the network's input size, of the
-        neighbours whose disparity each pixel tries after the search (coarse to fine).
+    :param propagation_steps: distances, in pixels at the network's input size, of the neighbours
+        (left, right, above, below) whose disparity each pixel tries after the search, coarse to
+        fine.
     :param window: side of the correlation window in camera pixels (odd).
     :param min_correlation: a best match weaker than this keeps the net's disparity.
     :param min_texture: grey-level standard deviation (0-255) a window needs to be matched.
     """
 
     network_radius: float = 3.0
-    propagation_steps: tuple[float, ...] = (8.0, 4.0, 2.0)
+    propagation_steps: tuple[float, ...] = (16.0, 8.0, 4.0, 2.0)
     window: int = 9
     min_correlation: float = 0.3
     min_texture: float = 1.0
@@ -115,18 +117,34 @@ class DisparityRefinement:
         net = np.where(known, disparity, 0.0).astype(np.float32)
         correlation_at = _WindowCorrelation(left_grey, right_grey, self.window)
         textured = correlation_at.left_variance > self.min_texture**2
-        refined, score = self._search(net, correlation_at, self.radius(downscale))
+        radius = self.radius(downscale)
+        refined, score = self._search(net, correlation_at, radius)
         accepted = known & textured & (score > self.min_correlation) & (refined > 0.0)
         refined = np.where(accepted, refined, net)
         score = np.where(accepted, score, -1.0)
         for step in self.propagation_steps:
             distance = max(1, round(step * max(downscale, 1.0)))
-            for shift in (distance, -distance):
-                candidate = np.roll(refined, shift, axis=1)
-                candidate_score = correlation_at(candidate)
-                better = known & textured & (candidate > 0.0) & (candidate_score > score)
-                refined = np.where(better, candidate, refined)
-                score = np.where(better, candidate_score, score)
+            for axis in (1, 0):
+                # The net smears an edge, it does not invent disparities: a neighbour's disparity
+                # is plausible only within what the net has nearby (plus the search radius), so
+                # a repeated texture far off cannot lure a pixel to a depth of another place.
+                reach = np.ones((1, 2 * distance + 1) if axis == 1 else (2 * distance + 1, 1),
+                                np.uint8)
+                lowest = cv2.erode(net, reach) - radius
+                highest = cv2.dilate(net, reach) + radius
+                for shift in (distance, -distance):
+                    candidate = np.roll(refined, shift, axis=axis)
+                    candidate_score = correlation_at(candidate)
+                    better = (
+                        known
+                        & textured
+                        & (candidate > 0.0)
+                        & (candidate >= lowest)
+                        & (candidate <= highest)
+                        & (candidate_score > score)
+                    )
+                    refined = np.where(better, candidate, refined)
+                    score = np.where(better, candidate_score, score)
         refined = cv2.medianBlur(refined.astype(np.float32), 5)
         # The median may pull a pixel next to an unknown one to 0: it keeps the net's value.
         refined = np.where(refined > 0.0, refined, net)
