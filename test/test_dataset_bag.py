@@ -25,15 +25,10 @@ from cnd_depth_ros.data.frame import Frame
 from cnd_depth_ros.data.kitti import DEFAULT_BASELINE, DEFAULT_FX
 from cnd_depth_ros.data.registry import open_dataset
 from cnd_depth_ros.data.rosbag import RosbagDataset
-from cnd_depth_ros.messages.bag import BagReader
+from cnd_depth_ros.messages.bag import BagReader, BagWriteError
 from cnd_depth_ros.messages.camera_info import camera_from_info
 from cnd_depth_ros.messages.tf_static import StaticTransforms
-from cnd_depth_ros.synthetic.bag_writer import (
-    FRAME_IDS,
-    START_NS,
-    BagWriteError,
-    write_frames_bag,
-)
+from cnd_depth_ros.synthetic.bag_writer import FRAME_IDS, START_NS, write_frames_bag
 
 TYPESTORE = get_typestore(Stores.LATEST)
 CAMERA_TOPICS = ("/left/image_rect", "/left/camera_info", "/right/image_rect",

@@ -17,8 +17,9 @@ from rosbags.typesys import Stores, get_typestore
 from cnd_depth_ros import cli
 from cnd_depth_ros.camera import PinholeCamera
 from cnd_depth_ros.data.registry import open_dataset
+from cnd_depth_ros.messages.bag import BagWriteError
 from cnd_depth_ros.synthetic import bag_writer
-from cnd_depth_ros.synthetic.bag_writer import BagWriteError, write_sequence_bag
+from cnd_depth_ros.synthetic.bag_writer import write_sequence_bag
 from cnd_depth_ros.synthetic.dataset_writer import kitti_like_camera
 from cnd_depth_ros.synthetic.indoor import IndoorStyle
 from cnd_depth_ros.synthetic.primitives import Boxes, GroundPlane

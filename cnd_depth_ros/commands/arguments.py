@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import argparse
 import math
+from typing import Any
+
+from cnd_depth_ros.messages.bag import DISTROS, STORAGES
 
 __all__ = [
     "SGBM_BASELINES",
+    "add_bag_format_arguments",
     "add_input_plan_arguments",
     "image_size",
     "network_size",
@@ -86,6 +90,15 @@ def add_input_plan_arguments(
         group.add_argument("--input-size", type=image_size, metavar="WxH",
                            help="run the network at this size for every camera instead of "
                                 "planning (multiples of 16)")
+
+
+def add_bag_format_arguments(parser: Any) -> None:
+    """``--storage`` and ``--distro`` of a bag the command writes (``messages.bag.BagWriter``);
+    ``parser`` is a parser or an argument group."""
+    parser.add_argument("--storage", choices=STORAGES, default="sqlite3",
+                        help="rosbag2 storage format")
+    parser.add_argument("--distro", choices=tuple(DISTROS), default="jazzy",
+                        help="ROS 2 distro whose message definitions and bag format to write")
 
 
 def network_size(

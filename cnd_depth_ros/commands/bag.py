@@ -17,7 +17,11 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from cnd_depth_ros.commands.arguments import positive_float, positive_int
+from cnd_depth_ros.commands.arguments import (
+    add_bag_format_arguments,
+    positive_float,
+    positive_int,
+)
 from cnd_depth_ros.commands.train import data_spec
 from cnd_depth_ros.errors import CndDepthError
 
@@ -38,10 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write each frame N times in a row")
     parser.add_argument("--max-frames", type=positive_int, metavar="N",
                         help="the first N frames of the dataset only (before --repeat)")
-    parser.add_argument("--storage", choices=("sqlite3", "mcap"), default="sqlite3",
-                        help="rosbag2 storage format")
-    parser.add_argument("--distro", choices=("humble", "jazzy", "kilted"), default="jazzy",
-                        help="ROS 2 distro whose message definitions and bag format to write")
+    add_bag_format_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from cnd_depth_ros.commands.arguments import SGBM_BASELINES, non_negative_float, positive_float
 from cnd_depth_ros.errors import CndDepthError
+from cnd_depth_ros.messages.bag import STORAGES
 from cnd_depth_ros.messages.topics import DEFAULT_TOPICS
 
 __all__ = ["add_arguments", "run"]
@@ -96,7 +97,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        "report")
     score.add_argument("--record", type=Path, metavar="PATH",
                        help="record the node's depth, camera_info and points into this bag")
-    score.add_argument("--record-storage", choices=("sqlite3", "mcap"), default="sqlite3")
+    score.add_argument("--record-storage", choices=STORAGES, default="sqlite3")
     score.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 

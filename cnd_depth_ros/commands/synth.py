@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cnd_depth_ros.commands.arguments import (
+    add_bag_format_arguments,
     non_negative_float,
     non_negative_int,
     positive_float,
@@ -133,10 +134,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="speed in m/s (default: street 8, indoor 1; lowered to stop short of an obstacle "
         "in the path)",
     )
-    bag.add_argument("--storage", choices=("sqlite3", "mcap"), default="sqlite3",
-                     help="rosbag2 storage format")
-    bag.add_argument("--distro", choices=("humble", "jazzy", "kilted"), default="jazzy",
-                     help="ROS 2 distro whose message definitions and bag format to write")
+    add_bag_format_arguments(bag)
 
 
 def _worlds(args: argparse.Namespace) -> tuple[World, ...]:

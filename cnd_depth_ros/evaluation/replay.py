@@ -47,6 +47,7 @@ from cnd_depth_ros.messages.bag import (
     POINT_CLOUD,
     BagReader,
     BagRecorder,
+    deserialize_cdr,
     stamp_ns,
 )
 from cnd_depth_ros.messages.image import camera_image_to_rgb
@@ -497,7 +498,6 @@ class _Player:
         recorder: BagRecorder | None,
         progress: bool = False,
     ) -> None:
-        from rosbags.typesys import Stores, get_typestore
         from tqdm import tqdm
 
         self.reader, self.bridge, self.scorer, self.pacing = reader, bridge, scorer, pacing
@@ -508,7 +508,6 @@ class _Player:
         self.roles = {topic: role for role, (topic, _) in topics.inputs().items()}
         self.slop_ns = round(pacing.slop_s * 1e9)
         self.counts = _Counts()
-        self._typestore = get_typestore(Stores.LATEST)
         self.bar = tqdm(total=reader.topics[topics.left].count, unit="frame",
                         desc="replay", disable=not progress)
 
@@ -520,7 +519,7 @@ class _Player:
             self.recorder.write(output.topic, output.received_ns, output.raw)
         if output.topic != self.bridge.depth_topic:
             return None
-        message = self._typestore.deserialize_cdr(output.raw, IMAGE)
+        message = deserialize_cdr(output.raw, IMAGE)
         stamp = stamp_ns(message)
         pending = self.counts.pending
         sent = pending.pop(stamp, None)

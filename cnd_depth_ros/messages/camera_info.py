@@ -14,12 +14,13 @@ in the same bag. Nothing here imports rclpy (rosbags' decoded messages have the 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from cnd_depth_ros.camera import PinholeCamera
 from cnd_depth_ros.errors import CndDepthError
+from cnd_depth_ros.messages.builders import message_class
 
 if TYPE_CHECKING:
     from sensor_msgs.msg import CameraInfo
@@ -142,8 +143,10 @@ def camera_info_for(
     *,
     size: tuple[int, int] | None = None,
     right: bool = False,
+    typestore: Any | None = None,
 ) -> CameraInfo:
-    """The CameraInfo of a rectified image seen by ``camera``, resized to ``size`` (width, height).
+    """The CameraInfo of a rectified image seen by ``camera``, resized to ``size`` (width, height):
+    rclpy's, or with ``typestore`` a ``rosbags`` one (:mod:`~cnd_depth_ros.messages.builders`).
 
     With ``right=True`` it describes the right camera of the pair (``P[0, 3] = -fx * B``), as a
     stereo driver publishes it; otherwise ``P[0, 3] = 0``, which is what ``depth/camera_info``
@@ -155,16 +158,22 @@ def camera_info_for(
         camera = camera.resized(*size)
     if right and camera.baseline is None:
         raise ValueError("a right camera_info needs a stereo camera, this one has no baseline")
-    from sensor_msgs.msg import CameraInfo
-
     tx = -camera.fx * camera.baseline if right and camera.baseline is not None else 0.0
-    return CameraInfo(
+    roi = message_class("sensor_msgs/msg/RegionOfInterest", typestore)(
+        x_offset=0, y_offset=0, height=0, width=0, do_rectify=False
+    )
+    return message_class("sensor_msgs/msg/CameraInfo", typestore)(
         header=header,
         width=camera.width,
         height=camera.height,
         distortion_model="plumb_bob",
-        d=[0.0] * 5,
+        d=np.zeros(5),
         k=camera.K.reshape(-1),
         r=np.eye(3).reshape(-1),
-        p=[camera.fx, 0.0, camera.cx, tx, 0.0, camera.fy, camera.cy, 0.0, 0.0, 0.0, 1.0, 0.0],
+        p=np.array(
+            [camera.fx, 0.0, camera.cx, tx, 0.0, camera.fy, camera.cy, 0.0, 0.0, 0.0, 1.0, 0.0]
+        ),
+        binning_x=0,
+        binning_y=0,
+        roi=roi,
     )

@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 
 from cnd_depth_ros.errors import CndDepthError
+from cnd_depth_ros.messages.builders import message_class
 
 if TYPE_CHECKING:
     from sensor_msgs.msg import Image
@@ -187,14 +188,15 @@ class GreyInputNotice:
         )
 
 
-def array_to_image(image: np.ndarray, encoding: str, header: Header) -> Image:
-    """An Image message holding ``image`` (``H x W`` or ``H x W x C``) in ``encoding``.
+def array_to_image(
+    image: np.ndarray, encoding: str, header: Header, *, typestore: Any | None = None
+) -> Image:
+    """An Image message holding ``image`` (``H x W`` or ``H x W x C``) in ``encoding``: rclpy's,
+    or with ``typestore`` a ``rosbags`` one (:mod:`~cnd_depth_ros.messages.builders`).
 
     :raises ImageCodecError: unsupported encoding, or an array whose dtype or channel count does
         not match the encoding, or an empty array.
     """
-    from sensor_msgs.msg import Image
-
     dtype, channels = _layout(encoding)
     if image.ndim == 2:
         image = image[:, :, np.newaxis]
@@ -207,14 +209,18 @@ def array_to_image(image: np.ndarray, encoding: str, header: Header) -> Image:
     if height == 0 or width == 0:
         raise ImageCodecError(f"cannot encode an empty {width}x{height} image")
     native = np.ascontiguousarray(image, dtype=dtype)
-    msg = Image(
-        header=header,
-        height=height,
-        width=width,
-        encoding=encoding,
-        is_bigendian=int(sys.byteorder == "big"),
-        step=width * channels * dtype.itemsize,
-    )
+    fields = {
+        "header": header,
+        "height": height,
+        "width": width,
+        "encoding": encoding,
+        "is_bigendian": int(sys.byteorder == "big"),
+        "step": width * channels * dtype.itemsize,
+    }
+    image_class = message_class("sensor_msgs/msg/Image", typestore)
+    if typestore is not None:  # rosbags' messages hold uint8[] as a numpy array
+        return image_class(**fields, data=native.reshape(-1).view(np.uint8))
+    msg = image_class(**fields)
     msg.data = _byte_array(native)  # an array.array: the setter takes it without a per-byte check
     return msg
 

@@ -3,20 +3,23 @@
 A LiDAR's ground truth is compared in the left camera's optical frame, so its points need the
 transform from the cloud's ``frame_id`` to the image's. tf2 stores a tree of parent -> child
 transforms; this walks the tree of the static ones recorded in a bag, so the two frames may be
-linked through others (``base_link`` is the usual common parent).
+linked through others (``base_link`` is the usual common parent). The bag writers publish
+theirs with :func:`tf_message`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from scipy.spatial.transform import Rotation
 
 from cnd_depth_ros.messages.bag import TF_MESSAGE, BagError, BagReader
+from cnd_depth_ros.messages.builders import make_header, message_class
 
-__all__ = ["StaticTransforms", "transform_matrix"]
+__all__ = ["StaticTransform", "StaticTransforms", "tf_message", "transform_matrix"]
 
 
 def transform_matrix(translation: Sequence[float], quaternion: Sequence[float]) -> np.ndarray:
@@ -33,6 +36,56 @@ def transform_matrix(translation: Sequence[float], quaternion: Sequence[float]) 
     matrix[:3, :3] = Rotation.from_quat(values[3:]).as_matrix()
     matrix[:3, 3] = values[:3]
     return matrix
+
+
+@dataclass(frozen=True)
+class StaticTransform:
+    """The fixed pose of frame ``child`` in frame ``parent`` (one tf2 static transform):
+    translation in metres, rotation as a quaternion ``x, y, z, w``."""
+
+    parent: str
+    child: str
+    translation: tuple[float, float, float]
+    rotation: tuple[float, float, float, float]
+
+    @classmethod
+    def from_matrix(
+        cls, parent: str, child: str, translation: np.ndarray, rotation: np.ndarray
+    ) -> StaticTransform:
+        """From a translation vector and a 3 x 3 rotation matrix."""
+        x, y, z = map(float, translation)
+        qx, qy, qz, qw = map(float, Rotation.from_matrix(rotation).as_quat())
+        return cls(parent, child, (x, y, z), (qx, qy, qz, qw))
+
+
+def tf_message(
+    transforms: Iterable[StaticTransform], stamp_ns: int, typestore: Any | None = None
+) -> Any:
+    """All ``transforms`` in one ``tf2_msgs/TFMessage`` stamped ``stamp_ns``, as tf2's static
+    broadcaster sends them: rclpy's, or with ``typestore`` a ``rosbags`` one
+    (:mod:`~cnd_depth_ros.messages.builders`)."""
+
+    def build(msgtype: str, **fields: Any) -> Any:
+        return message_class(f"geometry_msgs/msg/{msgtype}", typestore)(**fields)
+
+    def values(names: str, numbers: Sequence[float]) -> dict[str, float]:
+        return dict(zip(names, numbers, strict=True))
+
+    return message_class(TF_MESSAGE, typestore)(
+        transforms=[
+            build(
+                "TransformStamped",
+                header=make_header(stamp_ns, transform.parent, typestore),
+                child_frame_id=transform.child,
+                transform=build(
+                    "Transform",
+                    translation=build("Vector3", **values("xyz", transform.translation)),
+                    rotation=build("Quaternion", **values("xyzw", transform.rotation)),
+                ),
+            )
+            for transform in transforms
+        ]
+    )
 
 
 def _matrix_of(transform: Any) -> np.ndarray:

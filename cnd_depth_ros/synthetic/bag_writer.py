@@ -7,33 +7,32 @@ the rosbag dataset and ``cnd-depth replay`` read (``DEFAULT_TOPICS``): rectified
 camera_info for both cameras at each image's own size (the right one with ``P[0, 3] = -fx * B``),
 depth along the optical axis as ``32FC1`` metres (REP 118: NaN where unknown, ``+inf`` where the
 ray meets only sky), and ``/tf_static`` with the optical frames, offered transient-local as tf2
-latches it. Messages are serialised with ``rosbags`` and the type definitions of the chosen
-distro; Humble gets metadata version 8, whose QoS profiles Humble's parser reads, later distros
-version 9. One loop (:func:`_write_bag`) writes every bag; the public functions only say what
-each frame holds (:class:`BagFrame`).
-
-The bag is written into a hidden temporary folder next to ``path`` and renamed when complete, so a
-bag at ``path`` is never half written.
+latches it. The messages are built by :mod:`cnd_depth_ros.messages` from the type definitions
+of the chosen distro and written by its :class:`~cnd_depth_ros.messages.bag.BagWriter` (Humble
+gets metadata version 8, whose QoS profiles Humble's parser reads, later distros version 9), so a
+bag at ``path`` is never half written. One loop (:func:`_write_bag`) writes every bag; the public
+functions only say what each frame holds (:class:`BagFrame`).
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy.spatial.transform import Rotation
 from tqdm import tqdm
 
 from cnd_depth_ros.camera import PinholeCamera
-from cnd_depth_ros.errors import CndDepthError
-from cnd_depth_ros.messages.topics import DEFAULT_TOPICS
+from cnd_depth_ros.messages.bag import BagWriteError, BagWriter
+from cnd_depth_ros.messages.builders import make_header
+from cnd_depth_ros.messages.camera_info import camera_info_for
+from cnd_depth_ros.messages.image import array_to_image
+from cnd_depth_ros.messages.tf_static import StaticTransform, tf_message
+from cnd_depth_ros.messages.topics import DEFAULT_TOPICS, TF_STATIC
 from cnd_depth_ros.synthetic.sequence import SequenceFrame, render_sequence
 from cnd_depth_ros.synthetic.worlds import Style
 
@@ -41,27 +40,16 @@ if TYPE_CHECKING:
     from cnd_depth_ros.data.frame import Frame
 
 __all__ = [
-    "DISTROS",
     "FRAME_IDS",
     "START_NS",
-    "STORAGES",
     "BagFrame",
-    "BagWriteError",
     "BagWriteSummary",
-    "StaticTransform",
     "write_frames_bag",
     "write_sequence_bag",
 ]
 
 _LOGGER = logging.getLogger(__name__)
 
-#: ROS 2 distro -> (rosbags type store, rosbag2 metadata version).
-DISTROS: dict[str, tuple[str, Literal[8, 9]]] = {
-    "humble": ("ros2_humble", 8),
-    "jazzy": ("ros2_jazzy", 9),
-    "kilted": ("ros2_kilted", 9),
-}
-STORAGES = ("sqlite3", "mcap")
 FRAME_IDS = {
     "base": "base_link",
     "left": "left_camera_optical_frame",
@@ -71,10 +59,6 @@ FRAME_IDS = {
 START_NS = 1_704_067_200 * 10**9
 #: World (x right, y down, z along the street or room) -> base_link (x forward, y left, z up).
 _BASE_FROM_WORLD = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
-
-
-class BagWriteError(CndDepthError, OSError):
-    """The bag cannot be written (target exists, or the disk refused); names the path."""
 
 
 @dataclass(frozen=True)
@@ -89,26 +73,6 @@ class BagWriteSummary:
     duration_s: float
     seconds: float
     cameras: tuple[PinholeCamera, ...] = ()
-
-
-@dataclass(frozen=True)
-class StaticTransform:
-    """The fixed pose of frame ``child`` in frame ``parent`` (one tf2 static transform):
-    translation in metres, rotation as a quaternion ``x, y, z, w``."""
-
-    parent: str
-    child: str
-    translation: tuple[float, float, float]
-    rotation: tuple[float, float, float, float]
-
-    @classmethod
-    def from_matrix(
-        cls, parent: str, child: str, translation: np.ndarray, rotation: np.ndarray
-    ) -> StaticTransform:
-        """From a translation vector and a 3 x 3 rotation matrix."""
-        x, y, z = map(float, translation)
-        qx, qy, qz, qw = map(float, Rotation.from_matrix(rotation).as_quat())
-        return cls(parent, child, (x, y, z), (qx, qy, qz, qw))
 
 
 @dataclass(frozen=True)
@@ -145,99 +109,6 @@ class BagFrame:
             raise ValueError("a stereo frame needs a camera with a baseline (it has none)")
 
 
-class _Messages:
-    """Builds the bag's messages from one distro's type store."""
-
-    def __init__(self, typestore: Any) -> None:
-        self.store = typestore
-        self.types = typestore.types
-
-    def header(self, stamp_ns: int, frame_id: str) -> Any:
-        stamp = self.types["builtin_interfaces/msg/Time"](
-            sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9
-        )
-        return self.types["std_msgs/msg/Header"](stamp=stamp, frame_id=frame_id)
-
-    def image(self, header: Any, pixels: np.ndarray, encoding: str) -> Any:
-        height, width = pixels.shape[:2]
-        data = np.ascontiguousarray(pixels).reshape(-1).view(np.uint8)
-        return self.types["sensor_msgs/msg/Image"](
-            header=header,
-            height=height,
-            width=width,
-            encoding=encoding,
-            is_bigendian=0,
-            step=data.size // height,
-            data=data,
-        )
-
-    def camera_info(self, header: Any, camera: PinholeCamera, right: bool) -> Any:
-        tx = -camera.fx * camera.baseline if right and camera.baseline is not None else 0.0
-        roi = self.types["sensor_msgs/msg/RegionOfInterest"](
-            x_offset=0, y_offset=0, height=0, width=0, do_rectify=False
-        )
-        return self.types["sensor_msgs/msg/CameraInfo"](
-            header=header,
-            height=camera.height,
-            width=camera.width,
-            distortion_model="plumb_bob",
-            d=np.zeros(5),
-            k=camera.K.reshape(-1),
-            r=np.eye(3).reshape(-1),
-            p=np.array(
-                [camera.fx, 0, camera.cx, tx, 0, camera.fy, camera.cy, 0, 0, 0, 1, 0], np.float64
-            ),
-            binning_x=0,
-            binning_y=0,
-            roi=roi,
-        )
-
-    def tf_static(self, stamp_ns: int, transforms: Iterable[StaticTransform]) -> Any:
-        """All ``transforms`` in one message, as tf2's static broadcaster sends them."""
-        types = self.types
-        return types["tf2_msgs/msg/TFMessage"](
-            transforms=[
-                types["geometry_msgs/msg/TransformStamped"](
-                    header=self.header(stamp_ns, transform.parent),
-                    child_frame_id=transform.child,
-                    transform=types["geometry_msgs/msg/Transform"](
-                        translation=types["geometry_msgs/msg/Vector3"](*transform.translation),
-                        rotation=types["geometry_msgs/msg/Quaternion"](*transform.rotation),
-                    ),
-                )
-                for transform in transforms
-            ]
-        )
-
-    def serialize(self, message: Any) -> memoryview:
-        return self.store.serialize_cdr(message, message.__msgtype__)
-
-
-def _latched_qos() -> Any:
-    """The QoS tf2's static broadcaster offers: reliable, transient local, keep last 1."""
-    from rosbags.interfaces import (
-        Qos,
-        QosDurability,
-        QosHistory,
-        QosLiveliness,
-        QosReliability,
-        QosTime,
-    )
-
-    never = QosTime(sec=0, nsec=0)
-    return Qos(
-        history=QosHistory.KEEP_LAST,
-        depth=1,
-        reliability=QosReliability.RELIABLE,
-        durability=QosDurability.TRANSIENT_LOCAL,
-        deadline=never,
-        lifespan=never,
-        liveliness=QosLiveliness.AUTOMATIC,
-        liveliness_lease_duration=never,
-        avoid_ros_namespace_conventions=False,
-    )
-
-
 def _optical_frames(baseline: float) -> StaticTransform:
     """The right optical frame ``baseline`` metres along the left one's x axis."""
     return StaticTransform(FRAME_IDS["left"], FRAME_IDS["right"], (baseline, 0.0, 0.0),
@@ -265,48 +136,15 @@ def _write_bag(
     :raises BagWriteError: ``path`` exists, or writing failed. Whatever fails, nothing is left
         at ``path``.
     """
-    from rosbags.rosbag2 import StoragePlugin, Writer, WriterError
-    from rosbags.typesys import Stores, get_typestore
-
-    if storage not in STORAGES:
-        raise ValueError(f"storage must be one of {', '.join(STORAGES)}, got {storage!r}")
-    if distro not in DISTROS:
-        raise ValueError(f"distro must be one of {', '.join(DISTROS)}, got {distro!r}")
-    path = Path(path)
-    if path.exists():
-        raise BagWriteError(f"{path} exists already; choose a new bag path")
-    store_name, version = DISTROS[distro]
-    messages = _Messages(get_typestore(Stores(store_name)))
-    frame_source = frames()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        scratch = Path(
-            tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-        )
-    except OSError as error:
-        raise BagWriteError(f"cannot write the bag {path}: {error}") from error
-    partial = scratch / path.name
     started = time.perf_counter()
-    count = written = 0
     stamps: list[int] = []
     cameras: dict[PinholeCamera, None] = {}
     static: dict[str, StaticTransform] = {}
+    bag = BagWriter(path, storage, distro)
+    store = bag.typestore
     try:
-        writer = Writer(partial, version=version, storage_plugin=StoragePlugin[storage.upper()])
-        with writer:
-            connections: dict[str, Any] = {}
-
-            def write(topic: str, msgtype: str, stamp: int, message: Any, **qos: Any) -> None:
-                nonlocal count
-                if topic not in connections:
-                    connections[topic] = writer.add_connection(
-                        topic, msgtype, typestore=messages.store, **qos
-                    )
-                writer.write(connections[topic], stamp, messages.serialize(message))
-                count += 1
-
-            image, info = "sensor_msgs/msg/Image", "sensor_msgs/msg/CameraInfo"
-            for frame in tqdm(frame_source, total=total, unit="frame", disable=not progress):
+        with bag:
+            for frame in tqdm(frames(), total=total, unit="frame", disable=not progress):
                 stamp, camera = frame.stamp_ns, frame.camera
                 added = list(frame.transforms)
                 if frame.right is not None:
@@ -314,36 +152,34 @@ def _write_bag(
                     added.append(_optical_frames(camera.baseline))
                 if any(static.get(transform.child) != transform for transform in added):
                     static.update((transform.child, transform) for transform in added)
-                    write("/tf_static", "tf2_msgs/msg/TFMessage", stamp,
-                          messages.tf_static(stamp, static.values()),
-                          offered_qos_profiles=[_latched_qos()])
-                left = messages.header(stamp, FRAME_IDS["left"])
-                write(DEFAULT_TOPICS["left_topic"], image, stamp,
-                      messages.image(left, frame.left, "rgb8"))
-                write(DEFAULT_TOPICS["left_info_topic"], info, stamp,
-                      messages.camera_info(left, camera, right=False))
+                    bag.write_message(TF_STATIC, stamp, tf_message(static.values(), stamp, store),
+                                      latched=True)
+                left = make_header(stamp, FRAME_IDS["left"], store)
+                bag.write_message(DEFAULT_TOPICS["left_topic"], stamp,
+                                  array_to_image(frame.left, "rgb8", left, typestore=store))
+                bag.write_message(DEFAULT_TOPICS["left_info_topic"], stamp,
+                                  camera_info_for(camera, left, typestore=store))
                 if frame.right is not None:
-                    right = messages.header(stamp, FRAME_IDS["right"])
-                    write(DEFAULT_TOPICS["right_topic"], image, stamp,
-                          messages.image(right, frame.right, "rgb8"))
-                    write(DEFAULT_TOPICS["right_info_topic"], info, stamp,
-                          messages.camera_info(right, camera, right=True))
+                    right = make_header(stamp, FRAME_IDS["right"], store)
+                    bag.write_message(DEFAULT_TOPICS["right_topic"], stamp,
+                                      array_to_image(frame.right, "rgb8", right, typestore=store))
+                    bag.write_message(DEFAULT_TOPICS["right_info_topic"], stamp,
+                                      camera_info_for(camera, right, right=True, typestore=store))
                 if frame.depth is not None:
-                    write(DEFAULT_TOPICS["depth_topic"], image, stamp,
-                          messages.image(left, frame.depth.astype(np.float32), "32FC1"))
+                    depth = frame.depth.astype(np.float32)
+                    bag.write_message(DEFAULT_TOPICS["depth_topic"], stamp,
+                                      array_to_image(depth, "32FC1", left, typestore=store))
                 stamps.append(stamp)
                 cameras[camera] = None
-                written += 1
-        partial.rename(path)
-    except (OSError, WriterError) as error:
+    except BagWriteError:
+        raise
+    except OSError as error:  # from the frames: a dataset file or the renderer's output
         raise BagWriteError(f"cannot write the bag {path}: {error}") from error
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    _LOGGER.info("%s: %d frames, %d messages", path, written, count)
+    _LOGGER.info("%s: %d frames, %d messages", path, len(stamps), bag.count)
     return BagWriteSummary(
-        path=path,
-        frames=written,
-        messages=count,
+        path=bag.path,
+        frames=len(stamps),
+        messages=bag.count,
         duration_s=(stamps[-1] - stamps[0]) / 1e9 if stamps else 0.0,
         seconds=time.perf_counter() - started,
         cameras=tuple(cameras),
