@@ -3,24 +3,27 @@
 The net runs at the input the planner chose (a 1282x1110 camera becomes 288x256 on a CPU), so
 its disparity, upsampled to the camera, is blurred across object edges and quantised to the
 net's pixels: a 0.25-pixel error at the network's size is one pixel at the camera's. A local
-matcher run on the full images fixes both where the images have texture, and is cheap because
-the net tells it where to look:
+matcher run on the images fixes both where they have texture, and is cheap because the net
+tells it where to look. One matching pass:
 
-1. **Search.** Each pixel tries the net's disparity plus each whole offset within ``radius``
-   camera pixels (the net's error at the network size, times the downscale), scores each by the
-   zero-mean normalised cross-correlation (ZNCC) of a ``window`` around it, and interpolates a
-   sub-pixel peak. The hypotheses follow the net's disparity, fractions included, so the windows
-   of a slanted surface (the ground ahead) are compared along the slant.
+1. **Search.** Each pixel tries its disparity plus each whole offset within a radius, scores
+   each by the zero-mean normalised cross-correlation (ZNCC) of a ``window`` around it, and
+   interpolates a sub-pixel peak. The hypotheses follow the disparity, fractions included, so
+   the windows of a slanted surface (the ground ahead) are compared along the slant.
 2. **Propagation.** The net blurs a foreground object's disparity over the background around it,
-   further than the search reaches. So each pixel also tries the disparity of the pixels
-   ``propagation_steps`` (network pixels, times the downscale) to its left and right, above and
-   below, coarse to fine, and keeps whichever correlates best: the background's own disparity
-   wins back the pixels the foreground was smeared over (the propagation step of PatchMatch
-   stereo). A neighbour's disparity outside what the net has near the pixel is not tried.
+   further than the search reaches. So each pixel also tries the disparity of the pixels some
+   distance to its left and right, above and below, coarse to fine, and keeps whichever
+   correlates best: the background's own disparity wins back the pixels the foreground was
+   smeared over (the propagation step of PatchMatch stereo). A neighbour's disparity outside
+   what the net has near the pixel is not tried.
 3. A 5x5 median removes the isolated wrong matches local matching makes.
 
-Pixels without texture, or whose best match is weak or at the edge of the search, keep the net's
-disparity, so what the net gets right where matching is hopeless (walls, sky, the border the
+Where the net ran at least twice smaller than the camera, the full pass (search within
+``network_radius`` network pixels, propagation) runs on the images at half the camera's size,
+where its windows cost a quarter, and a second pass at the camera's size only searches within
+``fine_radius`` pixels of that result, for the last pixel and its fraction. Pixels without
+texture, or whose best match is weak or at the edge of the search, keep the disparity they
+came with, so what the net gets right where matching is hopeless (walls, sky, the border the
 right camera does not see) stays. Measured on the real pairs in docs/models.md; the choice and
 how the constants were chosen in docs/decisions.md.
 """
@@ -28,12 +31,26 @@ how the constants were chosen in docs/decisions.md.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 __all__ = ["DisparityRefinement"]
+
+
+def _greater(a: np.ndarray, b: np.ndarray | float) -> np.ndarray:
+    """uint8 mask, 255 where ``a > b``: OpenCV's masks are an order of magnitude cheaper to
+    combine and apply than numpy's boolean ones at camera sizes."""
+    return cv2.compare(a, b, cv2.CMP_GT)
+
+
+def _all(*masks: np.ndarray) -> np.ndarray:
+    combined = masks[0]
+    for mask in masks[1:]:
+        combined = cv2.bitwise_and(combined, mask)
+    return combined
 
 
 class _WindowCorrelation:
@@ -46,6 +63,7 @@ class _WindowCorrelation:
         self._left, self._right = left_grey, right_grey
         self._columns = np.arange(width, dtype=np.float32)[None, :]
         self._rows = np.repeat(np.arange(height, dtype=np.float32)[:, None], width, axis=1)
+        self._sample_columns = np.empty((height, width), np.float32)
         self._left_mean = self._mean(left_grey)
         self.left_variance = self._mean(left_grey * left_grey) - self._left_mean**2
         self._left_inverse_std = 1.0 / np.sqrt(np.maximum(self.left_variance, 1e-6))
@@ -56,7 +74,8 @@ class _WindowCorrelation:
 
     def __call__(self, disparity: np.ndarray) -> np.ndarray:
         """H x W disparity -> H x W correlation in [-1, 1]."""
-        warped = cv2.remap(self._right, self._columns - disparity, self._rows, cv2.INTER_LINEAR,
+        np.subtract(self._columns, disparity, out=self._sample_columns)
+        warped = cv2.remap(self._right, self._sample_columns, self._rows, cv2.INTER_LINEAR,
                            borderMode=cv2.BORDER_REPLICATE)
         warped_mean = self._mean(warped)
         warped_variance = self._mean(warped * warped)
@@ -74,17 +93,20 @@ class DisparityRefinement:
     """How to refine: see the module docstring.
 
     :param network_radius: search half-width in pixels at the network's input size; scaled by the
-        downscale from the camera to the network.
+        downscale from the matched images to the network.
     :param propagation_steps: distances, in pixels at the network's input size, of the neighbours
         (left, right, above, below) whose disparity each pixel tries after the search, coarse to
         fine.
-    :param window: side of the correlation window in camera pixels (odd).
-    :param min_correlation: a best match weaker than this keeps the net's disparity.
+    :param fine_radius: search half-width, in camera pixels, of the pass at the camera's size
+        after a pass at half of it.
+    :param window: side of the correlation window in pixels of the matched images (odd).
+    :param min_correlation: a best match weaker than this keeps the disparity it came with.
     :param min_texture: grey-level standard deviation (0-255) a window needs to be matched.
     """
 
     network_radius: float = 3.0
     propagation_steps: tuple[float, ...] = (16.0, 8.0, 4.0, 2.0)
+    fine_radius: int = 2
     window: int = 9
     min_correlation: float = 0.3
     min_texture: float = 1.0
@@ -94,11 +116,13 @@ class DisparityRefinement:
             raise ValueError(f"window must be odd and at least 3, got {self.window}")
         if self.network_radius <= 0:
             raise ValueError(f"network_radius must be positive, got {self.network_radius}")
+        if self.fine_radius < 1:
+            raise ValueError(f"fine_radius must be at least 1, got {self.fine_radius}")
         if any(step <= 0 for step in self.propagation_steps):
             raise ValueError(f"propagation_steps must be positive, got {self.propagation_steps}")
 
     def radius(self, downscale: float) -> int:
-        """Search half-width in camera pixels for a net that ran ``downscale`` times smaller."""
+        """Search half-width in pixels of images ``downscale`` times larger than the net's."""
         return max(1, math.ceil(self.network_radius * max(downscale, 1.0)))
 
     def refine(
@@ -115,57 +139,103 @@ class DisparityRefinement:
         )
         known = np.isfinite(disparity)
         net = np.where(known, disparity, 0.0).astype(np.float32)
+        if downscale < 2.0:
+            refined = self._match(left_grey, right_grey, net, self.radius(downscale),
+                                  self._distances(downscale))
+        else:
+            height, width = net.shape
+            half = (max(1, width // 2), max(1, height // 2))
+            shrunk = _shrunk(net, known, half)
+            coarse = self._match(
+                *(cv2.resize(grey, half, interpolation=cv2.INTER_AREA)
+                  for grey in (left_grey, right_grey)),
+                shrunk, self.radius(downscale / 2.0), self._distances(downscale / 2.0))
+            # What the half-size pass changed, enlarged: where it matched nothing, the second
+            # pass starts from the net's own disparity, not from a blur of it.
+            change = cv2.resize(coarse - shrunk, (width, height), interpolation=cv2.INTER_LINEAR)
+            start = net + change * (width / half[0])
+            start = np.where(known & (start > 0.0), start, net).astype(np.float32)
+            refined = self._match(left_grey, right_grey, start, self.fine_radius, ())
+        refined[~known] = np.nan
+        return refined
+
+    def _distances(self, downscale: float) -> list[int]:
+        return [max(1, round(step * max(downscale, 1.0))) for step in self.propagation_steps]
+
+    def _match(
+        self,
+        left_grey: np.ndarray,
+        right_grey: np.ndarray,
+        start: np.ndarray,
+        radius: int,
+        distances: Sequence[int],
+    ) -> np.ndarray:
+        """One matching pass (search, propagation, median) from ``start`` (0 where unknown):
+        the refined disparity, ``start`` where nothing better was found."""
         correlation_at = _WindowCorrelation(left_grey, right_grey, self.window)
-        textured = correlation_at.left_variance > self.min_texture**2
-        radius = self.radius(downscale)
-        refined, score = self._search(net, correlation_at, radius)
-        accepted = known & textured & (score > self.min_correlation) & (refined > 0.0)
-        refined = np.where(accepted, refined, net)
-        score = np.where(accepted, score, -1.0)
-        for step in self.propagation_steps:
-            distance = max(1, round(step * max(downscale, 1.0)))
+        matchable = _all(_greater(correlation_at.left_variance, float(self.min_texture**2)),
+                         _greater(start, 0.0))
+        refined, score = self._search(start, correlation_at, radius)
+        rejected = cv2.bitwise_not(_all(matchable, _greater(score, float(self.min_correlation)),
+                                        _greater(refined, 0.0)))
+        cv2.copyTo(start, rejected, refined)
+        score[rejected > 0] = -1.0
+        for distance in distances:
             for axis in (1, 0):
                 # The net smears an edge, it does not invent disparities: a neighbour's disparity
-                # is plausible only within what the net has nearby (plus the search radius), so
-                # a repeated texture far off cannot lure a pixel to a depth of another place.
+                # is plausible only within what the pass started from nearby (plus the search
+                # radius), so a repeated texture far off cannot lure a pixel to a depth of
+                # another place.
                 reach = np.ones((1, 2 * distance + 1) if axis == 1 else (2 * distance + 1, 1),
                                 np.uint8)
-                lowest = cv2.erode(net, reach) - radius
-                highest = cv2.dilate(net, reach) + radius
+                lowest = cv2.erode(start, reach) - radius
+                highest = cv2.dilate(start, reach) + radius
                 for shift in (distance, -distance):
                     candidate = np.roll(refined, shift, axis=axis)
                     candidate_score = correlation_at(candidate)
-                    better = (
-                        known
-                        & textured
-                        & (candidate > 0.0)
-                        & (candidate >= lowest)
-                        & (candidate <= highest)
-                        & (candidate_score > score)
-                    )
-                    refined = np.where(better, candidate, refined)
-                    score = np.where(better, candidate_score, score)
-        refined = cv2.medianBlur(refined.astype(np.float32), 5)
-        # The median may pull a pixel next to an unknown one to 0: it keeps the net's value.
-        refined = np.where(refined > 0.0, refined, net)
-        refined[~known] = np.nan
-        return refined.astype(np.float32)
+                    better = _all(matchable, _greater(candidate_score, score),
+                                  _greater(candidate, lowest - 1e-6),
+                                  _greater(highest + 1e-6, candidate), _greater(candidate, 0.0))
+                    cv2.copyTo(candidate, better, refined)
+                    cv2.copyTo(candidate_score, better, score)
+        refined = cv2.medianBlur(refined, 5)
+        # What could not be matched, and a pixel the median pulled to 0 next to an unknown one,
+        # keep where they started.
+        cv2.copyTo(start, cv2.bitwise_or(cv2.bitwise_not(matchable),
+                                         cv2.compare(refined, 0.0, cv2.CMP_LE)), refined)
+        return refined
 
     @staticmethod
     def _search(
-        net: np.ndarray, correlation_at: _WindowCorrelation, radius: int
+        start: np.ndarray, correlation_at: _WindowCorrelation, radius: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Each pixel's best disparity within ``radius`` of ``net``, to a sub-pixel peak, and its
-        correlation; -1 where the best is at the edge of the search (no peak inside it)."""
-        correlations = np.stack([correlation_at(net + offset)
-                                 for offset in range(-radius, radius + 1)])
-        best = correlations.argmax(axis=0)
-        at_best, before, after = (
-            np.take_along_axis(correlations, np.clip(best + step, 0, 2 * radius)[None], 0)[0]
-            for step in (0, -1, 1)
-        )
-        curvature = before - 2.0 * at_best + after
-        peaked = (best > 0) & (best < 2 * radius) & (curvature < -1e-6)
+        """Each pixel's best disparity within ``radius`` of ``start``, to a sub-pixel peak, and
+        its correlation; -1 where the best is at the edge of the search (no peak inside it)."""
+        best = np.full(start.shape, -2.0, np.float32)
+        best_offset = np.zeros(start.shape, np.float32)
+        before, after = np.full_like(best, -2.0), np.full_like(best, -2.0)
+        previous = improved = None
+        for offset in range(-radius, radius + 1):
+            correlation = correlation_at(start + np.float32(offset))
+            if improved is not None:  # the one after a best so far
+                cv2.copyTo(correlation, improved, after)
+            improved = _greater(correlation, best)
+            cv2.copyTo(correlation, improved, best)
+            best_offset[improved > 0] = offset
+            if previous is not None:
+                cv2.copyTo(previous, improved, before)
+            previous = correlation
+        curvature = before - 2.0 * best + after
+        peaked = (np.abs(best_offset) < radius) & (curvature < -1e-6)
         sub_pixel = 0.5 * (before - after) / np.where(peaked, curvature, -1.0)
-        refined = net + (best - radius) + np.clip(sub_pixel, -0.5, 0.5)
-        return refined.astype(np.float32), np.where(peaked, at_best, -1.0)
+        refined = start + best_offset + np.clip(sub_pixel, -0.5, 0.5)
+        return refined.astype(np.float32), np.where(peaked, best, -1.0).astype(np.float32)
+
+
+def _shrunk(disparity: np.ndarray, known: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``disparity`` (0 where unknown) at ``size``, in pixels of that size: the mean of the known
+    pixels under each new one, 0 where none is known."""
+    scale = size[0] / disparity.shape[1]
+    total = cv2.resize(disparity, size, interpolation=cv2.INTER_AREA)
+    share = cv2.resize(known.astype(np.float32), size, interpolation=cv2.INTER_AREA)
+    return np.where(share > 1e-3, total * scale / np.maximum(share, 1e-3), 0.0).astype(np.float32)
