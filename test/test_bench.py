@@ -13,8 +13,7 @@ from cnd_depth_ros import cli
 from cnd_depth_ros.data.registry import open_dataset
 from cnd_depth_ros.inference import benchmark, planned_backend
 from cnd_depth_ros.inference.benchmark import StereoInput, max_abs_diff
-from cnd_depth_ros.inference.registry import parse_backend_spec
-from cnd_depth_ros.inference.registry import create_backend
+from cnd_depth_ros.inference.registry import create_backend, parse_backend_spec
 
 FIELDS = {"backend", "model", "height", "width", "p50_ms", "p95_ms", "fps", "max_abs_diff_vs_torch"}
 

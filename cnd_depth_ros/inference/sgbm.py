@@ -86,8 +86,9 @@ class SgbmBackend(DepthEstimator):
     Takes the registry's options (:mod:`~cnd_depth_ros.inference.registry`) that mean something
     for it, and its own:
 
-    :param preset: ``tuned`` (sized for the image, ``max_disparity`` and ``block_size`` below), or
-        ``stereo_image_proc`` (:data:`STEREO_IMAGE_PROC_SGBM`, which ignores ``max_disparity`` and ``block_size``).
+    :param preset: ``tuned`` (sized for the image, ``max_disparity`` and ``block_size`` below),
+        or ``stereo_image_proc`` (:data:`STEREO_IMAGE_PROC_SGBM`, which ignores
+        ``max_disparity`` and ``block_size``).
     :param device: checked, then ignored: OpenCV's SGBM runs on the CPU whatever the device (so
         ``bench --device cuda`` times it beside the GPU backends).
     :param threads: OpenCV's threads (``cv2.setNumThreads``, for the whole process); ``None``:
