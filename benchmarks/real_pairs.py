@@ -36,7 +36,9 @@ PAIRS = {
 BASELINES = ("sgbm", "sgbm:stereo_image_proc")
 
 
-def _score(model: str | None, frames: Any, threshold: float = 0.0, **options: Any) -> dict[str, Any]:
+def _score(
+    model: str | None, frames: Any, threshold: float = 0.0, **options: Any
+) -> dict[str, Any]:
     with open_predictor(model, **options) as (predict, info):
         result = evaluate_dataset(predict, frames, confidence_threshold=threshold)
         times = []
