@@ -32,10 +32,13 @@ PAIRS = {
     "Middlebury 2006 Aloe": ("middlebury", "middlebury2006_aloe"),
     "Middlebury 2014 motorcycle": ("motorcycle", None),
 }
+#: Backends without a model scored beside the models.
 BASELINES = ("sgbm", "sgbm:stereo_image_proc")
 
 
-def _score(model: str, frames: Any, threshold: float = 0.0, **options: Any) -> dict[str, Any]:
+def _score(
+    model: str | None, frames: Any, threshold: float = 0.0, **options: Any
+) -> dict[str, Any]:
     with open_predictor(model, **options) as (predict, info):
         result = evaluate_dataset(predict, frames, confidence_threshold=threshold)
         times = []
@@ -77,7 +80,7 @@ def main() -> None:
                 print(json.dumps(rows[-1]), flush=True)
         for baseline in BASELINES:
             rows.append({"pair": pair, "model": baseline, "threshold": 0.0,
-                         **_score(baseline, frames)})
+                         **_score(None, frames, backend=baseline)})
             print(json.dumps(rows[-1]), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "real_pairs.json").write_text(json.dumps(rows, indent=2))

@@ -39,8 +39,9 @@ ARGUMENTS = {
     "mode": ("stereo", "stereo (left and right cameras) or mono (left only)", ["stereo", "mono"]),
     "model_path": ("", "model artifact, .onnx or engine; empty: the params file's (by default the "
                        "shipped model for the mode)", None),
-    "backend": ("", "auto, torch, onnxruntime or tensorrt; empty: the params file's (auto)",
-                ["", "auto", "torch", "onnxruntime", "tensorrt"]),
+    "backend": ("", "auto, torch, onnxruntime, tensorrt or sgbm (OpenCV StereoSGBM, no model); "
+                    "empty: the params file's (auto)",
+                ["", "auto", "torch", "onnxruntime", "tensorrt", "sgbm", "sgbm:stereo_image_proc"]),
     "image_transport": ("", "raw (sensor_msgs/Image on image_rect) or compressed (JPEG or PNG "
                             "on image_rect/compressed); empty: the params file's (raw)",
                         ["", "raw", "compressed"]),

@@ -30,9 +30,12 @@ from cnd_depth_ros.inference.registry import (
     available_backends,
     choose_backend,
     create_backend,
+    takes_model,
 )
 
 VARIANTS = ("cnd_micro", "cnd_stereo")
+#: The network backends that import here (sgbm, without a model, has its own tests: test_sgbm.py).
+NETWORK_BACKENDS = [name for name in available_backends() if takes_model(name)]
 #: Relative depth tolerance per precision against the FP32 torch reference.
 TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2}
 #: The same on CUDA, as a median: FP32 there differs by the convolution algorithms cuDNN picks
@@ -89,7 +92,7 @@ def _precisions(name: str) -> list[str]:
 
 CONTRACT = [
     (name, variant, precision)
-    for name in available_backends()
+    for name in NETWORK_BACKENDS
     for variant in VARIANTS
     for precision in _precisions(name)
 ]
@@ -147,7 +150,7 @@ def test_depth_follows_the_live_camera(models, frame, backend_factory) -> None:
     )
 
 
-@pytest.mark.parametrize("name", available_backends())
+@pytest.mark.parametrize("name", NETWORK_BACKENDS)
 def test_backends_reject_bad_images(name, models, frame, backend_factory) -> None:
     source = models["cnd_stereo"] if name == "torch" else models["cnd_stereo.onnx"]
     backend = backend_factory(name, source)

@@ -266,7 +266,7 @@ def test_replay_scores_the_node_on_a_dataset_bag(tmp_path: Path) -> None:
     assert len(result["per_frame"]) == 4
     # An untrained net may give no valid depth (an infinite error, written as null).
     assert all(v is None or v >= 0 for v in result["overall"].values())
-    assert result["baseline"]["model"] == "SGBM"
+    assert result["baseline"]["backend"] == "sgbm"
     assert 0.0 <= result["baseline"]["overall"]["rel"] < 0.5  # the pairs are 8 px apart
     depth = decoded(messages(record), "/depth/image", "sensor_msgs/msg/Image")
     answered = {stamp_of(image): (image.width, image.height) for image in depth}

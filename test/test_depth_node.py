@@ -32,6 +32,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from cnd_depth_ros.camera import PinholeCamera
+from cnd_depth_ros.inference.sgbm import SgbmBackend
 from cnd_depth_ros.messages.camera_info import camera_info_for
 from cnd_depth_ros.messages.image import array_to_image, image_to_array
 from cnd_depth_ros.messages.pointcloud import POINT_STEP, pointcloud2_to_rgb, pointcloud2_to_xyz
@@ -538,6 +539,27 @@ def test_mono_mode(artifacts: dict[str, str]) -> None:
 
         result = spinning.node.set_parameters([Parameter("publish_disparity", value=True)])[0]
         assert not result.successful and "baseline" in result.reason
+    finally:
+        rig.close()
+        spinning.close()
+
+
+def test_sgbm_backend_needs_no_model(artifacts: dict[str, str]) -> None:
+    """``backend:=sgbm``: OpenCV's matcher in the node, a stand-in for stereo_image_proc to
+    compare with; ``model_path`` is ignored, and the depth is the backend's on the same pair."""
+    spinning = Spinning(_depth_node(artifacts["cnd_stereo"], backend="sgbm", namespace="sgbm"))
+    rig = _rig("sgbm")
+    try:
+        rig.wait_connected()
+        rng = np.random.default_rng(0)
+        texture = cv2.GaussianBlur(
+            rng.integers(0, 256, (CAMERA.height, CAMERA.width + 8, 3), dtype=np.uint8), (3, 3), 0
+        )
+        left, right = texture[:, : CAMERA.width].copy(), texture[:, 8:].copy()
+        depth = rig.depth_for(rig.send(left=left, right=right))
+        expected = SgbmBackend().infer(left, right, camera=CAMERA)
+        np.testing.assert_allclose(depth, expected, rtol=1e-6, equal_nan=True)
+        assert np.nanmedian(depth) == pytest.approx(CAMERA.fx * 0.12 / 8, rel=1e-2)
     finally:
         rig.close()
         spinning.close()

@@ -16,13 +16,11 @@ from fixtures.artifacts import SMALL, make_artifact
 from fixtures.training import one_torch_thread, synthetic_folder  # noqa: F401
 
 from cnd_depth_ros import cli
-from cnd_depth_ros.commands.arguments import SGBM_BASELINES
 from cnd_depth_ros.data.frame import Frame
 from cnd_depth_ros.data.registry import open_dataset
 from cnd_depth_ros.evaluation.dataset_eval import evaluate_dataset, open_predictor
 from cnd_depth_ros.evaluation.metrics import METRIC_NAMES
 from cnd_depth_ros.inference.depth_estimate import DepthEstimate
-from cnd_depth_ros.inference.sgbm import PRESETS
 from cnd_depth_ros.synthetic.bag_writer import write_sequence_bag
 from cnd_depth_ros.synthetic.dataset_writer import kitti_like_camera
 
@@ -70,7 +68,7 @@ def test_sgbm_baseline_scores_every_pixel_and_max_frames(
     synthetic_root: Path, tmp_path: Path
 ) -> None:
     code, result = _eval(
-        tmp_path, "--model", "sgbm", "--data", "synthetic", "--data-root", str(synthetic_root),
+        tmp_path, "--backend", "sgbm", "--data", "synthetic", "--data-root", str(synthetic_root),
         "--max-frames", "2",
     )
     assert code == 0
@@ -89,23 +87,24 @@ def test_data_options_reach_the_loader_and_the_result(
     result; an option the loader lacks is named with those it takes."""
     bag = tmp_path / "drive"
     write_sequence_bag(bag, kitti_like_camera(96, 64), 2, seed=5, progress=False)
-    code, result = _eval(tmp_path, "--model", "sgbm", "--data", "rosbag", "--data-root",
+    code, result = _eval(tmp_path, "--backend", "sgbm", "--data", "rosbag", "--data-root",
                          str(bag), "--data-option", "slop=0.01")
     assert code == 0 and result["frames"] == 2
     assert result["data"]["options"] == {"slop": 0.01}
-    code, _ = _eval(tmp_path, "--model", "sgbm", "--data", "synthetic", "--data-root",
+    code, _ = _eval(tmp_path, "--backend", "sgbm", "--data", "synthetic", "--data-root",
                     str(synthetic_root), "--data-option", "left_topic=/x")
     assert code == 2
     assert "bad options ['left_topic']" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        cli.main(["eval", "--model", "sgbm", "--data", "synthetic", "--data-option", "oops"])
+        cli.main(["eval", "--backend", "sgbm", "--data", "synthetic", "--data-option", "oops"])
     assert "must be NAME=VALUE" in capsys.readouterr().err
 
 
-def test_sgbm_as_stereo_image_proc_ships_it_as_model_and_baseline(
-    synthetic_root: Path, stereo_artifact: Path, tmp_path: Path
+def test_sgbm_as_stereo_image_proc_ships_it_as_backend_and_baseline(
+    synthetic_root: Path, stereo_artifact: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    code, result = _eval(tmp_path, "--model", "sgbm:stereo_image_proc", "--data", "synthetic",
+    code, result = _eval(tmp_path, "--backend", "sgbm:stereo_image_proc", "--data", "synthetic",
                          "--data-root", str(synthetic_root), "--max-frames", "1")
     assert code == 0 and result["model_info"]["preset"] == "stereo_image_proc"
     code, result = _eval(
@@ -113,11 +112,41 @@ def test_sgbm_as_stereo_image_proc_ships_it_as_model_and_baseline(
         str(synthetic_root), "--max-frames", "1", "--baseline", "sgbm:stereo_image_proc",
         "--report", str(tmp_path / "report"),
     )
-    assert code == 0 and result["baseline"]["model"] == "sgbm:stereo_image_proc"
-    assert "SGBM (stereo_image_proc)" in (tmp_path / "report" / "report.html").read_text()
-    assert tuple(
-        "sgbm" if preset == "tuned" else f"sgbm:{preset}" for preset in PRESETS
-    ) == SGBM_BASELINES
+    assert code == 0 and result["baseline"]["backend"] == "sgbm:stereo_image_proc"
+    assert "sgbm:stereo_image_proc" in (tmp_path / "report" / "report.html").read_text()
+    code, _ = _eval(tmp_path, "--backend", "sgbm:fast", "--data", "synthetic", "--data-root",
+                    str(synthetic_root))
+    assert code == 2
+    assert "unknown SGBM preset 'fast'; known: tuned, stereo_image_proc" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["eval", "--backend", "sgbn", "--data", "synthetic"])
+    assert "unknown backend 'sgbn'" in capsys.readouterr().err
+    code, _ = _eval(tmp_path, "--data", "synthetic", "--data-root", str(synthetic_root))
+    assert code == 2
+    assert "backend 'torch' runs a model" in capsys.readouterr().err
+
+
+#: ``cnd-depth eval --model sgbm[:PRESET]`` on ``synthetic_root`` before SGBM became a backend
+#: (OpenCV 5.1.0).
+METRICS_BEFORE = {
+    "sgbm": {"delta1": 0.7927784170778717, "delta2": 0.9092754389489751,
+             "delta3": 0.9359732415437829, "invalid": 0.0, "log10": 0.07964610098915098,
+             "rel": 0.24995598831629876, "rmse": 7.67066342892182,
+             "rmse_log": 0.3620377066140145, "sq_rel": 4.901521608639917},
+    "sgbm:stereo_image_proc": {"delta1": 0.6289860421323988, "delta2": 0.7568367430513397,
+                               "delta3": 0.8064500508455584, "invalid": 0.0,
+                               "log10": 0.15863646675188606, "rel": 0.6920637292908038,
+                               "rmse": 16.006371179128422, "rmse_log": 0.6099026249111499,
+                               "sq_rel": 24.515810916557456},
+}
+
+
+@pytest.mark.parametrize("spec", sorted(METRICS_BEFORE))
+def test_sgbm_backend_scores_as_before(spec: str, synthetic_root: Path, tmp_path: Path) -> None:
+    code, result = _eval(tmp_path, "--backend", spec, "--data", "synthetic", "--data-root",
+                         str(synthetic_root))
+    assert code == 0 and result["frames"] == 3 and result["model"] is None
+    assert result["metrics"] == pytest.approx(METRICS_BEFORE[spec], rel=1e-9, abs=1e-12)
 
 
 def test_ground_truth_as_prediction_scores_perfectly(synthetic_root: Path) -> None:
@@ -182,7 +211,7 @@ def test_int8_onnxruntime_calibrates_on_other_frames(
 def test_bad_input_is_reported_without_a_traceback(
     synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, _ = _eval(tmp_path, "--model", "sgbm", "--data", "nosuchkind", "--data-root", "x")
+    code, _ = _eval(tmp_path, "--backend", "sgbm", "--data", "nosuchkind", "--data-root", "x")
     assert code == 2
     assert "nosuchkind" in capsys.readouterr().err
     missing = tmp_path / "missing_model"
@@ -193,7 +222,7 @@ def test_bad_input_is_reported_without_a_traceback(
     assert code == 2
     assert "missing_model" in capsys.readouterr().err
     code, _ = _eval(
-        tmp_path, "--model", "sgbm", "--data", "synthetic", "--data-root", str(synthetic_root),
+        tmp_path, "--backend", "sgbm", "--data", "synthetic", "--data-root", str(synthetic_root),
         "--max-frames", "0",
     )
     assert code == 2

@@ -188,9 +188,9 @@ def test_baseline_sgbm_is_scored_on_the_same_frames(drive: Path, tmp_path: Path)
                   "--out", str(out)) == 0
     result = metrics_of(out)
     assert result["overall"]["rel"] == 0.0
-    assert result["baseline"]["model"] == "SGBM"
+    assert result["baseline"]["backend"] == "sgbm"
     assert 0.0 < result["baseline"]["overall"]["rel"] < 1.0  # a real matcher on real pairs
-    assert "SGBM" in (out / "report.html").read_text()
+    assert ">sgbm<" in (out / "report.html").read_text()
     mono = replay(str(bag), "--pred-topic", "/pred/exact", "--baseline", "sgbm", "--mono",
                   "--out", str(tmp_path / "mono"))
     assert mono == 2

@@ -235,10 +235,10 @@ def test_eval_report_end_to_end(tmp_path: Path) -> None:
     result = json.loads(result_path.read_text())
     assert result["report"] == str(out / REPORT_NAME)
     assert result["frames"] == 3
-    assert result["baseline"]["model"] == "sgbm"
+    assert result["baseline"]["backend"] == "sgbm"
     assert result["baseline"]["frames"] == 3
     page = (out / REPORT_NAME).read_text(encoding="utf-8")
-    assert "cnd_stereo</th><th>SGBM</th>" in page
+    assert "cnd_stereo</th><th>sgbm</th>" in page
     for key in ("rel", "rmse"):
         for metrics in (result["metrics"], result["baseline"]["metrics"]):
             assert f">{metrics[key]:.3f}</td>" in page
@@ -249,10 +249,10 @@ def test_eval_report_end_to_end(tmp_path: Path) -> None:
     assert "http://" not in page and "file://" not in page
 
 
-def test_eval_rejects_the_model_as_its_own_baseline(
+def test_eval_rejects_the_backend_as_its_own_baseline(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = cli.main(["eval", "--model", "sgbm", "--baseline", "sgbm", "--data", "synthetic",
+    code = cli.main(["eval", "--backend", "sgbm", "--baseline", "sgbm", "--data", "synthetic",
                      "--data-root", str(tmp_path)])
     assert code == 2
     assert "nothing to compare" in capsys.readouterr().err

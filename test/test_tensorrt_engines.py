@@ -12,6 +12,7 @@ engine is built, cached and deserialized.
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import logging
 import sys
@@ -40,6 +41,8 @@ from cnd_depth_ros.inference.engine_cache import (
     StaleEngineError,
     copy_engine_file,
 )
+from cnd_depth_ros.inference.onnxruntime_backend import OnnxRuntimeBackend
+from cnd_depth_ros.inference.registry import with_calibration
 
 MODULES = ("cnd_depth_ros.inference.tensorrt_builder", "cnd_depth_ros.inference.tensorrt_backend")
 GPU = BuildTarget("", "NVIDIA H200", "9.0", 132, 140)
@@ -136,6 +139,33 @@ def test_eval_with_tensorrt_int8_calibrates_on_calib_data(
                      "motorcycle:-", "--device", "cuda", "--no-progress"])
     assert code == 2
     assert NO_CUDA_BUFFERS in capsys.readouterr().err
+    record, _ = _only_int8_engine(tmp_path / "engines")
+    expected = CalibrationSet.for_model([motorcycle()], record.metadata).fingerprint()
+    assert record.key.calibration == expected
+
+
+def test_int8_calibration_frames_go_by_the_option_name_the_backends_take(
+    tensorrt: Callable[..., Any], artifacts: dict[str, Path], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The INT8 path of ``eval`` and ``bench`` (``registry.with_calibration``) passes the
+    calibration frames as ``calibration``, the option the tensorrt and onnxruntime backends both
+    take, whether INT8 is asked for by ``--precision`` or in the spec (``tensorrt:int8``).
+    TensorRT is faked (``fixtures.fake_tensorrt``) because it cannot be installed here."""
+    trt = tensorrt(fake.fake_tensorrt())
+    frames = [motorcycle()]
+    for backend in (trt.backend.TensorRTBackend, OnnxRuntimeBackend):
+        assert "calibration" in inspect.signature(backend).parameters
+    for spec, options in (("tensorrt:int8", {}), ("tensorrt", {"precision": "int8"}),
+                          ("onnxruntime:int8", {"device": "cpu"})):
+        assert with_calibration(spec, options, frames) == {**options, "calibration": frames}
+    for spec in ("tensorrt", "tensorrt:fp16", "sgbm"):
+        assert "calibration" not in with_calibration(spec, {}, frames)
+    code = cli.main(["eval", "--model", str(artifacts["cnd_stereo"]), "--data", "motorcycle",
+                     "--backend", "tensorrt:int8", "--calib-data", "motorcycle:-", "--device",
+                     "cuda", "--no-progress"])
+    assert code == 2
+    assert NO_CUDA_BUFFERS in capsys.readouterr().err  # past the options, the build, the cache
     record, _ = _only_int8_engine(tmp_path / "engines")
     expected = CalibrationSet.for_model([motorcycle()], record.metadata).fingerprint()
     assert record.key.calibration == expected

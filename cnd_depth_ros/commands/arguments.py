@@ -14,9 +14,9 @@ from typing import Any
 from cnd_depth_ros.messages.bag import DISTROS, STORAGES
 
 __all__ = [
-    "SGBM_BASELINES",
     "add_bag_format_arguments",
     "add_input_plan_arguments",
+    "backend_spec",
     "image_size",
     "network_size",
     "non_negative_float",
@@ -24,11 +24,6 @@ __all__ = [
     "positive_float",
     "positive_int",
 ]
-
-#: ``--baseline`` choices: SGBM with each of ``inference.sgbm.PRESETS`` (``tuned`` is plain sgbm),
-#: spelled out here so that building the parser imports no OpenCV.
-SGBM_BASELINES = ("sgbm", "sgbm:stereo_image_proc")
-
 
 def positive_int(text: str) -> int:
     """An integer of at least 1: sizes, counts, iterations."""
@@ -60,6 +55,18 @@ def non_negative_float(text: str) -> float:
     if not 0.0 <= value < math.inf:
         raise argparse.ArgumentTypeError(f"must be a non-negative number, got {text}")
     return value
+
+
+def backend_spec(text: str) -> str:
+    """A backend spec, ``NAME`` or ``NAME:VALUE`` (``sgbm:stereo_image_proc``), of a backend the
+    registry knows; the value itself is checked when the backend is created."""
+    from cnd_depth_ros.inference.registry import parse_backend_spec
+
+    try:
+        parse_backend_spec(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text.strip()
 
 
 def image_size(text: str) -> tuple[int, int]:

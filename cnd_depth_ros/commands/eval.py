@@ -1,13 +1,12 @@
 """Score a model (or the SGBM baseline) on a dataset with the paper's metrics.
 
---model takes an artifact path, a shipped model name (cnd_micro, cnd_mono, cnd_stereo) or sgbm
-(sgbm:stereo_image_proc for SGBM with stereo_image_proc's own settings).
-The model runs through an inference backend, from camera images to metric depth at the ground
-truth's resolution, so the numbers are those of the deployed model. The JSON result is
+--model takes an artifact path or a shipped model name (cnd_micro, cnd_mono, cnd_stereo), run by
+--backend; --backend sgbm (sgbm:stereo_image_proc for stereo_image_proc's own settings) is OpenCV's
+StereoSGBM and needs no model. Every backend runs from camera images to metric depth at the
+ground truth's resolution, so the numbers are those of the deployed estimator. The JSON result is
 {"metrics": {"rel", "log10", "rmse", ...}, "frames": N, "model", "backend", "data"}, plus
-"baseline" with --baseline sgbm[:stereo_image_proc] and "report" with --report DIR
-(report.html and its figures: frames, metrics table, error by distance, per-frame error,
-inference time).
+"baseline" with --baseline BACKEND (e.g. sgbm) and "report" with --report DIR (report.html and
+its figures: frames, metrics table, error by distance, per-frame error, inference time).
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cnd_depth_ros.commands.arguments import SGBM_BASELINES, add_input_plan_arguments
+from cnd_depth_ros.commands.arguments import add_input_plan_arguments, backend_spec
 from cnd_depth_ros.errors import CndDepthError
 
 if TYPE_CHECKING:
@@ -39,9 +38,9 @@ def _data_option(text: str) -> tuple[str, Any]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True,
-                        help="artifact path, cnd_micro, cnd_mono, cnd_stereo, sgbm or "
-                        "sgbm:stereo_image_proc")
+    parser.add_argument("--model",
+                        help="artifact path, cnd_micro, cnd_mono or cnd_stereo (not needed by "
+                             "--backend sgbm)")
     parser.add_argument("--data", required=True, metavar="KIND",
                         help="dataset kind: synthetic, kitti, kitti_raw, middlebury, motorcycle, "
                              "nyu, apolloscape, rosbag")
@@ -49,8 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-option", action="append", type=_data_option, default=[],
                         metavar="NAME=VALUE", help="loader option, repeatable, e.g. "
                         "left_topic=/zed/left/image_rect_color for a rosbag (docs/data.md)")
-    parser.add_argument("--backend", default="torch",
-                        help="inference backend for networks: torch, onnxruntime, tensorrt, auto")
+    parser.add_argument("--backend", default="torch", type=backend_spec,
+                        help="inference backend: torch, onnxruntime, tensorrt, auto, or sgbm "
+                             "(OpenCV StereoSGBM, no model; sgbm:stereo_image_proc with "
+                             "stereo_image_proc's own settings)")
     parser.add_argument("--device", help="backend device: cpu, cuda or cuda:N")
     parser.add_argument("--precision", choices=["fp32", "fp16", "int8"],
                         help="backend precision (default: the backend's own); int8 needs"
@@ -61,8 +62,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-frames", type=int, metavar="N", help="score the first N frames")
     parser.add_argument("--no-progress", dest="progress", action="store_false",
                         help="no progress bar")
-    parser.add_argument("--baseline", choices=SGBM_BASELINES,
-                        help="also score this baseline on the same frames, next to the model")
+    parser.add_argument("--baseline", metavar="BACKEND", type=backend_spec,
+                        help="also score this backend (e.g. sgbm, sgbm:stereo_image_proc; a "
+                             "network backend runs --model) with its defaults on the same "
+                             "frames, next to the model")
     parser.add_argument("--report", type=Path, metavar="DIR",
                         help="write report.html and its PNG figures into DIR")
     add_input_plan_arguments(parser)
@@ -78,12 +81,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from cnd_depth_ros.data.registry import open_dataset
-    from cnd_depth_ros.evaluation.dataset_eval import is_sgbm
     from cnd_depth_ros.evaluation.report import ReportCollector, panel_indices
 
-    if args.baseline == args.model:
-        raise CndDepthError(f"--baseline {args.baseline} is the model itself: nothing to compare")
-    options = {} if is_sgbm(args.model) else _backend_options(args)
+    if args.baseline == args.backend:
+        raise CndDepthError(f"--baseline {args.baseline} is --backend itself: nothing to compare")
+    options = _backend_options(args)
     started = time.monotonic()
     model_log = baseline_log = None
     try:
@@ -93,8 +95,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             keep = panel_indices(max(0, min(limit, len(frames))))
             model_log = ReportCollector(keep)
             baseline_log = ReportCollector(keep) if args.baseline else None
-        result, info = _evaluate(args.model, frames, args, model_log,
-                                 backend=args.backend, **options)
+        result, info = _evaluate(args.backend, frames, args, model_log, **options)
         if args.baseline:
             baseline_result, _ = _evaluate(args.baseline, frames, args, baseline_log)
     except ValueError as error:
@@ -109,7 +110,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                  **({"options": dict(args.data_option)} if args.data_option else {})},
     }
     if args.baseline:
-        output["baseline"] = {"model": args.baseline, **baseline_result}
+        output["baseline"] = {"backend": args.baseline, **baseline_result}
     if model_log is not None:
         output["report"] = str(_write_report(args, output, model_log, baseline_log))
     output["seconds"] = round(time.monotonic() - started, 2)
@@ -119,38 +120,47 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def _backend_options(args: argparse.Namespace) -> dict[str, Any]:
     """``--device``, ``--precision``, the ``--calib-data`` frames and the input plan's options
     as backend options."""
+    from cnd_depth_ros.inference.registry import with_calibration
+
     options: dict[str, Any] = {"pixel_budget": args.pixel_budget, "input_size": args.input_size}
     if args.device is not None:
         options["device"] = args.device
     if args.precision is not None:
         options["precision"] = args.precision
-    if args.precision == "int8":
-        if not args.calib_data:
-            raise CndDepthError("--precision int8 needs --calib-data KIND:ROOT to calibrate on")
-        from cnd_depth_ros.data.sources import DataSpec, open_frames
+    try:
+        int8 = "calibration" in with_calibration(args.backend, options, None)
+    except ValueError as error:
+        raise CndDepthError(str(error)) from error
+    if not int8:
+        return options
+    if not args.calib_data:
+        raise CndDepthError("INT8 needs --calib-data KIND:ROOT to calibrate on")
+    from cnd_depth_ros.data.sources import DataSpec, open_frames
 
-        options["calibration"] = open_frames([DataSpec.parse(args.calib_data)], stereo=True)
-    return options
+    frames = open_frames([DataSpec.parse(args.calib_data)], stereo=True)
+    return with_calibration(args.backend, options, frames)
 
 
 def _evaluate(
-    model: str,
+    backend: str,
     frames: Sequence[Frame],
     args: argparse.Namespace,
     collector: ReportCollector | None,
     **options: Any,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(result, info)`` of ``model`` over ``frames``, feeding ``collector`` if there is one."""
-    from cnd_depth_ros.evaluation.dataset_eval import evaluate_dataset, is_sgbm, open_predictor
+    """``(result, info)`` of ``--model`` on ``backend`` over ``frames``, feeding ``collector`` if
+    there is one."""
+    from cnd_depth_ros.evaluation.dataset_eval import evaluate_dataset, open_predictor
 
-    if not is_sgbm(model) and len(frames):
+    if len(frames):
         options["camera"] = frames[0].camera
-    with open_predictor(model, **options) as (predict, info):
+    with open_predictor(args.model, backend=backend, **options) as (predict, info):
+        name = info["model"]
         if info["stereo"] and len(frames) and frames[0].right is None:
-            raise ValueError(f"{model} needs stereo pairs but {args.data} data has no right images")
+            raise ValueError(f"{name} needs stereo pairs but {args.data} data has no right images")
         result = evaluate_dataset(
             predict, frames, max_frames=args.max_frames, progress=args.progress,
-            description=f"eval {model}", min_depth=args.min_depth, max_depth=args.max_depth,
+            description=f"eval {name}", min_depth=args.min_depth, max_depth=args.max_depth,
             confidence_threshold=args.confidence_threshold,
             on_frame=None if collector is None else collector.on_frame,
         )
@@ -163,12 +173,13 @@ def _write_report(
     model_log: ReportCollector,
     baseline_log: ReportCollector | None,
 ) -> Path:
-    from cnd_depth_ros.evaluation.dataset_eval import sgbm_label
     from cnd_depth_ros.evaluation.report import write_report
 
+    # The model's name, or the backend's own description (OpenCV StereoSGBM) where it has none.
+    name = Path(output["model_info"]["model"]).name
     baseline = None
     if baseline_log is not None:
-        baseline = baseline_log.baseline(sgbm_label(args.baseline), output["baseline"]["metrics"])
+        baseline = baseline_log.baseline(args.baseline, output["baseline"]["metrics"])
     details = {
         "model": args.model,
         "backend": output["backend"],
@@ -183,12 +194,12 @@ def _write_report(
     try:
         return write_report(
             args.report,
-            title=f"{Path(args.model).name} on {args.data}",
+            title=f"{name} on {args.data}",
             metrics=output["metrics"],
             **model_log.report_arguments(baseline_log),
             baseline=baseline,
             details=details,
-            model_name=Path(args.model).name,
+            model_name=name,
         )
     except OSError as error:
         raise CndDepthError(f"cannot write the report into {args.report}: {error}") from error

@@ -15,7 +15,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from cnd_depth_ros.commands.arguments import SGBM_BASELINES, non_negative_float, positive_float
+from cnd_depth_ros.commands.arguments import backend_spec, non_negative_float, positive_float
 from cnd_depth_ros.errors import CndDepthError
 from cnd_depth_ros.messages.bag import STORAGES
 from cnd_depth_ros.messages.topics import DEFAULT_TOPICS
@@ -89,10 +89,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "clipped to the range (the KITTI protocol)")
     score.add_argument("--max-depth", type=positive_float, default=80.0,
                        help="ground truth farther than this (m) is not scored")
-    score.add_argument("--baseline", choices=SGBM_BASELINES,
-                       help="also score OpenCV StereoSGBM on the bag's stereo pairs against the "
-                            "same depth ground truth, next to the node in the report "
-                            "(sgbm:stereo_image_proc: with stereo_image_proc's own settings)")
+    score.add_argument("--baseline", metavar="BACKEND", type=backend_spec,
+                       help="also score this backend with its defaults on the bag's stereo pairs "
+                            "against the same depth ground truth, next to the node in the "
+                            "report: sgbm (OpenCV StereoSGBM), sgbm:stereo_image_proc (with "
+                            "stereo_image_proc's own settings), or a network backend running "
+                            "--model")
     score.add_argument("--panels", type=int, default=4, help="frames shown as images in the "
                        "report")
     score.add_argument("--record", type=Path, metavar="PATH",
@@ -143,7 +145,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             f"--min-depth ({args.min_depth}) must be below --max-depth ({args.max_depth})"
         )
     if args.baseline and (args.mono or args.gt_points_topic):
-        raise CndDepthError("--baseline sgbm needs stereo topics and a --gt-topic depth image")
+        raise CndDepthError("--baseline needs stereo topics and a --gt-topic depth image")
     from cnd_depth_ros.evaluation.replay import ReplayTopics, score_depth_topic
     from cnd_depth_ros.evaluation.scoring import ReplayScorer
     from cnd_depth_ros.messages.bag import COMPRESSED_IMAGE, BagReader
@@ -171,22 +173,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             details["prediction"] = args.pred_topic
         else:
             result = _replay(args, reader, topics, scorer, details)
-    baseline = _sgbm_baseline(args, sorted(scorer.panel_frames)) if args.baseline else None
+    baseline = _baseline(args, sorted(scorer.panel_frames)) if args.baseline else None
     if baseline is not None:
-        result["baseline"] = {"model": baseline[0], "overall": baseline[2]}
+        result["baseline"] = {"backend": baseline[0], "overall": baseline[2]}
     paths = scorer.write(args.out, result, title=f"depth on {args.bag.name}", details=details,
                          baseline=baseline)
     _summary(result, paths)
     return {**result, "out": str(args.out), **{k: str(v) for k, v in paths.items()}}
 
 
-def _sgbm_baseline(
+def _baseline(
     args: argparse.Namespace, panels: list[int]
 ) -> tuple[str, Any, dict[str, float]]:
-    """SGBM on the bag's stereo pairs, scored like the node on the same ground truth and depth
-    range; frame i of the bag keeps index i, so the report's panels line up."""
+    """Backend ``--baseline`` on the bag's stereo pairs, scored like the node on the same ground
+    truth and depth range; frame i of the bag keeps index i, so the report's panels line up."""
     from cnd_depth_ros.data.rosbag import RosbagDataset
-    from cnd_depth_ros.evaluation.dataset_eval import evaluate_dataset, open_predictor, sgbm_label
+    from cnd_depth_ros.evaluation.dataset_eval import evaluate_dataset, open_predictor
     from cnd_depth_ros.evaluation.report import ReportCollector
 
     frames = RosbagDataset(
@@ -195,12 +197,15 @@ def _sgbm_baseline(
         depth_topic=args.gt_topic, slop=args.gt_slop,
     )
     collector = ReportCollector(keep=panels)
-    with open_predictor(args.baseline) as (predict, _):
-        result = evaluate_dataset(
-            predict, frames, progress=not args.no_progress, description=args.baseline,
-            on_frame=collector.on_frame, min_depth=args.min_depth, max_depth=args.max_depth,
-        )
-    return sgbm_label(args.baseline), collector, result["metrics"]
+    try:
+        with open_predictor(args.model, backend=args.baseline) as (predict, _):
+            result = evaluate_dataset(
+                predict, frames, progress=not args.no_progress, description=args.baseline,
+                on_frame=collector.on_frame, min_depth=args.min_depth, max_depth=args.max_depth,
+            )
+    except ValueError as error:
+        raise CndDepthError(f"--baseline {args.baseline}: {error}") from error
+    return args.baseline, collector, result["metrics"]
 
 
 def _replay(

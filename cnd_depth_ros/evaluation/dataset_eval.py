@@ -1,9 +1,9 @@
 """The paper's metrics of a depth estimator over a dataset, as deployed.
 
-Networks run through an inference backend (``DepthBackend.infer``) and the classical baseline
-through :class:`~cnd_depth_ros.inference.sgbm.SgbmMatcher`, both from the camera images to metric
-depth at the ground truth's resolution. So the numbers measure what the node would publish, and
-SGBM and the networks are scored on exactly the same pixels.
+Every estimator, a network or the classical baseline (backend ``sgbm``), runs through an
+inference backend (:meth:`~cnd_depth_ros.inference.backend.DepthEstimator.estimate`), from the
+camera images to metric depth at the ground truth's resolution. So the numbers measure what the
+node would publish, and SGBM and the networks are scored on exactly the same pixels.
 """
 
 from __future__ import annotations
@@ -24,9 +24,7 @@ __all__ = [
     "FrameCallback",
     "Predictor",
     "evaluate_dataset",
-    "is_sgbm",
     "open_predictor",
-    "sgbm_label",
 ]
 
 _LOGGER = logging.getLogger(__name__)
@@ -41,20 +39,9 @@ Predictor = Callable[[Frame], DepthEstimate]
 FrameCallback = Callable[[int, Frame, DepthEstimate, np.ndarray, float], None]
 
 
-def is_sgbm(model: str) -> bool:
-    """Whether ``model`` names the SGBM baseline (``sgbm`` or ``sgbm:PRESET``), not a network."""
-    return model == "sgbm" or model.startswith("sgbm:")
-
-
-def sgbm_label(model: str) -> str:
-    """How reports name an SGBM baseline: ``SGBM``, or ``SGBM (PRESET)``."""
-    preset = model.partition(":")[2]
-    return f"SGBM ({preset})" if preset else "SGBM"
-
-
 @contextlib.contextmanager
 def open_predictor(
-    model: str,
+    model: str | None,
     *,
     backend: str = "torch",
     camera: PinholeCamera | None = None,
@@ -62,9 +49,9 @@ def open_predictor(
     input_size: tuple[int, int] | None = None,
     **options: Any,
 ) -> Iterator[tuple[Predictor, dict[str, Any]]]:
-    """``(predict, info)`` for ``model``: ``"sgbm"`` (``"sgbm:PRESET"`` for another of
-    :data:`~cnd_depth_ros.inference.sgbm.PRESETS`), a shipped model name or an artifact path,
-    run by ``backend`` with its ``options``; the backend is closed on exit.
+    """``(predict, info)`` for ``model`` (a shipped model name or an artifact path; ``None`` for
+    a backend without a model, ``sgbm``) run by the backend spec ``backend`` with its
+    ``options``; the backend is closed on exit.
 
     Networks run at the input planned for each frame's camera (``pixel_budget``, or
     ``input_size`` for every frame; ``camera``: the first frame's, planned at once); ``info``
@@ -72,27 +59,13 @@ def open_predictor(
 
     :raises ArtifactError: the model cannot be found or read.
     :raises BackendError: the backend cannot run here.
-    :raises ValueError: an unknown SGBM preset.
+    :raises ValueError: a bad backend spec or option (an unknown SGBM preset, ...).
     """
     from cnd_depth_ros.inference.planned_backend import PlannedBackend
-    from cnd_depth_ros.inference.sgbm import SgbmMatcher
 
-    if is_sgbm(model):
-        preset = model.partition(":")[2] or "tuned"
-        matcher = SgbmMatcher(preset=preset, **options)
-        try:
-            yield (
-                lambda frame: DepthEstimate(
-                    matcher.infer(frame.left, frame.right, camera=frame.camera)
-                ),
-                {**matcher.info(), "stereo": True},
-            )
-        finally:
-            matcher.close()
-        return
     runner = PlannedBackend(backend, model, camera=camera, pixel_budget=pixel_budget,
                             input_size=input_size, **options)
-    stereo = runner.metadata.stereo
+    stereo = runner.stereo
     info = {**runner.info(), "stereo": stereo}
     try:
         yield (

@@ -1,6 +1,10 @@
-"""The interface every inference backend shares, and the pre/post-processing they all use.
+"""The interface every inference backend shares, and the pre/post-processing the networks use.
 
-A backend only implements :meth:`DepthBackend.run` (network forward on network-sized float
+:class:`DepthEstimator` is what the node, ``eval`` and ``bench`` run: camera images in, metric
+depth out. Most estimators are networks, :class:`DepthBackend`; OpenCV's SGBM
+(:mod:`~cnd_depth_ros.inference.sgbm`) is one too, without a model.
+
+A network backend only implements :meth:`DepthBackend.run` (network forward on network-sized float
 tensors); :meth:`DepthBackend.infer` does the rest identically for all of them: check and resize the
 camera images, run, turn the raw output into metric depth for the *live* camera (the artifact's
 output rule, :mod:`cnd_depth_ros.models.output`), refine a stereo net's disparity against the
@@ -23,7 +27,7 @@ from cnd_depth_ros.inference.disparity_refinement import DisparityRefinement
 from cnd_depth_ros.inference.export import CONFIDENCE_NAME, OUTPUT_NAME
 from cnd_depth_ros.models.artifact import ModelMetadata
 
-__all__ = ["DepthBackend", "NetworkOutputs", "to_network_input"]
+__all__ = ["DepthBackend", "DepthEstimator", "NetworkOutputs", "to_network_input"]
 
 #: What :meth:`DepthBackend.run` returns: the graph's outputs by name, each 1 x 1 x h x w float32:
 #: ``"depth"`` (the raw output, as the artifact's ``output`` says) and, for stereo nets, the
@@ -49,14 +53,81 @@ def _resized(image: np.ndarray, width: int, height: int) -> np.ndarray:
     return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
-class DepthBackend(abc.ABC):
-    """Runs one model artifact. Subclasses implement :meth:`run` (and usually :meth:`close`)."""
+class DepthEstimator(abc.ABC):
+    """Camera images -> metric depth: every backend in the registry. Subclasses implement
+    :meth:`estimate`, :attr:`stereo`, :attr:`input_size` and :meth:`info` (and usually
+    :meth:`close`)."""
 
     name: ClassVar[str]
+    #: The model's metadata; ``None`` for an estimator that runs no model (SGBM).
+    metadata: ModelMetadata | None = None
+
+    @property
+    @abc.abstractmethod
+    def stereo(self) -> bool:
+        """Whether it needs the right image (and the camera's baseline)."""
+
+    @property
+    @abc.abstractmethod
+    def input_size(self) -> tuple[int, int] | None:
+        """(width, height) it runs at; ``None``: each camera's own size."""
+
+    @abc.abstractmethod
+    def estimate(
+        self,
+        left: np.ndarray,
+        right: np.ndarray | None = None,
+        *,
+        camera: PinholeCamera,
+        output_size: tuple[int, int] | None = None,
+        refinement: DisparityRefinement | None = None,
+    ) -> DepthEstimate:
+        """Metric depth for ``camera`` (H x W float32 metres, NaN where invalid), with the
+        matcher's confidence where there is one.
+
+        ``left``/``right`` are H x W x 3 uint8 RGB images of the size ``camera`` describes.
+        ``output_size`` is (width, height), default the camera's size. ``refinement`` refines a
+        stereo net's disparity against the images (estimators without a net ignore it).
+
+        :raises ValueError: wrong image shapes or dtype, a missing right image for a stereo
+            estimator, or a stereo estimator without a baseline in ``camera``.
+        """
+
+    def infer(
+        self,
+        left: np.ndarray,
+        right: np.ndarray | None = None,
+        *,
+        camera: PinholeCamera,
+        output_size: tuple[int, int] | None = None,
+    ) -> np.ndarray:
+        """The depth of :meth:`estimate` alone: H x W float32 metres, NaN where invalid."""
+        return self.estimate(left, right, camera=camera, output_size=output_size).depth
+
+    def warmup(self, iterations: int = 3) -> None:  # noqa: B027 - optional hook
+        """Run a few times so the first real frame does not pay for lazy setup."""
+
+    @abc.abstractmethod
+    def info(self) -> dict[str, Any]:
+        """What runs, for logs, diagnostics and reports: at least ``backend``, ``model``,
+        ``variant`` and ``input``."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook: backends without resources keep it
+        """Release sessions, engines and device memory. Safe to call twice."""
+
+
+class DepthBackend(DepthEstimator):
+    """Runs one model artifact. Subclasses implement :meth:`run` (and usually :meth:`close`)."""
+
+    metadata: ModelMetadata
 
     def __init__(self, metadata: ModelMetadata, source: str) -> None:
         self.metadata = metadata
         self.source = source
+
+    @property
+    def stereo(self) -> bool:
+        return self.metadata.stereo
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -77,15 +148,8 @@ class DepthBackend(abc.ABC):
         output_size: tuple[int, int] | None = None,
         refinement: DisparityRefinement | None = None,
     ) -> DepthEstimate:
-        """Metric depth for ``camera``, with the matcher's confidence where the model has one.
-
-        ``left``/``right`` are H x W x 3 uint8 RGB images of the size ``camera`` describes.
-        ``output_size`` is (width, height), default the camera's size. ``refinement`` refines a
-        stereo net's disparity against the images at the camera's size (mono nets ignore it).
-
-        :raises ValueError: wrong image shapes or dtype, a missing right image for a stereo model,
-            or a stereo model without a baseline in ``camera``.
-        """
+        """:meth:`DepthEstimator.estimate` through the network at :attr:`input_size`;
+        ``refinement`` works at the camera's size (mono nets ignore it)."""
         check_camera_images(
             left, right, camera, stereo=self.metadata.stereo, name=self.metadata.variant
         )
@@ -109,17 +173,6 @@ class DepthBackend(abc.ABC):
             confidence = _resized(confidence, out_width, out_height)
         return DepthEstimate(depth, confidence)
 
-    def infer(
-        self,
-        left: np.ndarray,
-        right: np.ndarray | None = None,
-        *,
-        camera: PinholeCamera,
-        output_size: tuple[int, int] | None = None,
-    ) -> np.ndarray:
-        """The depth of :meth:`estimate` alone: H x W float32 metres, NaN where invalid."""
-        return self.estimate(left, right, camera=camera, output_size=output_size).depth
-
     def warmup(self, iterations: int = 3) -> None:
         """Run a few forward passes so the first real frame does not pay for lazy setup."""
         width, height = self.input_size
@@ -137,6 +190,3 @@ class DepthBackend(abc.ABC):
             "input": f"{width}x{height}",
             "output": self.metadata.output,
         }
-
-    def close(self) -> None:  # noqa: B027 - optional hook: backends without resources keep it
-        """Release sessions, engines and device memory. Safe to call twice."""

@@ -1,10 +1,11 @@
-"""Latency and agreement of backends, side by side with StereoSGBM, measured in one run.
+"""Latency and agreement of backends (networks and StereoSGBM, ``sgbm``), measured in one run.
 
 Every contender gets the same camera-sized stereo pair and does the whole job a node would:
-``infer(left, right, camera=...)``, i.e. resize to the network size, run, turn the output into
-metres for the camera, resize back. The reported latency is that call's, so the classical matcher
-and the networks are compared on equal terms. Accuracy against the torch reference is the largest
-absolute depth difference in metres over the pixels where both are valid.
+``infer(left, right, camera=...)``, i.e. resize to the input size, run, turn the output into
+metres for the camera, resize back. Every contender runs at the same input size, the one planned
+for the torch reference (SGBM matches at it too), and the reported latency is that call's, so the
+classical matcher and the networks are compared on equal terms. Agreement with the torch reference
+is the largest absolute depth difference in metres over the pixels where both are valid.
 """
 
 from __future__ import annotations
@@ -14,30 +15,22 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 
 from cnd_depth_ros.camera import PinholeCamera
+from cnd_depth_ros.inference.input_plan import default_pixel_budget
 from cnd_depth_ros.inference.planned_backend import PlannedBackend
-from cnd_depth_ros.inference.registry import BACKENDS
-from cnd_depth_ros.inference.sgbm import SgbmMatcher
+from cnd_depth_ros.inference.registry import parse_backend_spec, with_calibration
 
 if TYPE_CHECKING:
     from cnd_depth_ros.data.frame import Frame
 
-__all__ = ["BenchmarkResult", "StereoInput", "max_abs_diff", "parse_backend_spec", "run_benchmark"]
+__all__ = ["BenchmarkResult", "StereoInput", "max_abs_diff", "run_benchmark"]
 
 _LOGGER = logging.getLogger(__name__)
-
-
-class _Estimator(Protocol):
-    """What the benchmark times: the backends' and :class:`SgbmMatcher`'s ``infer``."""
-
-    def infer(
-        self, left: np.ndarray, right: np.ndarray | None = None, *, camera: PinholeCamera
-    ) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -51,25 +44,10 @@ class BenchmarkResult:
     p50_ms: float
     p95_ms: float
     fps: float
-    max_abs_diff_vs_torch: float | None
+    max_abs_diff_vs_torch: float
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def parse_backend_spec(spec: str) -> tuple[str, dict[str, str]]:
-    """``"onnxruntime:int8"`` -> ``("onnxruntime", {"precision": "int8"})``;
-    ``"sgbm:stereo_image_proc"`` -> ``("sgbm", {"preset": "stereo_image_proc"})``; plain names
-    have no options.
-
-    :raises ValueError: an empty name or more than one ``:``.
-    """
-    name, _, option = spec.strip().partition(":")
-    if not name or ":" in option:
-        raise ValueError(f"backend spec must be NAME or NAME:PRECISION, got {spec!r}")
-    if not option:
-        return name, {}
-    return name, {"preset" if name == "sgbm" else "precision": option}
 
 
 @dataclass(frozen=True)
@@ -97,7 +75,7 @@ def max_abs_diff(depth: np.ndarray, reference: np.ndarray) -> float:
     return float(np.abs(depth[both] - reference[both]).max())
 
 
-def _time(estimator: _Estimator, pair: StereoInput, iterations: int, warmup: int) -> np.ndarray:
+def _time(estimator: PlannedBackend, pair: StereoInput, iterations: int, warmup: int) -> np.ndarray:
     """Milliseconds per ``infer`` call, after ``warmup`` untimed calls."""
     for _ in range(warmup):
         estimator.infer(pair.left, pair.right, camera=pair.camera)
@@ -121,48 +99,40 @@ def run_benchmark(
     options: dict[str, Any] | None = None,
     calibration: Sequence[Frame] | None = None,
 ) -> list[BenchmarkResult]:
-    """Time each backend spec (``torch``, ``onnxruntime:int8``, ``sgbm``, ...) on ``pair`` with
-    the network at the input planned for the pair's camera (``pixel_budget``; ``input_size``:
-    this size instead); ``options`` (device, threads) go to every backend, ``calibration``
-    frames to INT8 ones. SGBM matches at the same size.
+    """Time each backend spec (``torch``, ``onnxruntime:int8``, ``sgbm``, ...) on ``pair``, every
+    one at the input planned for the pair's camera within ``pixel_budget`` (default: the one for
+    the timed device) or at ``input_size``; ``options`` (device, threads) go to every backend,
+    ``calibration`` frames to INT8 ones.
 
     :raises ValueError: bad specs or sizes; backend errors propagate as they are.
     """
     if iterations < 1 or warmup < 0:
         raise ValueError(f"iterations must be >= 1 and warmup >= 0, got {iterations}, {warmup}")
-    parsed = [parse_backend_spec(spec) for spec in specs]
-    for name, spec_options in parsed:  # fail before minutes of timing, not after
-        if name not in ("sgbm", "auto", *BACKENDS):
-            raise ValueError(f"unknown backend {name!r}; known: sgbm, auto, {', '.join(BACKENDS)}")
-        if name == "sgbm":
-            SgbmMatcher(**spec_options)
+    for spec in specs:  # unknown names fail before minutes of timing, not after
+        parse_backend_spec(spec)
     options = dict(options or {})
-    plan = {"pixel_budget": pixel_budget, "input_size": input_size, "camera": pair.camera}
+    budget = pixel_budget or default_pixel_budget(options.get("device") or "cpu")
     # The reference is torch on the CPU (every machine has one) with the timed backends' threads:
     # oneDNN's results are reproducible for one thread count, not across counts.
     threads = {"threads": options["threads"]} if options.get("threads") else {}
-    torch_backend = PlannedBackend("torch", model, **plan, device="cpu", **threads)
+    torch_backend = PlannedBackend("torch", model, pixel_budget=budget, input_size=input_size,
+                                   camera=pair.camera, device="cpu", **threads)
     reference = torch_backend.infer(pair.left, pair.right, camera=pair.camera)
-    width, height = torch_backend.backend.input_size
+    size = torch_backend.backend.input_size
+    assert size is not None  # a network's
+    width, height = size
     torch_backend.close()
     results = []
-    for spec, (name, spec_options) in zip(specs, parsed, strict=True):
+    for spec in specs:
         _LOGGER.info("benchmarking %s: %d iterations at %dx%d", spec, iterations, width, height)
-        if name == "sgbm":
-            matcher = SgbmMatcher(working_size=(width, height), **spec_options)
-            times = _time(matcher, pair, iterations, warmup)
-            difference = None
-        else:
-            backend_options = {**options, **spec_options}
-            if backend_options.get("precision") == "int8":
-                backend_options["calibration"] = calibration
-            backend = PlannedBackend(name, model, **plan, **backend_options)
-            try:
-                depth = backend.infer(pair.left, pair.right, camera=pair.camera)
-                difference = max_abs_diff(depth, reference)
-                times = _time(backend, pair, iterations, warmup)
-            finally:
-                backend.close()
+        backend = PlannedBackend(spec, model, input_size=size, camera=pair.camera,
+                                 **with_calibration(spec, options, calibration))
+        try:
+            depth = backend.infer(pair.left, pair.right, camera=pair.camera)
+            difference = max_abs_diff(depth, reference)
+            times = _time(backend, pair, iterations, warmup)
+        finally:
+            backend.close()
         result = BenchmarkResult(
             backend=spec,
             model=str(model),
@@ -171,7 +141,7 @@ def run_benchmark(
             p50_ms=round(float(np.percentile(times, 50)), 3),
             p95_ms=round(float(np.percentile(times, 95)), 3),
             fps=round(1000.0 / float(times.mean()), 2),
-            max_abs_diff_vs_torch=None if difference is None else round(difference, 6),
+            max_abs_diff_vs_torch=round(difference, 6),
         )
         _LOGGER.info("%s", result)
         results.append(result)

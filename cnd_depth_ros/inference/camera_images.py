@@ -1,9 +1,8 @@
 """The check every depth estimator makes on the camera images it is given.
 
-The networks (:meth:`~cnd_depth_ros.inference.backend.DepthBackend.infer`) and the SGBM baseline
-take the same input, H x W x 3 uint8 RGB at the camera's size, so they reject the same mistakes
-with the same messages and callers (node, eval, bench) meet one set of errors. Kept free of torch
-so SGBM runs without it.
+The networks (:meth:`~cnd_depth_ros.inference.backend.DepthBackend.estimate`) and the SGBM
+backend take the same input, H x W x 3 uint8 RGB at the camera's size, so they reject the same
+mistakes with the same messages and callers (node, eval, bench) meet one set of errors.
 """
 
 from __future__ import annotations

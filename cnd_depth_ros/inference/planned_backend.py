@@ -5,7 +5,9 @@ The node, ``eval`` and ``bench`` hold one :class:`PlannedBackend` instead of a b
 mid-stream) is planned, and when the plan's size differs from the loaded one the backend is
 created again at that size (torch: the weights again; ONNX Runtime: a new export; TensorRT: an
 engine from the cache or a build). A model file with static shapes (``.onnx``, ``.engine``) keeps
-its own size; the plan it would have had is reported so the user can export for it.
+its own size; the plan it would have had is reported so the user can export for it. A backend
+without a model (``sgbm``) has nothing to plan: it runs at each camera's size, or at
+``input_size`` when one is given.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from cnd_depth_ros.camera import PinholeCamera
-from cnd_depth_ros.inference.backend import DepthBackend
+from cnd_depth_ros.inference.backend import DepthEstimator
 from cnd_depth_ros.inference.depth_estimate import DepthEstimate
 from cnd_depth_ros.inference.disparity_refinement import DisparityRefinement
 from cnd_depth_ros.inference.input_plan import (
@@ -26,7 +28,7 @@ from cnd_depth_ros.inference.input_plan import (
     model_disparity_range,
     plan_input,
 )
-from cnd_depth_ros.inference.registry import create_backend, resolve_backend
+from cnd_depth_ros.inference.registry import create_backend, resolve_backend, takes_model
 from cnd_depth_ros.models.artifact import ModelMetadata, read_metadata
 
 __all__ = ["PlannedBackend", "has_static_shapes"]
@@ -40,7 +42,8 @@ def has_static_shapes(model: str | os.PathLike[str]) -> bool:
 
 
 class PlannedBackend:
-    """Backend ``name`` running ``model`` at the input planned for each camera.
+    """Backend ``name`` (a spec: ``onnxruntime:int8``, ``sgbm:stereo_image_proc``, ...) running
+    ``model`` at the input planned for each camera (a backend without a model ignores ``model``).
 
     :param pixel_budget: network pixels per frame; ``None``: the default for the device.
     :param min_depth: metres; the nearest depth whose disparity must fit the stereo matcher's
@@ -59,7 +62,7 @@ class PlannedBackend:
     def __init__(
         self,
         name: str,
-        model: str | os.PathLike[str],
+        model: str | os.PathLike[str] | None,
         *,
         pixel_budget: int | None = None,
         min_depth: float = 0.0,
@@ -70,8 +73,8 @@ class PlannedBackend:
     ) -> None:
         self.name, self._options = resolve_backend(name, model, options)
         self.refinement = refinement
-        self.model = model
-        self.static_shapes = has_static_shapes(model)
+        self.model = model if takes_model(self.name) else None
+        self.static_shapes = self.model is not None and has_static_shapes(self.model)
         device = self._options.get("device") or ("cuda" if self.name == "tensorrt" else "cpu")
         self.pixel_budget = pixel_budget or default_pixel_budget(device)
         self.min_depth = min_depth
@@ -82,26 +85,34 @@ class PlannedBackend:
         self.plans: list[InputPlan] = []
         #: What planning chose for the camera when the model file fixes another size.
         self.wanted: InputPlan | None = None
-        if self.static_shapes:
-            self._backend = self._create(input_size)
-            self._disparity_range = model_disparity_range(self._backend.metadata)
-        else:
-            self._disparity_range = model_disparity_range(read_metadata(model))
+        self._disparity_range: float | None = None
+        if self.model is not None and not self.static_shapes:
+            self._disparity_range = model_disparity_range(read_metadata(self.model))
             size = input_size if camera is None else self._plan(camera).size
             self._backend = self._create(size)
+        else:  # a size fixed by the model file, or none to plan (no model)
+            self._backend = self._create(input_size)
+            if self._backend.metadata is not None:
+                self._disparity_range = model_disparity_range(self._backend.metadata)
         if camera is not None:
             self.prepare(camera)
 
     @property
-    def backend(self) -> DepthBackend:
+    def backend(self) -> DepthEstimator:
         """The backend loaded now."""
         return self._backend
 
     @property
-    def metadata(self) -> ModelMetadata:
+    def metadata(self) -> ModelMetadata | None:
+        """The model's metadata; ``None`` for a backend that runs no model."""
         return self._backend.metadata
 
-    def _create(self, size: tuple[int, int] | None) -> DepthBackend:
+    @property
+    def stereo(self) -> bool:
+        """Whether the backend needs the right image."""
+        return self._backend.stereo
+
+    def _create(self, size: tuple[int, int] | None) -> DepthEstimator:
         sizes = {} if size is None else {"width": size[0], "height": size[1]}
         return create_backend(self.name, self.model, **sizes, **self._options)
 
@@ -120,13 +131,15 @@ class PlannedBackend:
     def prepare(self, camera: PinholeCamera) -> InputPlan | None:
         """Plan for ``camera``; create the backend again if the plan changes its size.
 
-        :returns: the new plan when this camera changed it (for a log line), else ``None``.
+        :returns: the new plan when this camera changed it (for a log line), else ``None``;
+            always ``None`` for a backend without a model (nothing to plan).
         """
         key = (camera.width, camera.height, camera.fx, camera.baseline, self.min_depth)
-        if key == self._camera_key:
+        if key == self._camera_key or self.model is None:
             return None
         plan = self._plan(camera)
         current = self._backend.input_size
+        assert current is not None  # a network's: a backend without a model is not planned
         if self.static_shapes:
             self.wanted = plan if plan.size != current else None
             plan = InputPlan(camera.width, camera.height, *current, self.pixel_budget,
@@ -170,6 +183,8 @@ class PlannedBackend:
 
     def info(self) -> dict[str, Any]:
         info = self._backend.info()
+        if self.metadata is None:
+            return info
         info["pixel_budget"] = self.pixel_budget
         if self.metadata.stereo:
             info["refinement"] = "off" if self.refinement is None else "on"

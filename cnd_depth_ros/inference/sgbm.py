@@ -1,8 +1,10 @@
 """The classical baseline: OpenCV's semi-global block matcher, what stereo_image_proc runs.
 
-:class:`SgbmMatcher` has the backends' ``infer(left, right, *, camera) -> depth`` so evaluation
-and benchmarks treat it like a network. By default (preset ``tuned``) two things differ from
-stereo_image_proc's defaults, both so that the comparison with the networks is fair:
+:class:`SgbmBackend` is the backend ``sgbm`` of the registry (``sgbm:stereo_image_proc`` for the
+other preset): the node, evaluation and benchmarks run it as they run a network, without a model
+file, at the camera's size (or the ``width`` x ``height`` asked for). By default (preset
+``tuned``) two things differ from stereo_image_proc's defaults, both so that the comparison with
+the networks is fair:
 
 * the parameters follow the image size (disparity range, speckle window), where
   stereo_image_proc's are fixed for one camera, and suit small images (a 5-pixel block, the
@@ -26,9 +28,13 @@ import cv2
 import numpy as np
 
 from cnd_depth_ros.camera import PinholeCamera
+from cnd_depth_ros.inference.backend import DepthEstimator
 from cnd_depth_ros.inference.camera_images import check_camera_images
+from cnd_depth_ros.inference.depth_estimate import DepthEstimate
+from cnd_depth_ros.inference.devices import parse_device
+from cnd_depth_ros.inference.disparity_refinement import DisparityRefinement
 
-__all__ = ["PRESETS", "STEREO_IMAGE_PROC_SGBM", "SgbmMatcher", "fill_disparity_holes"]
+__all__ = ["PRESETS", "STEREO_IMAGE_PROC_SGBM", "SgbmBackend", "fill_disparity_holes"]
 
 #: ``cv2.StereoSGBM.create`` arguments of stereo_image_proc's disparity_node with
 #: ``stereo_algorithm:=1`` and every other parameter at its default, as image_pipeline declares
@@ -74,19 +80,28 @@ def fill_disparity_holes(disparity: np.ndarray) -> np.ndarray:
     return np.where(valid, disparity, filled).astype(np.float32)
 
 
-class SgbmMatcher:
-    """OpenCV ``StereoSGBM`` on rectified pairs, returning metric depth like the backends.
+class SgbmBackend(DepthEstimator):
+    """OpenCV ``StereoSGBM`` on rectified pairs, returning metric depth like the networks.
 
-    :param max_disparity: search range in pixels at the working size; default a quarter of the
+    Takes the registry's options (:mod:`~cnd_depth_ros.inference.registry`) that mean something
+    for it, and its own:
+
+    :param preset: ``tuned`` (sized for the image, ``max_disparity`` and ``block_size`` below),
+        or ``stereo_image_proc`` (:data:`STEREO_IMAGE_PROC_SGBM`, which ignores
+        ``max_disparity`` and ``block_size``).
+    :param device: checked, then ignored: OpenCV's SGBM runs on the CPU whatever the device (so
+        ``bench --device cuda`` times it beside the GPU backends).
+    :param threads: OpenCV's threads (``cv2.setNumThreads``, for the whole process); ``None``:
+        OpenCV's default.
+    :param height: with ``width``, the size to match at (images are resized and depth is resized
+        back); default each camera's own size.
+    :param width: see ``height``.
+    :param max_disparity: search range in pixels at the matching size; default a quarter of the
         image width (covers objects down to ``4 * baseline * fx / width`` away).
     :param block_size: matching window (odd); 5 suits the small images the networks run at.
-    :param working_size: ``(width, height)`` to match at (images are resized and depth is resized
-        back); default the images' own size.
     :param fill_holes: fill invalid pixels (see the module docstring); ``False`` leaves NaN.
-    :param preset: ``tuned`` (the parameters above), or ``stereo_image_proc``
-        (:data:`STEREO_IMAGE_PROC_SGBM`, which ignores ``max_disparity`` and ``block_size``).
-    :raises ValueError: an even or non-positive block size, a non-positive range, or an unknown
-        preset.
+    :raises ValueError: an unknown preset, a bad device, ``height`` without ``width`` (or the
+        reverse), an even or non-positive block size, or a non-positive range or thread count.
     """
 
     name = "sgbm"
@@ -94,24 +109,43 @@ class SgbmMatcher:
     def __init__(
         self,
         *,
+        preset: str = "tuned",
+        device: str = "cpu",
+        threads: int | None = None,
+        height: int | None = None,
+        width: int | None = None,
         max_disparity: int | None = None,
         block_size: int = 5,
-        working_size: tuple[int, int] | None = None,
         fill_holes: bool = True,
-        preset: str = "tuned",
     ) -> None:
         if preset not in PRESETS:
             raise ValueError(f"unknown SGBM preset {preset!r}; known: {', '.join(PRESETS)}")
+        parse_device(device)  # for its error on a misspelt device; SGBM runs on the CPU
+        if (height is None) != (width is None):
+            raise ValueError(f"sgbm: give both height and width or neither, got {height}, {width}")
         if block_size < 1 or block_size % 2 == 0:
             raise ValueError(f"block_size must be odd and positive, got {block_size}")
         if max_disparity is not None and max_disparity < 1:
             raise ValueError(f"max_disparity must be positive, got {max_disparity}")
+        if threads is not None:
+            if threads < 1:
+                raise ValueError(f"threads must be at least 1, got {threads}")
+            cv2.setNumThreads(threads)
+        self.preset = preset
         self.max_disparity = max_disparity
         self.block_size = block_size
-        self.working_size = working_size
+        self.working_size = None if width is None or height is None else (width, height)
         self.fill_holes = fill_holes
-        self.preset = preset
         self._matchers: dict[tuple[int, int], cv2.StereoSGBM] = {}
+
+    @property
+    def stereo(self) -> bool:
+        return True
+
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        """The size it matches at; ``None``: each camera's own."""
+        return self.working_size
 
     def _matcher(self, width: int, height: int) -> cv2.StereoSGBM:
         """A matcher for this image size (cached: creating one is not free)."""
@@ -152,19 +186,17 @@ class SgbmMatcher:
         disparity[fixed_point <= 0] = np.nan
         return fill_disparity_holes(disparity) if self.fill_holes else disparity
 
-    def infer(
+    def estimate(
         self,
         left: np.ndarray,
         right: np.ndarray | None = None,
         *,
         camera: PinholeCamera,
         output_size: tuple[int, int] | None = None,
-    ) -> np.ndarray:
-        """Metric depth (H x W float32 metres, NaN where invalid) for a rectified stereo pair
-        seen by ``camera``; the same contract as ``DepthBackend.infer``.
-
-        :raises ValueError: a missing right image, mismatched images, or a camera without baseline.
-        """
+        refinement: DisparityRefinement | None = None,
+    ) -> DepthEstimate:
+        """:meth:`DepthEstimator.estimate` by matching ``left`` against ``right``; no confidence,
+        and no ``refinement`` (there is no network output to refine)."""
         check_camera_images(left, right, camera, stereo=True, name="SGBM")
         assert right is not None and camera.baseline is not None  # checked just above
         width, height = self.working_size or (camera.width, camera.height)
@@ -180,15 +212,18 @@ class SgbmMatcher:
         out_width, out_height = output_size or (camera.width, camera.height)
         if (out_width, out_height) != (width, height):
             depth = cv2.resize(depth, (out_width, out_height), interpolation=cv2.INTER_NEAREST)
-        return depth
+        return DepthEstimate(depth)
 
     def info(self) -> dict[str, Any]:
+        size = self.working_size
         return {
             "backend": self.name,
+            "model": "OpenCV StereoSGBM",
+            "variant": self.preset,
+            "input": "the camera's size" if size is None else f"{size[0]}x{size[1]}",
             "preset": self.preset,
             "max_disparity": self.max_disparity,
             "block_size": self.block_size,
-            "working_size": self.working_size,
             "fill_holes": self.fill_holes,
         }
 

@@ -3,7 +3,8 @@ logged then, so a node that activates can infer.
 
 The backend and the optional CPU fallback load the same way (the fallback from the very file
 the backend loaded), with the same checks: the model loads on that backend, suits the node's
-mode (a stereo model needs ``mode stereo``), and survives a warm-up run.
+mode (a stereo model needs ``mode stereo``), and survives a warm-up run. A backend without a
+model (``sgbm``) ignores ``model_path``.
 """
 
 from __future__ import annotations
@@ -36,10 +37,11 @@ def load_backend(
     except (CndDepthError, ValueError) as error:
         logger.error(f"{role}backend {name!r} cannot load model {model!r}: {error}")
         return None
-    if backend.metadata.stereo != (mode == "stereo"):
-        kind = "stereo" if backend.metadata.stereo else "mono"
+    info = backend.info()
+    if backend.stereo != (mode == "stereo"):
+        kind = "stereo" if backend.stereo else "mono"
         logger.error(
-            f"model {model!r} is a {kind} model ({backend.metadata.variant}) but mode is {mode!r}"
+            f"model {info['model']!r} is a {kind} model ({info['variant']}) but mode is {mode!r}"
         )
         backend.close()
         return None
@@ -50,7 +52,6 @@ def load_backend(
                      f"{backend.name!r}: {error}")
         backend.close()
         return None
-    info = backend.info()
     logger.info(
         f"loaded {info['model']} ({info['variant']}, {info['input']}) on {role}backend "
         f"{info['backend']} in {time.monotonic() - started:.1f} s"

@@ -35,7 +35,8 @@ __all__ = [
 CHOICES: dict[str, tuple[str, ...]] = {
     "mode": ("stereo", "mono"),
     "image_transport": ("raw", "compressed"),
-    "backend": ("auto", "torch", "onnxruntime", "tensorrt"),
+    # Backend specs (inference.registry): sgbm is OpenCV's matcher, stereo_image_proc's algorithm.
+    "backend": ("auto", "torch", "onnxruntime", "tensorrt", "sgbm", "sgbm:stereo_image_proc"),
     "fallback_backend": ("", "torch", "onnxruntime"),
     "precision": ("", "fp32", "fp16", "int8"),
     "output_encoding": ("32FC1", "16UC1"),
@@ -87,7 +88,9 @@ PARAMETERS: dict[str, _Spec] = {
                                     "publishes them", read_only=True),
     "model_path": _Spec("", "model artifact, .onnx or engine; empty: the shipped model for the "
                             "mode (cnd_stereo / cnd_mono)", read_only=True),
-    "backend": _Spec("auto", "inference backend; auto picks the fastest this machine runs",
+    "backend": _Spec("auto", "inference backend; auto picks the fastest network backend this "
+                             "machine runs; sgbm is OpenCV's StereoSGBM without a model "
+                             "(sgbm:stereo_image_proc with stereo_image_proc's own settings)",
                      read_only=True),
     "fallback_backend": _Spec("", "CPU backend (torch or onnxruntime), loaded at configure, "
                                   "that takes over for good when the backend fails at run time; "
