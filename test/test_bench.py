@@ -13,6 +13,7 @@ from cnd_depth_ros import cli
 from cnd_depth_ros.data.registry import open_dataset
 from cnd_depth_ros.inference import benchmark, planned_backend
 from cnd_depth_ros.inference.benchmark import StereoInput, max_abs_diff
+from cnd_depth_ros.inference.disparity_refinement import DisparityRefinement
 from cnd_depth_ros.inference.registry import create_backend, parse_backend_spec
 
 FIELDS = {"backend", "model", "height", "width", "p50_ms", "p95_ms", "fps", "max_abs_diff_vs_torch"}
@@ -125,3 +126,27 @@ def test_the_reference_runs_with_the_timed_backends_settings(
     assert [name for name, _ in created] == ["torch", "onnxruntime", "torch"]
     for _, options in created:
         assert options["device"] == "cpu" and options["threads"] == 1
+
+
+@pytest.mark.parametrize("refinement", [None, DisparityRefinement()])
+def test_the_reference_and_every_backend_refine_alike(
+    micro: Path, monkeypatch: pytest.MonkeyPatch, refinement: DisparityRefinement | None
+) -> None:
+    """``bench --no-refinement`` gives ``refinement=None`` to the reference and to every timed
+    backend, so the difference column compares like with like. A spy on the real class records
+    it; the backends run for real."""
+    seen: list[object] = []
+
+    class Spy(planned_backend.PlannedBackend):
+        def __init__(self, *args: object, **options: object) -> None:
+            seen.append(options.get("refinement", "missing"))
+            super().__init__(*args, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(benchmark, "PlannedBackend", Spy)
+    frame = open_dataset("motorcycle")[0]
+    assert frame.right is not None
+    pair = StereoInput(frame.left, frame.right, frame.camera).resized(96, 64)
+    benchmark.run_benchmark(micro, ["onnxruntime"], pair, input_size=(64, 48), iterations=1,
+                            warmup=0, options={"device": "cpu", "threads": 1},
+                            refinement=refinement)
+    assert seen == [refinement, refinement]

@@ -565,6 +565,28 @@ def test_sgbm_backend_needs_no_model(artifacts: dict[str, str]) -> None:
         spinning.close()
 
 
+def test_disparity_refinement_is_a_parameter(artifacts: dict[str, str], stereo: DepthNode) -> None:
+    """``disparity_refinement:=false``: the depth is the net's disparity upsampled as it is,
+    where the shared node (the default) refines it against the images and gets another depth."""
+    spinning = Spinning(_depth_node(artifacts["cnd_stereo"], disparity_refinement=False,
+                                    namespace="unrefined"))
+    rig = _rig("unrefined")
+    try:
+        rig.wait_connected()
+        depth = rig.depth_for(rig.send())
+        unrefined, refined = (
+            node.backend.infer(pattern(CAMERA), pattern(CAMERA, 4), camera=CAMERA)
+            for node in (spinning.node, stereo)
+        )
+        assert spinning.node.backend.refinement is None
+        assert stereo.backend.refinement is not None
+        np.testing.assert_array_equal(depth, unrefined)
+        assert not np.allclose(unrefined, refined, equal_nan=True)
+    finally:
+        rig.close()
+        spinning.close()
+
+
 def test_compressed_camera_images(artifacts: dict[str, str]) -> None:
     """image_transport:=compressed: CompressedImage on */image_rect/compressed (the raw topics
     are not subscribed). Lossless PNG gives exactly the depth of the decoded pair, JPEG a

@@ -42,6 +42,7 @@ def stereo_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _eval(tmp_path: Path, *arguments: str) -> tuple[int, dict]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     result = tmp_path / "eval.json"
     code = cli.main(["eval", *arguments, "--no-progress", "--json", str(result)])
     return code, (json.loads(result.read_text()) if code == 0 else {})
@@ -255,3 +256,20 @@ def test_a_confidence_threshold_scores_only_the_confident_pixels(synthetic_root:
     assert 0.45 < confident["confidence"]["kept"] < 0.55
     with pytest.raises(ValueError, match="confidence_threshold"):
         evaluate_dataset(predict, frames, confidence_threshold=1.5)
+
+
+def test_no_refinement_scores_the_nets_disparity_as_it_is(
+    synthetic_root: Path, stereo_artifact: Path, tmp_path: Path
+) -> None:
+    """``--no-refinement`` (the node's ``disparity_refinement:=false``) reaches the backend and
+    the JSON says which ran; the refined and the unrefined scores differ."""
+    common = ("--model", str(stereo_artifact), "--data", "synthetic", "--data-root",
+              str(synthetic_root), "--device", "cpu")
+    (code_on, refined), (code_off, unrefined) = (
+        _eval(tmp_path / name, *common, *flags)
+        for name, flags in (("on", ()), ("off", ("--no-refinement",)))
+    )
+    assert code_on == code_off == 0
+    assert refined["model_info"]["refinement"] == "on"
+    assert unrefined["model_info"]["refinement"] == "off"
+    assert refined["metrics"]["rel"] != unrefined["metrics"]["rel"]

@@ -16,6 +16,7 @@ from cnd_depth_ros.messages.bag import DISTROS, STORAGES
 __all__ = [
     "add_bag_format_arguments",
     "add_input_plan_arguments",
+    "add_refinement_argument",
     "backend_spec",
     "image_size",
     "network_size",
@@ -97,6 +98,14 @@ def add_input_plan_arguments(
         group.add_argument("--input-size", type=image_size, metavar="WxH",
                            help="run the network at this size for every camera instead of "
                                 "planning (multiples of 16)")
+
+
+def add_refinement_argument(parser: argparse.ArgumentParser) -> None:
+    """``--no-refinement``: ``args.refinement`` is then False (the node's
+    ``disparity_refinement:=false``)."""
+    parser.add_argument("--no-refinement", dest="refinement", action="store_false",
+                        help="stereo nets: the net's disparity upsampled as it is, not refined "
+                             "against the camera images (the node's disparity_refinement)")
 
 
 def add_bag_format_arguments(parser: Any) -> None:

@@ -15,7 +15,11 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from cnd_depth_ros.commands.arguments import add_input_plan_arguments, positive_int
+from cnd_depth_ros.commands.arguments import (
+    add_input_plan_arguments,
+    add_refinement_argument,
+    positive_int,
+)
 from cnd_depth_ros.errors import CndDepthError
 
 if TYPE_CHECKING:
@@ -37,6 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "sgbm:stereo_image_proc is SGBM with stereo_image_proc's own defaults",
     )
     add_input_plan_arguments(parser, camera=True)
+    add_refinement_argument(parser)
     parser.add_argument("--iters", type=positive_int, default=50, help="timed iterations")
     parser.add_argument("--warmup", type=int, default=5, help="untimed iterations first")
     parser.add_argument(
@@ -57,6 +62,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     from cnd_depth_ros.data.registry import open_dataset
     from cnd_depth_ros.inference.benchmark import StereoInput, run_benchmark
+    from cnd_depth_ros.inference.disparity_refinement import DisparityRefinement
 
     # Progress from this package only: the exporter's optimiser logs hundreds of INFO lines.
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
@@ -87,6 +93,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             warmup=args.warmup,
             options=options,
             calibration=calibration,
+            refinement=DisparityRefinement() if args.refinement else None,
         )
     except ValueError as error:  # bad specs, sizes or options: user input, not a crash
         raise CndDepthError(str(error)) from error

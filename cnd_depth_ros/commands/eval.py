@@ -16,7 +16,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cnd_depth_ros.commands.arguments import add_input_plan_arguments, backend_spec
+from cnd_depth_ros.commands.arguments import (
+    add_input_plan_arguments,
+    add_refinement_argument,
+    backend_spec,
+)
 from cnd_depth_ros.errors import CndDepthError
 
 if TYPE_CHECKING:
@@ -69,6 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report", type=Path, metavar="DIR",
                         help="write report.html and its PNG figures into DIR")
     add_input_plan_arguments(parser)
+    add_refinement_argument(parser)
     parser.add_argument("--confidence-threshold", type=float, default=0.0, metavar="C",
                         help="score only pixels whose matcher confidence is at least C (0-1), "
                              "as the node's confidence_threshold keeps them; the JSON says "
@@ -123,6 +128,8 @@ def _backend_options(args: argparse.Namespace) -> dict[str, Any]:
     from cnd_depth_ros.inference.registry import with_calibration
 
     options: dict[str, Any] = {"pixel_budget": args.pixel_budget, "input_size": args.input_size}
+    if not args.refinement:
+        options["refinement"] = None
     if args.device is not None:
         options["device"] = args.device
     if args.precision is not None:

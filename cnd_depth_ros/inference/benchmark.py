@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from cnd_depth_ros.camera import PinholeCamera
+from cnd_depth_ros.inference.disparity_refinement import DisparityRefinement
 from cnd_depth_ros.inference.input_plan import default_pixel_budget
 from cnd_depth_ros.inference.planned_backend import PlannedBackend
 from cnd_depth_ros.inference.registry import parse_backend_spec, with_calibration
@@ -98,11 +99,13 @@ def run_benchmark(
     warmup: int = 5,
     options: dict[str, Any] | None = None,
     calibration: Sequence[Frame] | None = None,
+    refinement: DisparityRefinement | None = DisparityRefinement(),  # noqa: B008 - frozen
 ) -> list[BenchmarkResult]:
     """Time each backend spec (``torch``, ``onnxruntime:int8``, ``sgbm``, ...) on ``pair``, every
     one at the input planned for the pair's camera within ``pixel_budget`` (default: the one for
     the timed device) or at ``input_size``; ``options`` (device, threads) go to every backend,
-    ``calibration`` frames to INT8 ones.
+    ``calibration`` frames to INT8 ones; a stereo net's disparity is refined with
+    ``refinement`` (``None``: not refined) by every network backend and the reference.
 
     :raises ValueError: bad specs or sizes; backend errors propagate as they are.
     """
@@ -116,7 +119,8 @@ def run_benchmark(
     # oneDNN's results are reproducible for one thread count, not across counts.
     threads = {"threads": options["threads"]} if options.get("threads") else {}
     torch_backend = PlannedBackend("torch", model, pixel_budget=budget, input_size=input_size,
-                                   camera=pair.camera, device="cpu", **threads)
+                                   camera=pair.camera, device="cpu", refinement=refinement,
+                                   **threads)
     reference = torch_backend.infer(pair.left, pair.right, camera=pair.camera)
     size = torch_backend.backend.input_size
     assert size is not None  # a network's
@@ -126,6 +130,7 @@ def run_benchmark(
     for spec in specs:
         _LOGGER.info("benchmarking %s: %d iterations at %dx%d", spec, iterations, width, height)
         backend = PlannedBackend(spec, model, input_size=size, camera=pair.camera,
+                                 refinement=refinement,
                                  **with_calibration(spec, options, calibration))
         try:
             depth = backend.infer(pair.left, pair.right, camera=pair.camera)

@@ -15,6 +15,7 @@ from typing import Any
 from rclpy.node import Node
 
 from cnd_depth_ros.errors import CndDepthError
+from cnd_depth_ros.inference.disparity_refinement import DisparityRefinement
 from cnd_depth_ros.inference.planned_backend import PlannedBackend
 from cnd_depth_ros.ros.parameters import model_path
 
@@ -32,8 +33,12 @@ def load_backend(
     model = model_path(values)
     started = time.monotonic()
     try:
-        backend = PlannedBackend(name, model, pixel_budget=values["pixel_budget"] or None,
-                                 min_depth=values["min_depth"], **options)
+        backend = PlannedBackend(
+            name, model, pixel_budget=values["pixel_budget"] or None,
+            min_depth=values["min_depth"],
+            refinement=DisparityRefinement() if values["disparity_refinement"] else None,
+            **options,
+        )
     except (CndDepthError, ValueError) as error:
         logger.error(f"{role}backend {name!r} cannot load model {model!r}: {error}")
         return None

@@ -103,6 +103,11 @@ PARAMETERS: dict[str, _Spec] = {
     "pixel_budget": _Spec(0, "network input pixels per frame, planned per camera with its aspect "
                              "ratio kept; 0: 76800 (320x240) on a CPU, 307200 on a GPU",
                           read_only=True, low=0, high=4096 * 4096),
+    "disparity_refinement": _Spec(True, "stereo nets: refine the net's disparity against the "
+                                        "camera images at their own resolution (sharper edges, "
+                                        "sub-pixel depth; docs/inference.md); false: the net's "
+                                        "disparity upsampled as it is, cheaper",
+                                  read_only=True),
     "queue_size": _Spec(5, "messages kept per input by the synchroniser", read_only=True,
                         low=1, high=100),
     "approximate_sync": _Spec(False, "pair images whose stamps differ (cameras that are not "
