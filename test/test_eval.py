@@ -152,13 +152,14 @@ def test_sgbm_backend_scores_as_before(spec: str, synthetic_root: Path, tmp_path
 
 def test_ground_truth_as_prediction_scores_perfectly(synthetic_root: Path) -> None:
     frames = open_dataset("synthetic", synthetic_root)
-    result = evaluate_dataset(lambda frame: DepthEstimate(frame.depth), frames)
+    result = evaluate_dataset(lambda frame: DepthEstimate(frame.depth, camera=frame.camera),
+                             frames)
     assert result["frames"] == 3
     assert result["metrics"]["rel"] == 0.0
     assert result["metrics"]["rmse"] == 0.0
     assert result["metrics"]["delta1"] == 1.0
-    doubled = evaluate_dataset(lambda frame: DepthEstimate(2.0 * frame.depth), frames, max_frames=1,
-                               max_depth=1e6)
+    doubled = evaluate_dataset(lambda frame: DepthEstimate(2.0 * frame.depth, camera=frame.camera),
+                               frames, max_frames=1, max_depth=1e6)
     assert doubled["frames"] == 1
     assert doubled["metrics"]["rel"] == pytest.approx(1.0)
     assert doubled["metrics"]["log10"] == pytest.approx(np.log10(2.0))
@@ -168,14 +169,15 @@ def test_only_ground_truth_in_range_is_scored_against_clipped_predictions(
     synthetic_root: Path,
 ) -> None:
     frame = open_dataset("synthetic", synthetic_root)[0]
-    result = evaluate_dataset(lambda frame: DepthEstimate(np.full_like(frame.depth, 1e4)), [frame],
-                              min_depth=1.0, max_depth=20.0)
+    result = evaluate_dataset(
+        lambda frame: DepthEstimate(np.full_like(frame.depth, 1e4), camera=frame.camera), [frame],
+        min_depth=1.0, max_depth=20.0)
     truth = frame.depth[frame.valid]
     truth = truth[(truth >= 1.0) & (truth <= 20.0)]
     assert result["metrics"]["rel"] == pytest.approx(np.mean((20.0 - truth) / truth), rel=1e-5)
     with pytest.raises(ValueError, match="min_depth < max_depth"):
-        evaluate_dataset(lambda frame: DepthEstimate(frame.depth), [frame], min_depth=5.0,
-                         max_depth=5.0)
+        evaluate_dataset(lambda frame: DepthEstimate(frame.depth, camera=frame.camera), [frame],
+                         min_depth=5.0, max_depth=5.0)
 
 
 def test_predictor_for_an_artifact_matches_its_camera(
@@ -246,7 +248,7 @@ def test_a_confidence_threshold_scores_only_the_confident_pixels(synthetic_root:
         confidence = np.ones_like(depth)
         depth[:, ::2] *= 3.0
         confidence[:, ::2] = 0.2
-        return DepthEstimate(depth, confidence)
+        return DepthEstimate(depth, confidence, camera=frame.camera)
 
     everything = evaluate_dataset(predict, frames)
     assert everything["metrics"]["rel"] > 0.5 and "confidence" not in everything

@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from fixtures.artifacts import SMALL, make_artifact
@@ -140,6 +141,34 @@ def test_a_static_onnx_file_keeps_its_size_and_says_what_it_wanted(
     assert runner.plan is not None and runner.plan.limited_by == "fixed by the model file"
     assert runner.wanted is not None and runner.wanted.size == (96, 96)
     assert runner.info()["planned input"] == "96x96"
+
+
+@pytest.mark.parametrize("name", ["torch", "sgbm"])
+@pytest.mark.parametrize(
+    ("camera_size", "output_size", "with_image"),
+    [((192, 128), None, ()),  # the camera's size: nothing resized to it
+     ((192, 128), (96, 64), ("torch", "sgbm")),  # the input's size: area-averaged on the way
+     ((192, 128), (48, 32), ()),  # another size
+     # Enlarged to the input: bilinear for a network, area-resized for SGBM's matching.
+     ((48, 32), (96, 64), ("sgbm",))],
+)
+def test_the_estimate_is_in_the_camera_at_the_output_size(
+    micro: Path, name: str, camera_size: tuple[int, int], output_size: tuple[int, int] | None,
+    with_image: tuple[str, ...],
+) -> None:
+    """Whatever the backend, the estimate's camera is the input camera at the output size, and
+    the left image it brings is the one the outputs would make: area-averaged to that size."""
+    camera = _camera(*camera_size)
+    runner = PlannedBackend(name, micro, input_size=(96, 64), camera=camera, threads=1)
+    left, right = _pair(camera)
+    estimate = runner.estimate(left, right, camera=camera, output_size=output_size)
+    width, height = output_size or camera_size
+    assert estimate.depth.shape == (height, width)
+    assert estimate.camera == (camera if output_size is None else camera.resized(width, height))
+    assert (estimate.image is not None) == (name in with_image)
+    if estimate.image is not None:
+        expected = cv2.resize(left, (width, height), interpolation=cv2.INTER_AREA)
+        np.testing.assert_array_equal(estimate.image, expected)
 
 
 def test_min_depth_changes_plan_again(tmp_path: Path) -> None:

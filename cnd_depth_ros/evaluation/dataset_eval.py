@@ -12,6 +12,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -144,7 +145,7 @@ def evaluate_dataset(
             continue
         accumulator.update(prediction, truth, np.isfinite(truth))
         if on_frame is not None:
-            on_frame(index, frame, DepthEstimate(prediction, estimate.confidence), truth, seconds)
+            on_frame(index, frame, replace(estimate, depth=prediction), truth, seconds)
     if accumulator.frames == 0:
         raise ValueError(
             f"none of the {count} frames evaluated has ground-truth depth within "

@@ -37,26 +37,36 @@ NetworkOutputs = dict[str, np.ndarray]
 
 def to_network_input(image: np.ndarray, width: int, height: int) -> np.ndarray:
     """H x W x 3 uint8 RGB -> 1 x 3 x height x width float32 in [0, 1] (normalisation is in the
-    graph). Area interpolation when shrinking, so thin structures are not aliased away."""
-    if image.shape[:2] != (height, width):
-        shrinking = image.shape[0] > height or image.shape[1] > width
-        image = cv2.resize(
-            image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-        )
+    graph)."""
+    return _as_tensor(_resized(image, width, height, _network_interpolation(image, width, height)))
+
+
+def _network_interpolation(image: np.ndarray, width: int, height: int) -> int:
+    """How an image is resized for the network: area interpolation when shrinking, so thin
+    structures are not aliased away; bilinear when enlarging."""
+    shrinking = image.shape[0] > height or image.shape[1] > width
+    return cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+
+
+def _as_tensor(image: np.ndarray) -> np.ndarray:
+    """H x W x 3 uint8 RGB -> 1 x 3 x H x W float32 in [0, 1]."""
     return np.ascontiguousarray(image.transpose(2, 0, 1)[None], dtype=np.float32) / np.float32(255)
 
 
-def _resized(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    """``image`` at ``width`` x ``height`` (bilinear), itself when it already is."""
+def _resized(
+    image: np.ndarray, width: int, height: int, interpolation: int = cv2.INTER_LINEAR
+) -> np.ndarray:
+    """``image`` at ``width`` x ``height`` (bilinear unless told), itself when it already is."""
     if image.shape[:2] == (height, width):
         return image
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(image, (width, height), interpolation=interpolation)
 
 
 class DepthEstimator(abc.ABC):
-    """Camera images -> metric depth: every backend in the registry. Subclasses implement
-    :meth:`estimate`, :attr:`stereo`, :attr:`input_size` and :meth:`info` (and usually
-    :meth:`close`)."""
+    """Camera images -> metric depth: every backend in the registry, and
+    :class:`~cnd_depth_ros.inference.planned_backend.PlannedBackend` around one. Subclasses
+    implement :meth:`_estimate`, :attr:`stereo`, :attr:`input_size` and :meth:`info` (and
+    usually :meth:`close`)."""
 
     name: ClassVar[str]
     #: The model's metadata; ``None`` for an estimator that runs no model (SGBM).
@@ -72,7 +82,6 @@ class DepthEstimator(abc.ABC):
     def input_size(self) -> tuple[int, int] | None:
         """(width, height) it runs at; ``None``: each camera's own size."""
 
-    @abc.abstractmethod
     def estimate(
         self,
         left: np.ndarray,
@@ -83,7 +92,7 @@ class DepthEstimator(abc.ABC):
         refinement: DisparityRefinement | None = None,
     ) -> DepthEstimate:
         """Metric depth for ``camera`` (H x W float32 metres, NaN where invalid), with the
-        matcher's confidence where there is one.
+        matcher's confidence where there is one, in the camera at the output size.
 
         ``left``/``right`` are H x W x 3 uint8 RGB images of the size ``camera`` describes.
         ``output_size`` is (width, height), default the camera's size. ``refinement`` refines a
@@ -92,6 +101,16 @@ class DepthEstimator(abc.ABC):
         :raises ValueError: wrong image shapes or dtype, a missing right image for a stereo
             estimator, or a stereo estimator without a baseline in ``camera``.
         """
+        width, height = output_size or (camera.width, camera.height)
+        same = (width, height) == (camera.width, camera.height)
+        output = camera if same else camera.resized(width, height)
+        return self._estimate(left, right, camera, output, refinement)
+
+    @abc.abstractmethod
+    def _estimate(self, left: np.ndarray, right: np.ndarray | None, camera: PinholeCamera,
+                  output: PinholeCamera, refinement: DisparityRefinement | None) -> DepthEstimate:
+        """:meth:`estimate` once the output is decided: the estimate is in ``output``, ``camera``
+        at the output size."""
 
     def infer(
         self,
@@ -139,23 +158,18 @@ class DepthBackend(DepthEstimator):
         """Forward pass: 1 x 3 x h x w float32 input(s) at network size -> the graph's outputs
         (:data:`NetworkOutputs`)."""
 
-    def estimate(
-        self,
-        left: np.ndarray,
-        right: np.ndarray | None = None,
-        *,
-        camera: PinholeCamera,
-        output_size: tuple[int, int] | None = None,
-        refinement: DisparityRefinement | None = None,
-    ) -> DepthEstimate:
+    def _estimate(self, left: np.ndarray, right: np.ndarray | None, camera: PinholeCamera,
+                  output: PinholeCamera, refinement: DisparityRefinement | None) -> DepthEstimate:
         """:meth:`DepthEstimator.estimate` through the network at :attr:`input_size`;
         ``refinement`` works at the camera's size (mono nets ignore it)."""
         check_camera_images(
             left, right, camera, stereo=self.metadata.stereo, name=self.metadata.variant
         )
         width, height = self.input_size
+        interpolation = _network_interpolation(left, width, height)
+        network_left = _resized(left, width, height, interpolation)
         outputs = self.run(
-            to_network_input(left, width, height),
+            _as_tensor(network_left),
             to_network_input(right, width, height) if self.metadata.stereo else None,
         )
         network_camera = camera.resized(width, height)
@@ -167,11 +181,15 @@ class DepthBackend(DepthEstimator):
                                            camera.fx, camera.baseline)
             disparity = refinement.refine(left, right, disparity, downscale=camera.width / width)
             depth = disparity_to_depth(disparity, camera.fx, camera.baseline)
-        out_width, out_height = output_size or (camera.width, camera.height)
-        depth = _resized(depth, out_width, out_height)
+        depth = _resized(depth, output.width, output.height)
         if confidence is not None:
-            confidence = _resized(confidence, out_width, out_height)
-        return DepthEstimate(depth, confidence)
+            confidence = _resized(confidence, output.width, output.height)
+        # The network's left image is the estimate's ``image`` when the network runs at the
+        # output size and did not enlarge it (bilinear, where ``image`` is area-averaged).
+        at_output = (output.width, output.height) == (width, height)
+        averaged = interpolation == cv2.INTER_AREA or network_left is left
+        image = network_left if at_output and averaged else None
+        return DepthEstimate(depth, confidence, camera=output, image=image)
 
     def warmup(self, iterations: int = 3) -> None:
         """Run a few forward passes so the first real frame does not pay for lazy setup."""

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from cnd_depth_ros.camera import PinholeCamera
+from cnd_depth_ros.inference.backend import DepthEstimator
 from cnd_depth_ros.inference.disparity_refinement import DisparityRefinement
 from cnd_depth_ros.inference.input_plan import default_pixel_budget
 from cnd_depth_ros.inference.planned_backend import PlannedBackend
@@ -76,7 +77,7 @@ def max_abs_diff(depth: np.ndarray, reference: np.ndarray) -> float:
     return float(np.abs(depth[both] - reference[both]).max())
 
 
-def _time(estimator: PlannedBackend, pair: StereoInput, iterations: int, warmup: int) -> np.ndarray:
+def _time(estimator: DepthEstimator, pair: StereoInput, iterations: int, warmup: int) -> np.ndarray:
     """Milliseconds per ``infer`` call, after ``warmup`` untimed calls."""
     for _ in range(warmup):
         estimator.infer(pair.left, pair.right, camera=pair.camera)
@@ -122,7 +123,7 @@ def run_benchmark(
                                    camera=pair.camera, device="cpu", refinement=refinement,
                                    **threads)
     reference = torch_backend.infer(pair.left, pair.right, camera=pair.camera)
-    size = torch_backend.backend.input_size
+    size = torch_backend.input_size
     assert size is not None  # a network's
     width, height = size
     torch_backend.close()

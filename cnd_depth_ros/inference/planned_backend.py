@@ -1,7 +1,8 @@
 """A backend whose network input follows the camera it is given (:mod:`input_plan`).
 
 The node, ``eval`` and ``bench`` hold one :class:`PlannedBackend` instead of a bare
-:class:`~cnd_depth_ros.inference.backend.DepthBackend`: the first camera (or a new camera size
+:class:`~cnd_depth_ros.inference.backend.DepthBackend`, and run it as any other
+:class:`~cnd_depth_ros.inference.backend.DepthEstimator`. The first camera (or a new camera size
 mid-stream) is planned, and when the plan's size differs from the loaded one the backend is
 created again at that size (torch: the weights again; ONNX Runtime: a new export; TensorRT: an
 engine from the cache or a build). A model file with static shapes (``.onnx``, ``.engine``) keeps
@@ -41,18 +42,20 @@ def has_static_shapes(model: str | os.PathLike[str]) -> bool:
     return str(model).endswith((".onnx", ".engine"))
 
 
-class PlannedBackend:
+class PlannedBackend(DepthEstimator):
     """Backend ``name`` (a spec: ``onnxruntime:int8``, ``sgbm:stereo_image_proc``, ...) running
     ``model`` at the input planned for each camera (a backend without a model ignores ``model``).
 
     :param pixel_budget: network pixels per frame; ``None``: the default for the device.
     :param min_depth: metres; the nearest depth whose disparity must fit the stereo matcher's
         range (0: no such limit).
-    :param input_size: (width, height) to use for every camera instead of planning.
+    :param input_size: (width, height) to use for every camera instead of planning
+        (:attr:`fixed_size`; :attr:`input_size` is the size the backend runs at now).
     :param camera: plan for this camera at once, so the first frame does not re-create the
         backend; ``None``: load at the model's own size until a camera arrives.
     :param refinement: how a stereo net's disparity is refined against the camera images
-        (:mod:`disparity_refinement`); ``None``: the net's output upsampled as it is.
+        (:mod:`disparity_refinement`); ``None``: the net's output upsampled as it is. A
+        ``refinement`` given to :meth:`estimate` replaces it for that call.
     :param options: the backend's own options (device, precision, threads, ...).
     :raises ValueError: an unknown backend, a bad option or a budget below the smallest input.
     :raises ArtifactError: a missing or unreadable model.
@@ -78,7 +81,7 @@ class PlannedBackend:
         device = self._options.get("device") or ("cuda" if self.name == "tensorrt" else "cpu")
         self.pixel_budget = pixel_budget or default_pixel_budget(device)
         self.min_depth = min_depth
-        self.input_size = input_size
+        self.fixed_size = input_size
         self._camera_key: tuple[Any, ...] | None = None
         self.plan: InputPlan | None = None
         #: Every plan made, in order (one per camera size seen).
@@ -112,13 +115,18 @@ class PlannedBackend:
         """Whether the backend needs the right image."""
         return self._backend.stereo
 
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        """(width, height) the backend runs at now; ``None``: each camera's own size."""
+        return self._backend.input_size
+
     def _create(self, size: tuple[int, int] | None) -> DepthEstimator:
         sizes = {} if size is None else {"width": size[0], "height": size[1]}
         return create_backend(self.name, self.model, **sizes, **self._options)
 
     def _plan(self, camera: PinholeCamera) -> InputPlan:
-        if self.input_size is not None:
-            width, height = self.input_size
+        if self.fixed_size is not None:
+            width, height = self.fixed_size
             return InputPlan(camera.width, camera.height, width, height, self.pixel_budget,
                              "fixed by the model file" if self.static_shapes else "size asked for")
         return plan_input(
@@ -154,32 +162,18 @@ class PlannedBackend:
         self.plans.append(plan)
         return plan
 
-    def estimate(
-        self,
-        left: np.ndarray,
-        right: np.ndarray | None = None,
-        *,
-        camera: PinholeCamera,
-        output_size: tuple[int, int] | None = None,
-    ) -> DepthEstimate:
-        """:meth:`DepthBackend.estimate` at the input planned for ``camera``."""
+    def _estimate(self, left: np.ndarray, right: np.ndarray | None, camera: PinholeCamera,
+                  output: PinholeCamera, refinement: DisparityRefinement | None) -> DepthEstimate:
+        """The backend's :meth:`~DepthEstimator.estimate` at the input planned for ``camera``,
+        refined with the call's ``refinement`` or else this one's."""
         self.prepare(camera)
-        return self._backend.estimate(left, right, camera=camera, output_size=output_size,
-                                      refinement=self.refinement)
+        return self._backend.estimate(
+            left, right, camera=camera, output_size=(output.width, output.height),
+            refinement=self.refinement if refinement is None else refinement,
+        )
 
-    def infer(
-        self,
-        left: np.ndarray,
-        right: np.ndarray | None = None,
-        *,
-        camera: PinholeCamera,
-        output_size: tuple[int, int] | None = None,
-    ) -> np.ndarray:
-        """:meth:`DepthBackend.infer` at the input planned for ``camera``."""
-        return self.estimate(left, right, camera=camera, output_size=output_size).depth
-
-    def warmup(self) -> None:
-        self._backend.warmup()
+    def warmup(self, iterations: int = 3) -> None:
+        self._backend.warmup(iterations)
 
     def info(self) -> dict[str, Any]:
         info = self._backend.info()

@@ -186,15 +186,8 @@ class SgbmBackend(DepthEstimator):
         disparity[fixed_point <= 0] = np.nan
         return fill_disparity_holes(disparity) if self.fill_holes else disparity
 
-    def estimate(
-        self,
-        left: np.ndarray,
-        right: np.ndarray | None = None,
-        *,
-        camera: PinholeCamera,
-        output_size: tuple[int, int] | None = None,
-        refinement: DisparityRefinement | None = None,
-    ) -> DepthEstimate:
+    def _estimate(self, left: np.ndarray, right: np.ndarray | None, camera: PinholeCamera,
+                  output: PinholeCamera, refinement: DisparityRefinement | None) -> DepthEstimate:
         """:meth:`DepthEstimator.estimate` by matching ``left`` against ``right``; no confidence,
         and no ``refinement`` (there is no network output to refine)."""
         check_camera_images(left, right, camera, stereo=True, name="SGBM")
@@ -209,10 +202,12 @@ class SgbmBackend(DepthEstimator):
         working = camera.resized(width, height)
         with np.errstate(divide="ignore", invalid="ignore"):
             depth: np.ndarray = (working.fx * camera.baseline / disparity).astype(np.float32)
-        out_width, out_height = output_size or (camera.width, camera.height)
-        if (out_width, out_height) != (width, height):
-            depth = cv2.resize(depth, (out_width, out_height), interpolation=cv2.INTER_NEAREST)
-        return DepthEstimate(depth)
+        if (output.width, output.height) != (width, height):
+            depth = cv2.resize(depth, (output.width, output.height),
+                               interpolation=cv2.INTER_NEAREST)
+            return DepthEstimate(depth, camera=output)
+        # Matched at the output size: the left image as matched (area-averaged) is at it too.
+        return DepthEstimate(depth, camera=output, image=left)
 
     def info(self) -> dict[str, Any]:
         size = self.working_size
