@@ -35,7 +35,12 @@ from cnd_depth_ros.camera import PinholeCamera
 from cnd_depth_ros.inference.sgbm import SgbmBackend
 from cnd_depth_ros.messages.camera_info import camera_info_for
 from cnd_depth_ros.messages.image import array_to_image, image_to_array
-from cnd_depth_ros.messages.pointcloud import POINT_STEP, pointcloud2_to_rgb, pointcloud2_to_xyz
+from cnd_depth_ros.messages.pointcloud import (
+    POINT_STEP,
+    depth_to_pointcloud2,
+    pointcloud2_to_rgb,
+    pointcloud2_to_xyz,
+)
 from cnd_depth_ros.models import ModelMetadata, build_model, save_artifact
 from cnd_depth_ros.ros.depth_node import DepthNode
 from cnd_depth_ros.ros.outputs import colorize
@@ -317,6 +322,41 @@ def test_millimetres_network_resolution_and_depth_limits(
     millimetres = image_to_array(depth)
     np.testing.assert_array_equal(millimetres == 0, np.isnan(z))
     np.testing.assert_allclose(millimetres[~np.isnan(z)], 1000 * z[~np.isnan(z)], atol=0.5)
+
+
+def test_a_resized_output_is_in_the_estimates_camera_with_the_cloud_as_before(
+    stereo: DepthNode, rig: NodeRig, parameters: Callable[..., None]
+) -> None:
+    """At network resolution the estimate says its camera and brings the left image the
+    backend resized: the camera_info and the coloured cloud are those the node built before,
+    from the camera resized to the depth's shape and the left image area-averaged to it."""
+    assert stereo.backend is not None
+    estimate = stereo.backend.estimate(pattern(CAMERA), pattern(CAMERA, 4), camera=CAMERA,
+                                       output_size=NETWORK)
+    width, height = NETWORK
+    assert estimate.depth.shape == (height, width)
+    assert estimate.camera == CAMERA.resized(width, height)
+    assert estimate.image is not None
+    old_colors = cv2.resize(pattern(CAMERA), NETWORK, interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(estimate.image, old_colors)
+
+    parameters(output_resolution="network")
+    stamp = rig.send()
+    depth = rig.wait_for("depth", stamp)
+    info = rig.wait_for("info", stamp)
+    points = rig.wait_for("points", stamp)
+
+    metres = _depth(depth)
+    np.testing.assert_array_equal(metres, estimate.depth)
+    old_camera = CAMERA.resized(metres.shape[1], metres.shape[0])
+    expected_info = camera_info_for(old_camera, depth.header)
+    assert (info.width, info.height) == (expected_info.width, expected_info.height)
+    assert list(info.k) == list(expected_info.k) and list(info.p) == list(expected_info.p)
+    expected = depth_to_pointcloud2(metres, old_camera, points.header, rgb=old_colors)
+    assert points.header == depth.header
+    assert (points.width, points.height, points.fields, points.is_dense) == (
+        expected.width, expected.height, expected.fields, expected.is_dense)
+    assert bytes(points.data) == bytes(expected.data)
 
 
 def test_disparity_image(rig: NodeRig, parameters: Callable[..., None]) -> None:

@@ -387,11 +387,11 @@ class DepthNode(LifecycleNode):
         try:
             self._plan_input(backend, camera)
             # The one decision on the outputs' size; the backend resizes the depth to it and
-            # the outputs follow the depth.
+            # the outputs follow the estimate's camera.
             network = settings.output_resolution == "network"
             estimate = backend.estimate(
                 left, right, camera=camera,
-                output_size=backend.backend.input_size if network else None,
+                output_size=backend.input_size if network else None,
             )
         except (CndDepthError, RuntimeError, ValueError) as error:
             self.diagnostics.record_drop("inference error")
@@ -401,7 +401,7 @@ class DepthNode(LifecycleNode):
             return
         lap = self._timing.lap("inference", started)
         header = Header(stamp=left_image.header.stamp, frame_id=left_image.header.frame_id)
-        outputs.publish(estimate, left, camera, header, settings, self._timing, lap)
+        outputs.publish(estimate, left, header, settings, self._timing, lap)
         stamp_ns = int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
         self.diagnostics.record_output((self.get_clock().now().nanoseconds - stamp_ns) * 1e-9)
         if self.get_logger().is_enabled_for(LoggingSeverity.DEBUG):  # benchmarks read this line

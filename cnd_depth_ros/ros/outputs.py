@@ -115,6 +115,17 @@ def _limited_depth(estimate: DepthEstimate, settings: OutputSettings) -> np.ndar
     return depth
 
 
+def _point_colors(estimate: DepthEstimate, left: np.ndarray) -> np.ndarray:
+    """The left image at the estimate's size, area-averaged: the estimate's own when the
+    backend made it on its way, else resized here."""
+    if estimate.image is not None:
+        return estimate.image
+    camera = estimate.camera
+    if left.shape[:2] == (camera.height, camera.width):
+        return left
+    return cv2.resize(left, (camera.width, camera.height), interpolation=cv2.INTER_AREA)
+
+
 class OutputPublishers:
     """The node's output publishers, created at configure and destroyed at cleanup, and what
     they publish for one estimate (from the inference worker; rclpy publishers may be used from
@@ -165,7 +176,6 @@ class OutputPublishers:
         self,
         estimate: DepthEstimate,
         left: np.ndarray,
-        camera: PinholeCamera,
         header: Header,
         settings: OutputSettings,
         timing: StageTimes,
@@ -173,26 +183,21 @@ class OutputPublishers:
     ) -> None:
         """Every output that is enabled and has a subscriber, depth and camera_info always.
 
-        ``left`` (RGB) and ``camera`` are the input's; the outputs are at the estimate's size
-        (the backend resized the depth to the size the node asked for), so the camera and the
-        cloud's colours follow it. ``since`` is when the estimate came out
-        (``time.perf_counter()``); each output's building and publishing is timed from there.
+        The outputs are in the estimate's camera (the backend resized the depth to the size the
+        node asked for). ``left`` (RGB) is the input's, for the cloud's colours: area-averaged to
+        the estimate's size unless the estimate has that image already. ``since`` is when the
+        estimate came out (``time.perf_counter()``); each output's building and publishing is
+        timed from there.
         """
         publishers = self._publishers
         depth, confidence = _limited_depth(estimate, settings), estimate.confidence
-        height, width = depth.shape
-        resized = (width, height) != (camera.width, camera.height)
-        if resized:
-            camera = camera.resized(width, height)
+        camera = estimate.camera
         image = depth if settings.output_encoding == "32FC1" else depth_to_millimetres(depth)
         publishers["depth"].publish(array_to_image(image, settings.output_encoding, header))
         publishers["info"].publish(camera_info_for(camera, header))
         lap = timing.lap("depth", since)
         if settings.publish_points and self._wanted("points"):
-            colors = None
-            if settings.points_color:
-                colors = (cv2.resize(left, (width, height), interpolation=cv2.INTER_AREA)
-                          if resized else left)
+            colors = _point_colors(estimate, left) if settings.points_color else None
             publishers["points"].publish(
                 depth_to_pointcloud2(depth, camera, header, rgb=colors,
                                      stride=settings.points_stride)
