@@ -214,6 +214,8 @@ def main() -> None:
     parser.add_argument("--raw-listener", action="store_true",
                         help="take the outputs as CDR bytes, not Python messages (as a C++ "
                              "subscriber would not pay for Python objects)")
+    parser.add_argument("--param", action="append", default=[], metavar="NAME:=VALUE",
+                        help="another node parameter (repeatable), e.g. precision:=int8")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
 
@@ -236,6 +238,7 @@ def main() -> None:
             "-p", f"threads:={args.threads}", "-p", f"pixel_budget:={args.pixel_budget}",
             "-p", f"points_stride:={args.points_stride}", "-p", "diagnostic_updater.period:=0.5",
             "-p", "publish_colored:=false", "--log-level", "depth_node:=debug",
+            *(arg for parameter in args.param for arg in ("-p", parameter)),
         ]
         node_process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
         frames: dict[int, dict[str, float]] = {}  # stamp -> the node's per-frame stages (ms)

@@ -541,7 +541,12 @@ def test_a_lost_matched_event_only_delays_the_camera_subscriptions(
 
 @pytest.mark.parametrize(
     ("overrides", "why"),
-    [({"model_path": "missing_model"}, "no such file"), ({"mode": "mono"}, "is a stereo model")],
+    [
+        ({"model_path": "missing_model"}, "no such file"),
+        ({"mode": "mono"}, "is a stereo model"),
+        ({"backend": "onnxruntime", "precision": "int8", "calibration_data": "synthetic:/nowhere"},
+         "calibration_data 'synthetic:/nowhere'"),
+    ],
 )
 def test_configure_fails_on_an_unusable_model(
     artifacts: dict[str, str],
@@ -622,6 +627,22 @@ def test_disparity_refinement_is_a_parameter(artifacts: dict[str, str], stereo: 
         assert stereo.backend.refinement is not None
         np.testing.assert_array_equal(depth, unrefined)
         assert not np.allclose(unrefined, refined, equal_nan=True)
+    finally:
+        rig.close()
+        spinning.close()
+
+
+def test_int8_is_calibrated_at_start_up(artifacts: dict[str, str]) -> None:
+    """``precision:=int8`` on ONNX Runtime: calibrated at configure on the default frames (the
+    motorcycle pair), then depth as from any backend."""
+    spinning = Spinning(_depth_node(artifacts["cnd_stereo"], backend="onnxruntime",
+                                    precision="int8", namespace="int8"))
+    rig = _rig("int8")
+    try:
+        rig.wait_connected()
+        depth = rig.depth_for(rig.send())
+        assert spinning.node.backend.info()["precision"] == "int8"
+        assert depth.shape == (CAMERA.height, CAMERA.width) and np.isfinite(depth).mean() > 0.5
     finally:
         rig.close()
         spinning.close()

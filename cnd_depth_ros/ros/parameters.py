@@ -97,6 +97,11 @@ PARAMETERS: dict[str, _Spec] = {
                                   "empty: none", read_only=True),
     "device": _Spec("", "cpu, cuda or cuda:N; empty: the backend's default", read_only=True),
     "precision": _Spec("", "fp32, fp16 or int8; empty: the backend's default", read_only=True),
+    "calibration_data": _Spec("", "with precision int8: the frames its activation ranges are "
+                                  "calibrated on at start-up, KIND:ROOT as cnd-depth eval "
+                                  "--data takes it (e.g. rosbag:/data/my_drive for the robot's "
+                                  "own camera); empty: the Middlebury motorcycle pair "
+                                  "scikit-image ships", read_only=True),
     "threads": _Spec(0, "CPU threads for the inference runtime; 0: one less than the cores this "
                         "process may use (at least 1), leaving a core to DDS and the executor",
                      read_only=True, low=0, high=256),
