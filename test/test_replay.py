@@ -256,6 +256,8 @@ def test_replay_through_the_node_as_fast_as_it_answers_and_record(
     assert len(result["per_frame"]) == FRAMES
     assert 0 < result["latency_ms"]["p50"] <= result["latency_ms"]["p95"]
     assert (out / "report.html").is_file() and (out / "depth_node.log").is_file()
+    # No estimate lost to the node's max_depth: it is lifted, and the scorer clips instead.
+    assert "max_depth:=10000" in (out / "report.html").read_text()
 
     with Reader(drive) as reader:
         left = [c for c in reader.connections if c.topic == "/left/image_rect"]

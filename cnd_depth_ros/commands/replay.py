@@ -29,6 +29,8 @@ _DEFAULTS = {
     "right_info": DEFAULT_TOPICS["right_info_topic"],
     "gt": DEFAULT_TOPICS["depth_topic"],
 }
+#: The node's max_depth in a replay: the largest it takes, so no estimate is masked as too far.
+NODE_MAX_DEPTH_M = 10000.0
 
 
 def _parameter(text: str) -> tuple[str, str]:
@@ -88,7 +90,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="ground truth nearer than this (m) is not scored; predictions are "
                             "clipped to the range (the KITTI protocol)")
     score.add_argument("--max-depth", type=positive_float, default=80.0,
-                       help="ground truth farther than this (m) is not scored")
+                       help="ground truth farther than this (m) is not scored; predictions are "
+                            "clipped to it (the node runs with max_depth "
+                            f"{NODE_MAX_DEPTH_M:g} unless --param sets it)")
     score.add_argument("--baseline", metavar="BACKEND", type=backend_spec,
                        help="also score this backend with its defaults on the bag's stereo pairs "
                             "against the same depth ground truth, next to the node in the "
@@ -223,8 +227,11 @@ def _replay(
     )
     node = None
     if not args.no_start:
+        # The node's max_depth would turn a far estimate into no estimate, a failure to the
+        # scorer; lifted, the estimate is clipped to the scored range as `eval` clips it.
         parameters = {"mode": "mono" if args.mono else "stereo", "backend": args.backend,
-                      "image_transport": "compressed" if topics.compressed else "raw"}
+                      "image_transport": "compressed" if topics.compressed else "raw",
+                      "max_depth": str(NODE_MAX_DEPTH_M)}
         if args.model:  # a path is made absolute for the node; a shipped name stays a name
             shipped = args.model in SHIPPED_MODELS
             parameters["model_path"] = args.model if shipped else str(Path(args.model).resolve())

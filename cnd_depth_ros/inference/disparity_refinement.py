@@ -108,7 +108,7 @@ class DisparityRefinement:
     propagation_steps: tuple[float, ...] = (16.0, 8.0, 4.0, 2.0)
     fine_radius: int = 2
     window: int = 9
-    min_correlation: float = 0.3
+    min_correlation: float = 0.5
     min_texture: float = 1.0
 
     def __post_init__(self) -> None:
