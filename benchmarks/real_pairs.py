@@ -66,6 +66,8 @@ def main() -> None:
     parser.add_argument("--pixel-budget", type=int, help="default: the CPU budget")
     parser.add_argument("--thresholds", default="", help="comma-separated confidence thresholds")
     parser.add_argument("--shared-data", type=Path, default=SHARED_DATA)
+    parser.add_argument("--no-refinement", dest="refinement", action="store_false",
+                        help="score the net's disparity as it is, not refined (cnd-depth eval's)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     thresholds = [float(value) for value in args.thresholds.split(",") if value]
@@ -75,7 +77,8 @@ def main() -> None:
         for model in args.model:
             for threshold in [0.0, *thresholds]:
                 scores = _score(model, frames, threshold, backend=args.backend,
-                                camera=frames[0].camera, pixel_budget=args.pixel_budget)
+                                camera=frames[0].camera, pixel_budget=args.pixel_budget,
+                                **({} if args.refinement else {"refinement": None}))
                 rows.append({"pair": pair, "model": model, "threshold": threshold, **scores})
                 print(json.dumps(rows[-1]), flush=True)
         for baseline in BASELINES:
