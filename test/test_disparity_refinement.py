@@ -63,6 +63,17 @@ def test_the_search_grows_with_the_downscale() -> None:
     assert np.median(np.abs(far - truth)[inside]) < 0.1
 
 
+def test_after_the_half_size_pass_the_full_size_one_restores_sub_pixel_precision() -> None:
+    """A net 3x smaller than the camera and off by 5.3 camera pixels: the half-size pass finds
+    the surface, the full-size one its fraction."""
+    truth = _ground_plane(160, 240) * 2.0
+    left, right = _textured_pair(truth)
+    refined = DisparityRefinement().refine(left, right, truth + 5.3, downscale=3.0)
+    inside = np.s_[10:-10, 60:-10]
+    assert np.median(np.abs(refined - truth)[inside]) < 0.1
+    assert np.mean(np.abs(refined - truth)[inside] < 0.5) > 0.9
+
+
 def _foreground_over_background() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A textured board at 24 px in front of a textured wall at 10 px: left, right, disparity."""
     height, width, board = 100, 200, np.s_[30:70, 90:140]
@@ -118,7 +129,9 @@ def test_a_refined_disparity_is_never_zero_or_negative() -> None:
 
 
 @pytest.mark.parametrize(
-    "options", [{"window": 1}, {"window": 4}, {"network_radius": 0}, {"propagation_steps": (4, 0)}]
+    "options",
+    [{"window": 1}, {"window": 4}, {"network_radius": 0}, {"propagation_steps": (4, 0)},
+     {"fine_radius": 0}],
 )
 def test_bad_settings_are_refused(options: dict) -> None:
     with pytest.raises(ValueError, match=next(iter(options))):
