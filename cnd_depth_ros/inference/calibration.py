@@ -35,7 +35,8 @@ from cnd_depth_ros.models.artifact import ModelMetadata
 if TYPE_CHECKING:
     from cnd_depth_ros.data.frame import Frame
 
-__all__ = ["QDQ_FP16_OPSET", "CalibrationReader", "CalibrationSet", "output_layer_nodes",
+__all__ = ["QDQ_FP16_OPSET", "CalibrationReader", "CalibrationSet", "calibration_frames",
+           "output_layer_nodes",
            "quantize_qdq"]
 
 _LOGGER = logging.getLogger(__name__)
@@ -49,6 +50,21 @@ _QUANTISED_OPS = ["Conv", "ConvTranspose", "Add", "Clip", "Relu", "MaxPool", "Re
 QDQ_FP16_OPSET = 19
 
 Batch = dict[str, np.ndarray]
+
+
+def calibration_frames(spec: str, *, stereo: bool) -> Sequence[Frame]:
+    """The frames of ``spec`` (``KIND:ROOT``, as ``cnd-depth eval --data``), or the motorcycle
+    pair scikit-image ships where it is empty (what ``cnd-depth bench`` calibrates on).
+
+    :raises ValueError: a bad spec, or a source without (stereo) frames.
+    :raises CndDepthError: the source cannot be read.
+    """
+    from cnd_depth_ros.data.registry import open_dataset
+    from cnd_depth_ros.data.sources import DataSpec, open_frames
+
+    if not spec:
+        return open_dataset("motorcycle")
+    return open_frames([DataSpec.parse(spec)], stereo=stereo, labeled=False)
 
 
 def output_layer_nodes(model: onnx.ModelProto) -> list[str]:

@@ -5,40 +5,24 @@ The backend and the optional CPU fallback load the same way (the fallback from t
 the backend loaded), with the same checks: the model loads on that backend, suits the node's
 mode (a stereo model needs ``mode stereo``), and survives a warm-up run. A backend without a
 model (``sgbm``) ignores ``model_path``. INT8 is calibrated on the frames of
-``calibration_data`` (:func:`calibration_frames`).
+``calibration_data`` (:func:`~cnd_depth_ros.inference.calibration.calibration_frames`).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from typing import Any
 
 from rclpy.node import Node
 
-from cnd_depth_ros.data.frame import Frame
 from cnd_depth_ros.errors import CndDepthError
+from cnd_depth_ros.inference.calibration import calibration_frames
 from cnd_depth_ros.inference.disparity_refinement import DisparityRefinement
 from cnd_depth_ros.inference.planned_backend import PlannedBackend
 from cnd_depth_ros.inference.registry import with_calibration
 from cnd_depth_ros.ros.parameters import model_path
 
-__all__ = ["calibration_frames", "load_backend"]
-
-
-def calibration_frames(spec: str, *, stereo: bool) -> Sequence[Frame]:
-    """The frames of ``spec`` (``KIND:ROOT``, as ``cnd-depth eval --data``), or the motorcycle
-    pair scikit-image ships where it is empty (what ``cnd-depth bench`` calibrates on).
-
-    :raises ValueError: a bad spec, or a source without (stereo) frames.
-    :raises CndDepthError: the source cannot be read.
-    """
-    from cnd_depth_ros.data.registry import open_dataset
-    from cnd_depth_ros.data.sources import DataSpec, open_frames
-
-    if not spec:
-        return open_dataset("motorcycle")
-    return open_frames([DataSpec.parse(spec)], stereo=stereo, labeled=False)
+__all__ = ["load_backend"]
 
 
 def load_backend(
