@@ -11,6 +11,12 @@ SHARED ?= ../shared
 WHEELS := $(wildcard $(SHARED)/wheels/*.whl)
 WHEELS_STAMP := $(VENV)/.shared-wheels
 AMENT_STAMP := $(VENV)/.ament-prefix
+# colcon, for test/test_colcon.py (the README's `colcon build`, checked in a scratch workspace), in
+# a venv of its own: colcon-core pins setuptools below 80 and brings pytest plugins (pytest-cov,
+# -repeat, -rerunfailures), which stay out of .venv this way. 10 s measured, cold pip cache.
+COLCON_VENV := .venv-colcon
+COLCON_STAMP := $(COLCON_VENV)/.installed
+COLCON := colcon-common-extensions==0.3.0 colcon-core==0.21.3
 SHARE := $(VENV)/share/cnd_depth_ros
 # Python runs this line of a .pth file at every start of the venv's interpreter (ros2, the nodes
 # that launch starts, pytest): the venv becomes an ament prefix without `source`-ing anything.
@@ -18,7 +24,7 @@ AMENT_PTH := import os, sys; p = [d for d in os.environ.get('AMENT_PREFIX_PATH',
 
 .PHONY: demo test lint venv clean jazzy-test ament-prefix
 
-venv: $(STAMP) $(WHEELS_STAMP) $(AMENT_STAMP)
+venv: $(STAMP) $(WHEELS_STAMP) $(AMENT_STAMP) $(COLCON_STAMP)
 
 $(STAMP): setup.py setup.cfg pyproject.toml package.xml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +35,11 @@ $(STAMP): setup.py setup.cfg pyproject.toml package.xml
 	# TensorRT wheels are not obtainable here.
 	$(BIN)/python -m pip install --quiet --no-deps tensorrt-stubs==10.13.0.35.1
 	touch $(STAMP)
+
+$(COLCON_STAMP):
+	$(PYTHON) -m venv $(COLCON_VENV)
+	$(COLCON_VENV)/bin/python -m pip install --quiet $(COLCON)
+	touch $(COLCON_STAMP)
 
 # --no-deps: their metadata names ROS packages by their ROS names, which PyPI does not have
 # ($(SHARED)/wheels/README.md); what they need comes with the ros extra.
@@ -97,4 +108,4 @@ test: lint
 	FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA $(BIN)/python -m pytest -q
 
 clean:
-	rm -rf $(VENV) $(JAZZY) build *.egg-info
+	rm -rf $(VENV) $(JAZZY) $(COLCON_VENV) build *.egg-info
