@@ -12,7 +12,7 @@ WHEELS := $(wildcard $(SHARED)/wheels/*.whl)
 WHEELS_STAMP := $(VENV)/.shared-wheels
 AMENT_STAMP := $(VENV)/.ament-prefix
 # colcon, for test/test_colcon.py (the README's `colcon build`, checked in a scratch workspace), in
-# a venv of its own: colcon-core pins setuptools below 80 and brings pytest plugins (pytest-cov,
+# a venv of its own that `make test` builds: colcon-core pins setuptools below 80 and brings pytest plugins (pytest-cov,
 # -repeat, -rerunfailures), which stay out of .venv this way. 10 s measured, cold pip cache.
 COLCON_VENV := .venv-colcon
 COLCON_STAMP := $(COLCON_VENV)/.installed
@@ -24,7 +24,7 @@ AMENT_PTH := import os, sys; p = [d for d in os.environ.get('AMENT_PREFIX_PATH',
 
 .PHONY: demo test lint venv clean jazzy-test ament-prefix
 
-venv: $(STAMP) $(WHEELS_STAMP) $(AMENT_STAMP) $(COLCON_STAMP)
+venv: $(STAMP) $(WHEELS_STAMP) $(AMENT_STAMP)
 
 $(STAMP): setup.py setup.cfg pyproject.toml package.xml
 	$(PYTHON) -m venv $(VENV)
@@ -104,7 +104,7 @@ demo: venv
 lint: venv
 	$(BIN)/ruff check cnd_depth_ros test benchmarks launch
 
-test: lint
+test: lint $(COLCON_STAMP)
 	FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA $(BIN)/python -m pytest -q
 
 clean:

@@ -7,7 +7,7 @@ and config files), the executables in ``lib/cnd_depth_ros``, every module of the
 weights, and ``install/setup.bash``. A module left out of the install fails here: the project's
 own editable install would still find it, so the checks compare files, not imports.
 
-colcon comes from ``.venv-colcon`` (``make venv``; kept apart because colcon-core pins
+colcon comes from ``.venv-colcon`` (``make test`` builds it; kept apart because colcon-core pins
 setuptools below 80 and brings pytest plugins), from the running Python, or from ``PATH``
 (``ros-dev-tools`` on a ROS machine); the tests skip, saying so, where there is none.
 """
@@ -53,7 +53,7 @@ def _colcon_command() -> list[str]:
     for candidate in (ROOT / ".venv-colcon" / "bin" / "colcon", shutil.which("colcon")):
         if candidate and Path(candidate).is_file():
             return [str(candidate)]
-    pytest.skip("colcon is not installed: make venv puts it in .venv-colcon "
+    pytest.skip("colcon is not installed: make test puts it in .venv-colcon "
                 "(pip install colcon-common-extensions; on ROS 2: apt install ros-dev-tools)")
 
 
