@@ -12,8 +12,9 @@ WHEELS := $(wildcard $(SHARED)/wheels/*.whl)
 WHEELS_STAMP := $(VENV)/.shared-wheels
 AMENT_STAMP := $(VENV)/.ament-prefix
 # colcon, for test/test_colcon.py (the README's `colcon build`, checked in a scratch workspace), in
-# a venv of its own that `make test` builds: colcon-core pins setuptools below 80 and brings pytest plugins (pytest-cov,
-# -repeat, -rerunfailures), which stay out of .venv this way. 10 s measured, cold pip cache.
+# a venv of its own that `make test` builds: colcon-core pins setuptools below 80 and brings
+# pytest plugins (pytest-cov, -repeat, -rerunfailures), which stay out of .venv this way.
+# 10 s measured, cold pip cache.
 COLCON_VENV := .venv-colcon
 COLCON_STAMP := $(COLCON_VENV)/.installed
 COLCON := colcon-common-extensions==0.3.0 colcon-core==0.21.3
