@@ -1,0 +1,1 @@
+"""The datasets: Frame, file readers, one loader per format, the registry behind KIND:ROOT."""
