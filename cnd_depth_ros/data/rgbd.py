@@ -45,7 +45,7 @@ from cnd_depth_ros.camera import PinholeCamera
 from cnd_depth_ros.data.base import FrameDataset
 from cnd_depth_ros.data.frame import Frame
 from cnd_depth_ros.data.nyu import NYU_CAMERA
-from cnd_depth_ros.data.readers import read_rgb
+from cnd_depth_ros.data.readers import read_rgb, read_scaled_png
 from cnd_depth_ros.errors import DatasetError
 
 __all__ = [
@@ -106,8 +106,7 @@ def _metres(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 def tum_rgbd_depth(path: Path) -> np.ndarray:
     """float32 metres of a TUM RGB-D depth PNG, NaN where it is 0."""
-    raw = _read_uint16(path)
-    return _metres(raw / TUM_DEPTH_SCALE, raw > 0)
+    return read_scaled_png(path, TUM_DEPTH_SCALE)
 
 
 def sun_rgbd_depth(path: Path) -> np.ndarray:
