@@ -14,9 +14,10 @@ from cnd_depth_ros.errors import DatasetError
 
 
 def test_kinds_cover_every_format() -> None:
-    assert {"synthetic", "kitti", "kitti_raw", "middlebury", "nyu", "apolloscape", "rosbag"} <= set(
-        DATASET_KINDS
-    )
+    assert {
+        "synthetic", "kitti", "kitti_raw", "middlebury", "nyu", "nyu_raw", "sun_rgbd", "tum_rgbd",
+        "apolloscape", "rosbag",
+    } <= set(DATASET_KINDS)
 
 
 def test_unknown_kind_lists_the_valid_ones() -> None:

@@ -1,6 +1,6 @@
 """Write a dataset's frames as a rosbag2 for `cnd-depth replay`: any kind the package reads
-(kitti, kitti_raw, middlebury, motorcycle, nyu, apolloscape, synthetic, rosbag), so the node's
-depth can be scored on real pairs through DDS.
+(kitti, kitti_raw, middlebury, motorcycle, nyu, nyu_raw, sun_rgbd, tum_rgbd, apolloscape,
+synthetic, rosbag), so the node's depth can be scored on real pairs through DDS.
 
 The bag holds, on the topics replay reads by default, the rectified left and right images (rgb8),
 their camera_info at each frame's own size (right P[0,3] = -fx * B; frames of different sizes or

@@ -21,6 +21,7 @@ from cnd_depth_ros.commands.arguments import (
     add_refinement_argument,
     backend_spec,
 )
+from cnd_depth_ros.data.registry import DATASET_KINDS
 from cnd_depth_ros.errors import CndDepthError
 
 if TYPE_CHECKING:
@@ -46,8 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="artifact path, cnd_micro, cnd_mono or cnd_stereo (not needed by "
                              "--backend sgbm)")
     parser.add_argument("--data", required=True, metavar="KIND",
-                        help="dataset kind: synthetic, kitti, kitti_raw, middlebury, motorcycle, "
-                             "nyu, apolloscape, rosbag")
+                        help=f"dataset kind: {', '.join(DATASET_KINDS)}")
     parser.add_argument("--data-root", metavar="DIR", help="dataset folder or bag")
     parser.add_argument("--data-option", action="append", type=_data_option, default=[],
                         metavar="NAME=VALUE", help="loader option, repeatable, e.g. "

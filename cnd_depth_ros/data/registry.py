@@ -25,6 +25,9 @@ DATASET_KINDS: dict[str, tuple[str, str, bool]] = {
     "middlebury": ("middlebury", "MiddleburyDataset", True),
     "motorcycle": ("middlebury", "MotorcycleDataset", False),
     "nyu": ("nyu", "NyuV2Dataset", True),
+    "nyu_raw": ("rgbd", "NyuRawDataset", True),
+    "sun_rgbd": ("rgbd", "SunRgbdDataset", True),
+    "tum_rgbd": ("rgbd", "TumRgbdDataset", True),
     "apolloscape": ("apolloscape", "ApolloScapeDataset", True),
     "rosbag": ("rosbag", "RosbagDataset", True),
 }
