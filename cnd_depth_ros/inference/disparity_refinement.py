@@ -179,7 +179,7 @@ class DisparityRefinement:
         rejected = cv2.bitwise_not(_all(matchable, _greater(score, float(self.min_correlation)),
                                         _greater(refined, 0.0)))
         cv2.copyTo(start, rejected, refined)
-        score[rejected > 0] = -1.0
+        cv2.copyTo(np.full_like(score, -1.0), rejected, score)
         for distance in distances:
             for axis in (1, 0):
                 # The net smears an edge, it does not invent disparities: a neighbour's disparity
@@ -221,7 +221,7 @@ class DisparityRefinement:
                 cv2.copyTo(correlation, improved, after)
             improved = _greater(correlation, best)
             cv2.copyTo(correlation, improved, best)
-            best_offset[improved > 0] = offset
+            cv2.copyTo(np.full_like(best_offset, offset), improved, best_offset)
             if previous is not None:
                 cv2.copyTo(previous, improved, before)
             previous = correlation
