@@ -16,6 +16,10 @@ from cnd_depth_ros.inference.disparity_refinement import DisparityRefinement
 KITTI = SHARED / "data" / "kitti2012_stereo"
 
 
+def _rgb(grey: np.ndarray) -> np.ndarray:
+    return np.repeat(np.clip(grey, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+
+
 def _textured_pair(disparity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A left image of smooth random texture and the right image that sees it with
     ``disparity`` (left pixel x matches right pixel x - disparity)."""
@@ -29,10 +33,7 @@ def _textured_pair(disparity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     # The right pixel u shows what the left pixel u + d shows (d taken at the right pixel: the
     # disparity varies along rows only, so it is the same).
     right = cv2.remap(texture, columns + disparity, rows, cv2.INTER_CUBIC)
-    return tuple(  # type: ignore[return-value]
-        np.repeat(np.clip(image, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
-        for image in (left, right)
-    )
+    return _rgb(left), _rgb(right)
 
 
 def _ground_plane(height: int = 120, width: int = 160) -> np.ndarray:
@@ -74,23 +75,24 @@ def test_after_the_half_size_pass_the_full_size_one_restores_sub_pixel_precision
     assert np.mean(np.abs(refined - truth)[inside] < 0.5) > 0.9
 
 
-def _foreground_over_background() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A textured board at 24 px in front of a textured wall at 10 px: left, right, disparity."""
-    height, width, board = 100, 200, np.s_[30:70, 90:140]
+def _foreground_over_background(
+    height: int = 100, width: int = 200, board: tuple[slice, slice] = np.s_[30:70, 90:140],
+    wall_disparity: int = 10, board_disparity: int = 24, blur: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A textured board in front of a textured wall: left, right, disparity."""
     rng = np.random.default_rng(5)
     wall, front = (
-        cv2.GaussianBlur(rng.uniform(0, 255, (height, width + 64)).astype(np.float32), (0, 0), 1.0)
+        cv2.GaussianBlur(rng.uniform(0, 255, (height, width + 2 * wall_disparity)), (0, 0), blur)
         for _ in range(2)
     )
-    truth = np.full((height, width), 10.0, np.float32)
-    truth[board] = 24.0
-    left = wall[:, 10:10 + width].copy()
+    truth = np.full((height, width), wall_disparity, np.float32)
+    truth[board] = board_disparity
+    left = wall[:, wall_disparity:wall_disparity + width].copy()
     left[board] = front[board]
-    right = wall[:, 20:20 + width].copy()  # the wall 10 px to the left in the right view
+    right = wall[:, 2 * wall_disparity:2 * wall_disparity + width].copy()
     rows, columns = board
-    right[rows, columns.start - 24:columns.stop - 24] = front[board]
-    images = (np.repeat(image.astype(np.uint8)[..., None], 3, axis=2) for image in (left, right))
-    return *images, truth  # type: ignore[return-value]
+    right[rows, columns.start - board_disparity:columns.stop - board_disparity] = front[board]
+    return _rgb(left), _rgb(right), truth
 
 
 def test_a_foreground_smeared_over_the_background_is_taken_back() -> None:
@@ -108,6 +110,41 @@ def test_a_foreground_smeared_over_the_background_is_taken_back() -> None:
     searched_only = DisparityRefinement(propagation_steps=()).refine(left, right, net,
                                                                     downscale=2.0)
     assert (np.abs(searched_only - truth)[visible] > 1.0).mean() > 1.5 * still_wrong.mean()
+
+
+def test_an_object_the_net_missed_is_found_by_re_seeding() -> None:
+    """A pole 32 px wide at 40 px in front of a wall at 12 px, and a net 3x smaller than the
+    camera that saw the wall, and something at 40 px elsewhere (the sweep covers the range the
+    net uses), but not the pole: 28 px is beyond any search around it."""
+    left, right, truth = _foreground_over_background(
+        160, 320, np.s_[30:130, 150:182], wall_disparity=12, board_disparity=40, blur=2.0)
+    net = np.full_like(truth, 12.0)
+    net[-10:, -10:] = 40.0
+    pole = np.s_[40:120, 154:178]
+    found = DisparityRefinement().refine(left, right, net, downscale=3.0)
+    missed = DisparityRefinement(reseed=False).refine(left, right, net, downscale=3.0)
+    assert np.mean(np.abs(found - truth)[pole] < 1.0) > 0.9
+    assert np.mean(np.abs(missed - truth)[pole] < 1.0) < 0.1
+    wall = np.s_[8:-8, 60:120]
+    assert np.mean(np.abs(found - truth)[wall] < 1.0) > 0.95
+
+
+def test_a_repeated_texture_does_not_lure_a_right_disparity_away() -> None:
+    """Stripes repeating every 16 px: 8 px, within the range the net uses, matches as well as the
+    true 24, and re-seeding keeps the net's."""
+    height, width = 120, 240
+    columns = np.arange(width + 48, dtype=np.float32)
+    rng = np.random.default_rng(9)
+    stripes = np.repeat(128 + 80 * np.sin(2 * np.pi * columns / 16.0)[None, :], height, axis=0)
+    left, right = (_rgb(image + rng.normal(0, 4, image.shape))
+                   for image in (stripes[:, 24:24 + width], stripes[:, 48:48 + width]))
+    net = np.full((height, width), 24.0, np.float32)
+    net[-10:, -10:] = 4.0
+    inside = np.s_[10:-20, 40:-20]
+    refined = DisparityRefinement().refine(left, right, net, downscale=3.0)
+    assert np.mean(np.abs(refined - 24.0)[inside] < 1.0) > 0.95
+    lured = DisparityRefinement(seed_margin=-1.0).refine(left, right, net, downscale=3.0)
+    assert np.mean(np.abs(lured - 24.0)[inside] < 1.0) < 0.5  # what the margin is there for
 
 
 def test_nothing_to_match_keeps_the_nets_disparity_and_unknown_stays_unknown() -> None:
@@ -131,7 +168,7 @@ def test_a_refined_disparity_is_never_zero_or_negative() -> None:
 @pytest.mark.parametrize(
     "options",
     [{"window": 1}, {"window": 4}, {"network_radius": 0}, {"propagation_steps": (4, 0)},
-     {"fine_radius": 0}],
+     {"fine_radius": 0}, {"seed_window": 6}],
 )
 def test_bad_settings_are_refused(options: dict) -> None:
     with pytest.raises(ValueError, match=next(iter(options))):

@@ -4,7 +4,16 @@ The net runs at the input the planner chose (a 1282x1110 camera becomes 288x256 
 its disparity, upsampled to the camera, is blurred across object edges and quantised to the
 net's pixels: a 0.25-pixel error at the network's size is one pixel at the camera's. A local
 matcher run on the images fixes both where they have texture, and is cheap because the net
-tells it where to look. One matching pass:
+tells it where to look. Where the net ran at least twice smaller than the camera, it can miss an
+object altogether (a leaf a few network pixels wide, a pole), so it is re-seeded first:
+
+0. **Re-seeding.** At a quarter of the camera's size, every whole disparity within the range
+   the net uses is scored by correlation. Where the best of them correlates well, and clearly
+   better than anything within ``_SEED_TOLERANCE`` pixels of the net's own disparity, the net
+   missed what is there, and the matching starts from the best instead. A repeated texture
+   cannot lure the pixels the net got right: their own disparity correlates as well as any.
+
+One matching pass:
 
 1. **Search.** Each pixel tries its disparity plus each whole offset within a radius, scores
    each by the zero-mean normalised cross-correlation (ZNCC) of a ``window`` around it, and
@@ -38,6 +47,9 @@ import cv2
 import numpy as np
 
 __all__ = ["DisparityRefinement"]
+
+# Pixels, at the re-seeding sweep's size, around the net's disparity that count as its own.
+_SEED_TOLERANCE = 2
 
 
 def _greater(a: np.ndarray, b: np.ndarray | float) -> np.ndarray:
@@ -102,6 +114,10 @@ class DisparityRefinement:
     :param window: side of the correlation window in pixels of the matched images (odd).
     :param min_correlation: a best match weaker than this keeps the disparity it came with.
     :param min_texture: grey-level standard deviation (0-255) a window needs to be matched.
+    :param reseed: re-seed where the net missed an object (step 0).
+    :param seed_window: side of the re-seeding sweep's correlation window (odd), in its pixels.
+    :param seed_min_correlation: the correlation a re-seeding disparity needs.
+    :param seed_margin: by how much it must beat the best near the net's own disparity.
     """
 
     network_radius: float = 3.0
@@ -110,10 +126,16 @@ class DisparityRefinement:
     window: int = 9
     min_correlation: float = 0.5
     min_texture: float = 1.0
+    reseed: bool = True
+    seed_window: int = 7
+    seed_min_correlation: float = 0.7
+    seed_margin: float = 0.2
 
     def __post_init__(self) -> None:
-        if self.window < 3 or self.window % 2 == 0:
-            raise ValueError(f"window must be odd and at least 3, got {self.window}")
+        for name in ("window", "seed_window"):
+            side = getattr(self, name)
+            if side < 3 or side % 2 == 0:
+                raise ValueError(f"{name} must be odd and at least 3, got {side}")
         if self.network_radius <= 0:
             raise ValueError(f"network_radius must be positive, got {self.network_radius}")
         if self.fine_radius < 1:
@@ -139,6 +161,8 @@ class DisparityRefinement:
         )
         known = np.isfinite(disparity)
         net = np.where(known, disparity, 0.0).astype(np.float32)
+        if self.reseed and downscale >= 2.0:
+            net = self._reseeded(left_grey, right_grey, net, 4)
         if downscale < 2.0:
             refined = self._match(left_grey, right_grey, net, self.radius(downscale),
                                   self._distances(downscale))
@@ -158,6 +182,52 @@ class DisparityRefinement:
             refined = self._match(left_grey, right_grey, start, self.fine_radius, ())
         refined[~known] = np.nan
         return refined
+
+    def _reseeded(
+        self, left_grey: np.ndarray, right_grey: np.ndarray, net: np.ndarray, scale: int
+    ) -> np.ndarray:
+        """``net`` (0 where unknown) re-seeded where it missed an object (step 0), the sweep at
+        1/``scale`` of the camera's size."""
+        height, width = net.shape
+        size = (max(1, width // scale), max(1, height // scale))
+        small = _shrunk(net, net > 0.0, size)
+        if not (small > 0.0).any():
+            return net
+        left_small, right_small = (cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
+                                   for grey in (left_grey, right_grey))
+        correlation_at = _WindowCorrelation(left_small, right_small, self.seed_window)
+        own = np.full(small.shape, -2.0, np.float32)
+        for offset in range(-_SEED_TOLERANCE, _SEED_TOLERANCE + 1):
+            np.maximum(own, correlation_at(small + np.float32(offset)), out=own)
+        candidates = range(max(1, math.floor(float(small[small > 0.0].min())) - _SEED_TOLERANCE),
+                           min(size[0], math.ceil(float(small.max())) + _SEED_TOLERANCE) + 1)
+        best, best_disparity = _sweep(left_small, right_small, self.seed_window, candidates)
+        # The same sweep from the right view (mirrored, the right image becomes a left one): a
+        # seed the right view does not confirm is a window straddling an object's edge, or a
+        # pixel the right camera does not see, matched to whatever resembles it.
+        _, right_disparity = _sweep(cv2.flip(right_small, 1), cv2.flip(left_small, 1),
+                                    self.seed_window, candidates)
+        columns = np.arange(size[0], dtype=np.float32)[None, :]
+        confirmed = cv2.remap(cv2.flip(right_disparity, 1),
+                              np.broadcast_to(columns, small.shape) - best_disparity,
+                              np.repeat(np.arange(size[1], dtype=np.float32)[:, None], size[0],
+                                        axis=1),
+                              cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=-9.0)
+        consistent = cv2.compare(np.abs(confirmed - best_disparity), 1.5, cv2.CMP_LT)
+        # Where the net says the right camera does not see the pixel, nothing contradicts it.
+        in_view = _greater(columns - small, float(self.seed_window // 2))
+        seeded = _all(_greater(correlation_at.left_variance, float(self.min_texture**2)),
+                      _greater(small, 0.0), in_view, consistent,
+                      _greater(best, float(self.seed_min_correlation)),
+                      _greater(best, own + np.float32(self.seed_margin)))
+        # A lone seeded pixel is more likely a chance match than a missed object.
+        seeded = cv2.resize(cv2.bitwise_and(seeded, cv2.medianBlur(seeded, 5)), (width, height),
+                            interpolation=cv2.INTER_NEAREST)
+        seeds = cv2.resize(best_disparity * np.float32(width / size[0]), (width, height),
+                           interpolation=cv2.INTER_NEAREST)
+        reseeded = net.copy()
+        cv2.copyTo(seeds, _all(seeded, _greater(net, 0.0)), reseeded)
+        return reseeded
 
     def _distances(self, downscale: float) -> list[int]:
         return [max(1, round(step * max(downscale, 1.0))) for step in self.propagation_steps]
@@ -230,6 +300,41 @@ class DisparityRefinement:
         sub_pixel = 0.5 * (before - after) / np.where(peaked, curvature, -1.0)
         refined = start + best_offset + np.clip(sub_pixel, -0.5, 0.5)
         return refined.astype(np.float32), np.where(peaked, best, -1.0).astype(np.float32)
+
+
+def _sweep(
+    left_grey: np.ndarray, right_grey: np.ndarray, window: int, candidates: range
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each left pixel's best ZNCC over the whole-pixel disparities ``candidates``, and which. A
+    whole-pixel shift moves the right image's window statistics with it, so only the product of
+    the two images is filtered per disparity. Windows flatter than a grey level correlate
+    weakly rather than by rounding error."""
+    def mean(image: np.ndarray) -> np.ndarray:
+        return cv2.boxFilter(image, -1, (window, window), borderType=cv2.BORDER_REFLECT)
+
+    def mean_and_std(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        image_mean = mean(image)
+        return image_mean, np.sqrt(np.maximum(mean(image * image) - image_mean**2, 1.0))
+
+    (left_mean, left_std), (right_mean, right_std) = map(mean_and_std, (left_grey, right_grey))
+    width, half = left_grey.shape[1], window // 2
+    best = np.full(left_grey.shape, -2.0, np.float32)
+    best_disparity = np.zeros_like(best)
+    for candidate in candidates:
+        if candidate + 2 * half >= width:
+            break
+        # Left pixels whose window and matched window (``candidate`` to the left) are both
+        # within the images, away from where the product's filter meets the ends of the overlap.
+        seen = np.s_[:, candidate + half:width - half]
+        matched = np.s_[:, half:width - candidate - half]
+        product = left_grey[:, candidate:] * right_grey[:, :width - candidate]
+        correlation = mean(product)[:, half:product.shape[1] - half]
+        correlation -= left_mean[seen] * right_mean[matched]
+        correlation /= left_std[seen] * right_std[matched]
+        improved = _greater(correlation, best[seen])
+        cv2.copyTo(correlation, improved, best[seen])
+        cv2.copyTo(np.full_like(correlation, candidate), improved, best_disparity[seen])
+    return best, best_disparity
 
 
 def _shrunk(disparity: np.ndarray, known: np.ndarray, size: tuple[int, int]) -> np.ndarray:
