@@ -1,6 +1,7 @@
 """The stereo net's disparity refined against the camera images (inference/disparity_refinement.py):
-exact on a textured pair with a known disparity, a no-op where there is nothing to match, and,
-with the shipped net on the real KITTI pairs, better than the net alone."""
+exact on a textured pair with a known disparity, an object the net missed found again without a
+repeated texture luring it, a no-op where there is nothing to match, and, with the shipped net on
+the real KITTI pairs, better than the net alone."""
 
 from __future__ import annotations
 

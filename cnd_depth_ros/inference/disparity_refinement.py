@@ -208,11 +208,8 @@ class DisparityRefinement:
         _, right_disparity = _sweep(cv2.flip(right_small, 1), cv2.flip(left_small, 1),
                                     self.seed_window, candidates)
         columns = np.arange(size[0], dtype=np.float32)[None, :]
-        confirmed = cv2.remap(cv2.flip(right_disparity, 1),
-                              np.broadcast_to(columns, small.shape) - best_disparity,
-                              np.repeat(np.arange(size[1], dtype=np.float32)[:, None], size[0],
-                                        axis=1),
-                              cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=-9.0)
+        matched_columns = np.maximum(columns - best_disparity, 0.0).astype(np.intp)
+        confirmed = np.take_along_axis(cv2.flip(right_disparity, 1), matched_columns, axis=1)
         consistent = cv2.compare(np.abs(confirmed - best_disparity), 1.5, cv2.CMP_LT)
         # Where the net says the right camera does not see the pixel, nothing contradicts it.
         in_view = _greater(columns - small, float(self.seed_window // 2))
