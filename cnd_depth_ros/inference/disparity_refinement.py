@@ -161,12 +161,12 @@ class DisparityRefinement:
         )
         known = np.isfinite(disparity)
         net = np.where(known, disparity, 0.0).astype(np.float32)
-        if self.reseed and downscale >= 2.0:
-            net = self._reseeded(left_grey, right_grey, net, 4)
         if downscale < 2.0:
             refined = self._match(left_grey, right_grey, net, self.radius(downscale),
                                   self._distances(downscale))
         else:
+            if self.reseed:
+                net = self._reseeded(left_grey, right_grey, net)
             height, width = net.shape
             half = (max(1, width // 2), max(1, height // 2))
             shrunk = _shrunk(net, known, half)
@@ -184,12 +184,11 @@ class DisparityRefinement:
         return refined
 
     def _reseeded(
-        self, left_grey: np.ndarray, right_grey: np.ndarray, net: np.ndarray, scale: int
+        self, left_grey: np.ndarray, right_grey: np.ndarray, net: np.ndarray
     ) -> np.ndarray:
-        """``net`` (0 where unknown) re-seeded where it missed an object (step 0), the sweep at
-        1/``scale`` of the camera's size."""
+        """``net`` (0 where unknown) re-seeded where it missed an object (step 0)."""
         height, width = net.shape
-        size = (max(1, width // scale), max(1, height // scale))
+        size = (max(1, width // 4), max(1, height // 4))
         small = _shrunk(net, net > 0.0, size)
         if not (small > 0.0).any():
             return net
