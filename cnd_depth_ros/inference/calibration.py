@@ -36,8 +36,7 @@ if TYPE_CHECKING:
     from cnd_depth_ros.data.frame import Frame
 
 __all__ = ["QDQ_FP16_OPSET", "CalibrationReader", "CalibrationSet", "calibration_frames",
-           "output_layer_nodes",
-           "quantize_qdq"]
+           "output_layer_nodes", "quantize_qdq"]
 
 _LOGGER = logging.getLogger(__name__)
 

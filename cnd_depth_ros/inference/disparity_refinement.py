@@ -99,6 +99,34 @@ class _WindowCorrelation:
         correlation /= np.sqrt(warped_variance, out=warped_variance)
         return correlation
 
+    def sweep(self, candidates: range) -> tuple[np.ndarray, np.ndarray]:
+        """Each left pixel's best ZNCC over the whole-pixel disparities ``candidates``, and which.
+        A whole-pixel shift moves the right image's window statistics with it, so only the
+        product of the two images is filtered per disparity. Windows flatter than a grey level
+        correlate weakly rather than by rounding error."""
+        left_std = np.sqrt(np.maximum(self.left_variance, 1.0))
+        right_mean = self._mean(self._right)
+        right_std = np.sqrt(np.maximum(self._mean(self._right * self._right) - right_mean**2,
+                                       1.0))
+        width, half = self._left.shape[1], self._window // 2
+        best = np.full(self._left.shape, -2.0, np.float32)
+        best_disparity = np.zeros_like(best)
+        for candidate in candidates:
+            if candidate + 2 * half >= width:
+                break
+            # Left pixels whose window and matched window (``candidate`` to the left) are both
+            # within the images, away from where the product's filter meets the overlap's ends.
+            seen = np.s_[:, candidate + half:width - half]
+            matched = np.s_[:, half:width - candidate - half]
+            product = self._left[:, candidate:] * self._right[:, :width - candidate]
+            correlation = self._mean(product)[:, half:product.shape[1] - half]
+            correlation -= self._left_mean[seen] * right_mean[matched]
+            correlation /= left_std[seen] * right_std[matched]
+            improved = _greater(correlation, best[seen])
+            cv2.copyTo(correlation, improved, best[seen])
+            cv2.copyTo(np.full_like(correlation, candidate), improved, best_disparity[seen])
+        return best, best_disparity
+
 
 @dataclass(frozen=True)
 class DisparityRefinement:
@@ -200,12 +228,12 @@ class DisparityRefinement:
             np.maximum(own, correlation_at(small + np.float32(offset)), out=own)
         candidates = range(max(1, math.floor(float(small[small > 0.0].min())) - _SEED_TOLERANCE),
                            min(size[0], math.ceil(float(small.max())) + _SEED_TOLERANCE) + 1)
-        best, best_disparity = _sweep(left_small, right_small, self.seed_window, candidates)
+        best, best_disparity = correlation_at.sweep(candidates)
         # The same sweep from the right view (mirrored, the right image becomes a left one): a
         # seed the right view does not confirm is a window straddling an object's edge, or a
         # pixel the right camera does not see, matched to whatever resembles it.
-        _, right_disparity = _sweep(cv2.flip(right_small, 1), cv2.flip(left_small, 1),
-                                    self.seed_window, candidates)
+        _, right_disparity = _WindowCorrelation(
+            cv2.flip(right_small, 1), cv2.flip(left_small, 1), self.seed_window).sweep(candidates)
         columns = np.arange(size[0], dtype=np.float32)[None, :]
         matched_columns = np.maximum(columns - best_disparity, 0.0).astype(np.intp)
         confirmed = np.take_along_axis(cv2.flip(right_disparity, 1), matched_columns, axis=1)
@@ -296,41 +324,6 @@ class DisparityRefinement:
         sub_pixel = 0.5 * (before - after) / np.where(peaked, curvature, -1.0)
         refined = start + best_offset + np.clip(sub_pixel, -0.5, 0.5)
         return refined.astype(np.float32), np.where(peaked, best, -1.0).astype(np.float32)
-
-
-def _sweep(
-    left_grey: np.ndarray, right_grey: np.ndarray, window: int, candidates: range
-) -> tuple[np.ndarray, np.ndarray]:
-    """Each left pixel's best ZNCC over the whole-pixel disparities ``candidates``, and which. A
-    whole-pixel shift moves the right image's window statistics with it, so only the product of
-    the two images is filtered per disparity. Windows flatter than a grey level correlate
-    weakly rather than by rounding error."""
-    def mean(image: np.ndarray) -> np.ndarray:
-        return cv2.boxFilter(image, -1, (window, window), borderType=cv2.BORDER_REFLECT)
-
-    def mean_and_std(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        image_mean = mean(image)
-        return image_mean, np.sqrt(np.maximum(mean(image * image) - image_mean**2, 1.0))
-
-    (left_mean, left_std), (right_mean, right_std) = map(mean_and_std, (left_grey, right_grey))
-    width, half = left_grey.shape[1], window // 2
-    best = np.full(left_grey.shape, -2.0, np.float32)
-    best_disparity = np.zeros_like(best)
-    for candidate in candidates:
-        if candidate + 2 * half >= width:
-            break
-        # Left pixels whose window and matched window (``candidate`` to the left) are both
-        # within the images, away from where the product's filter meets the ends of the overlap.
-        seen = np.s_[:, candidate + half:width - half]
-        matched = np.s_[:, half:width - candidate - half]
-        product = left_grey[:, candidate:] * right_grey[:, :width - candidate]
-        correlation = mean(product)[:, half:product.shape[1] - half]
-        correlation -= left_mean[seen] * right_mean[matched]
-        correlation /= left_std[seen] * right_std[matched]
-        improved = _greater(correlation, best[seen])
-        cv2.copyTo(correlation, improved, best[seen])
-        cv2.copyTo(np.full_like(correlation, candidate), improved, best_disparity[seen])
-    return best, best_disparity
 
 
 def _shrunk(disparity: np.ndarray, known: np.ndarray, size: tuple[int, int]) -> np.ndarray:
